@@ -1,0 +1,10 @@
+"""napari-seg-box: annotate, train, evaluate and quantify microscopy segmentation in one box.
+
+The headless pipeline lives in :mod:`napari_seg_box.core` and is usable from scripts and the napari
+console without Qt::
+
+    from napari_seg_box.core import Project
+    project = Project.open("my_project.zarr")
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,47 @@
+"""The headless napari-seg-box pipeline: never imports Qt, napari or magicgui.
+
+Everything is importable from here, lazily (torch loads only when a function that needs it is
+first used)::
+
+    from napari_seg_box.core import Project, import_images
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from .errors import CancelledError, ConfigError, DataError, SegBoxError, StoreError
+
+# public name -> module (relative to this package) that defines it
+_LAZY = {
+    "Project": "store",
+    "ClassInfo": "store",
+    "ImageRecord": "store",
+    "read_image": "io",
+    "find_pairs": "io",
+    "import_images": "io",
+    "interpret_mask": "io",
+    "export_annotations": "io",
+    "read_ome_zarr": "io",
+    "normalize": "data",
+    "ModelSpec": "models",
+    "ENCODERS": "models",
+    "build_model": "models",
+    "load_model": "models",
+    "pick_device": "models",
+}
+
+__all__ = ["SegBoxError", "StoreError", "ConfigError", "DataError", "CancelledError", *_LAZY]
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

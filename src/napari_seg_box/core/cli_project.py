@@ -1,0 +1,127 @@
+"""CLI subcommands for the project store: init, import, info, split, export."""
+
+from __future__ import annotations
+
+import argparse
+
+from .cli import add_store_options, open_project, print_json, storage_options
+
+
+def register(sub) -> None:
+    p = sub.add_parser("init", help="create a new project store", description="Create a new, empty project store.")
+    add_store_options(p)
+    p.add_argument("--classes", default="background,foreground", help="class names in label order, comma-separated (default: %(default)s)")
+    p.add_argument("--pixel-size", type=float, nargs="+", metavar="SIZE", help="pixel size (one value, or y x)")
+    p.add_argument("--unit", default="µm", help="unit of the pixel size (default: %(default)s)")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser(
+        "import",
+        help="import images (and masks) into a store",
+        description="Import image files, folders, globs, multipage TIFF stacks or OME-Zarr, with optional masks "
+        "matched by name (images/a.png + masks/a.png, or the PyJAMAS layout <sample>/image + <sample>/mask).",
+    )
+    add_store_options(p)
+    p.add_argument("--images", nargs="+", required=True, help="image files, folders or glob patterns")
+    p.add_argument("--masks", nargs="+", help="mask files, folders or glob patterns (matched to images by name)")
+    p.add_argument("--split", default="train", choices=["train", "validation", "test"], help="split of the imported images (default: %(default)s)")
+    p.add_argument(
+        "--mask-kind",
+        default="auto",
+        choices=["auto", "binary", "classes", "instances", "labels"],
+        help="how mask values are read (default: %(default)s; see the README)",
+    )
+    p.add_argument("--channel-axis", type=int, help="axis holding channels in multichannel images")
+    p.add_argument("--prefix", default="", help="prefix for the image names in the store")
+    p.add_argument("--overwrite", action="store_true", help="replace images of the same name")
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("info", help="describe a store", description="Images, splits, classes, annotated pixels per class and model versions.")
+    add_store_options(p)
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("split", help="set the split of images", description="Mark images as train, validation or test (held out).")
+    add_store_options(p)
+    p.add_argument("split", choices=["train", "validation", "test"])
+    p.add_argument("names", nargs="+", help="image names in the store")
+    p.set_defaults(func=cmd_split)
+
+    p = sub.add_parser("export", help="export annotations as TIFF", description="Write each image's annotation as <out>/<name>.tif.")
+    add_store_options(p)
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--instances", action="store_true", help="also write instance ground truth")
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from .store import Project
+
+    classes = [c.strip() for c in args.classes.split(",") if c.strip()]
+    pixel_size = None
+    if args.pixel_size:
+        pixel_size = args.pixel_size[0] if len(args.pixel_size) == 1 else args.pixel_size
+    project = Project.create(args.store, classes=classes, pixel_size=pixel_size, unit=args.unit, storage_options=storage_options(args))
+    print(f"Created project store {project.url} with classes: " + ", ".join(f"{c.value}={c.name}" for c in project.classes))
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from .io import import_images
+
+    project = open_project(args)
+    names = import_images(
+        project,
+        args.images if len(args.images) > 1 else args.images[0],
+        None if not args.masks else (args.masks if len(args.masks) > 1 else args.masks[0]),
+        split=args.split,
+        mask_kind=args.mask_kind,
+        channel_axis=args.channel_axis,
+        prefix=args.prefix,
+        overwrite=args.overwrite,
+    )
+    annotated = sum(project.image_record(n).has_labels for n in names)
+    print(f"Imported {len(names)} image(s) into {project.url} as {args.split} ({annotated} with annotations).")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    summary = open_project(args).summary()
+    if args.json:
+        print_json(summary)
+        return 0
+    print(f"Project store: {summary['url']} (format {summary['format_version']})")
+    ps = summary["pixel_size"]
+    print(f"Pixel size: {'%g x %g %s' % (ps[0], ps[1], summary['unit']) if ps else 'not set (measurements in pixels)'}")
+    print("Classes (label value = name; 0 = unlabelled):")
+    for c in summary["classes"]:
+        n = summary["annotated_pixels_per_class"][c["name"]]
+        print(f"  {c['value']} = {c['name']:<20} {n:>12,d} annotated pixels")
+    s = summary["splits"]
+    print(f"Images: {len(summary['images'])} (train {s['train']}, validation {s['validation']}, test {s['test']})")
+    for im in summary["images"]:
+        shape = "x".join(str(v) for v in im["shape"])
+        gt = ", instances" if im["has_instances"] else ""
+        print(f"  {im['name']:<30} {im['split']:<10} {shape:<12} {im['dtype']:<8} {im['annotated_pixels']:>10,d} annotated px{gt}")
+    print(f"Model versions: {len(summary['model_versions'])}")
+    for m in summary["model_versions"]:
+        best = m.get("best") or {}
+        score = f"val IoU {best['val_iou']:.3f}" if "val_iou" in best else ""
+        print(f"  {m['version']}  {m.get('encoder') or ''}  {m.get('created') or ''}  {score}")
+    return 0
+
+
+def cmd_split(args: argparse.Namespace) -> int:
+    project = open_project(args)
+    for name in args.names:
+        project.set_split(name, args.split)
+    print(f"Marked {len(args.names)} image(s) as {args.split}.")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .io import export_annotations
+
+    written = export_annotations(open_project(args), args.out, instances=args.instances)
+    print(f"Wrote {len(written)} file(s) to {args.out}.")
+    return 0

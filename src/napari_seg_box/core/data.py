@@ -1,0 +1,61 @@
+"""Data preparation shared by training, evaluation and prediction (no torch import here).
+
+The one normalisation used everywhere: per image and per channel, percentiles ``p_low`` and
+``p_high`` map to 0 and 1 (float32), for 8-bit, 16-bit and float images alike.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import DataError
+
+DEFAULT_PERCENTILES = (1.0, 99.8)
+
+
+def normalize(image: np.ndarray, *, percentiles: tuple[float, float] = DEFAULT_PERCENTILES, eps: float = 1e-6) -> np.ndarray:
+    """Percentile-normalise an image to float32, channel by channel.
+
+    Parameters
+    ----------
+    image : (Y, X) or (Y, X, C) array, any numeric dtype.
+    percentiles : (low, high) percentiles mapped to 0 and 1; values outside are kept (not clipped).
+
+    Returns
+    -------
+    (Y, X, C) float32 array (a channel axis is always present).
+    """
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.ndim != 3:
+        raise DataError(f"Expected a (Y, X) or (Y, X, C) image, got shape {image.shape}.")
+    img = image.astype(np.float32, copy=False)
+    # subsample large images for the percentile estimate: same result to within noise, much faster
+    step = max(1, int(np.sqrt(img.shape[0] * img.shape[1] / 1_000_000)))
+    sample = img[::step, ::step].reshape(-1, img.shape[-1])
+    lo, hi = np.percentile(sample, percentiles, axis=0)
+    out = (img - lo) / np.maximum(hi - lo, eps)
+    return out.astype(np.float32, copy=False)
+
+
+def labels_to_target(labels: np.ndarray, *, ignore_index: int = -100) -> np.ndarray:
+    """Project labels (0 = unlabelled, 1..K) to a training target (0..K-1, ``ignore_index``)."""
+    target = labels.astype(np.int64) - 1
+    target[labels == 0] = ignore_index
+    return target
+
+
+def pad_to_multiple(array: np.ndarray, multiple: int = 32, *, mode: str = "reflect") -> tuple[np.ndarray, tuple[int, int]]:
+    """Pad the first two axes of ``array`` up to a multiple (reflect where possible).
+
+    Returns the padded array and the original (Y, X) size, for :func:`crop_to`.
+    """
+    h, w = array.shape[:2]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph == 0 and pw == 0:
+        return array, (h, w)
+    pad = [(0, ph), (0, pw)] + [(0, 0)] * (array.ndim - 2)
+    if mode == "reflect" and (ph >= h or pw >= w):
+        mode = "symmetric" if (ph <= h and pw <= w) else "edge"
+    return np.pad(array, pad, mode=mode), (h, w)

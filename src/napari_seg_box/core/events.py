@@ -1,0 +1,108 @@
+"""Typed events yielded by the long-running core generators (training, prediction, quantification).
+
+A generator such as ``iter_train`` yields these and returns its result; the CLI prints them, the
+widgets receive them in napari's ``thread_worker`` ``yielded`` signal (main thread) and update
+plots and progress bars. Every event is a small frozen dataclass: cheap to pass between threads.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import CancelledError
+
+
+@dataclass(frozen=True)
+class Progress:
+    """``done`` of ``total`` units of work (steps, tiles, images); ``eta_s`` when it can be estimated."""
+
+    done: int
+    total: int
+    stage: str = ""
+    eta_s: float | None = None
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class StepLoss:
+    """One optimisation step: its loss and learning rate."""
+
+    epoch: int
+    step: int
+    steps_per_epoch: int
+    loss: float
+    lr: float
+
+
+@dataclass(frozen=True)
+class EpochEnd:
+    """Train and validation figures of one epoch (``metrics`` holds them by name).
+
+    Keys include train_loss, val_loss, train_acc, val_acc, train_iou, val_iou, val_iou_per_class,
+    seconds, images_per_s.
+    """
+
+    epoch: int
+    epochs: int
+    metrics: dict[str, Any]
+    is_best: bool = False
+
+
+@dataclass(frozen=True)
+class Preview:
+    """A small prediction preview: image (Y, X) float in [0, 1], labels (Y, X) int, optional truth."""
+
+    epoch: int
+    image: np.ndarray
+    prediction: np.ndarray
+    truth: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class CheckpointSaved:
+    """A model version (or the resumable 'last' checkpoint) was written to the store."""
+
+    version: str
+    epoch: int
+    best: bool
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Message:
+    """Something the user should read (automatic settings chosen, OOM recovery, warnings)."""
+
+    text: str
+    level: str = "info"  # info | warning
+
+
+@dataclass(frozen=True)
+class ItemDone:
+    """One item of a batch finished (an image predicted or quantified); ``error`` when it failed."""
+
+    index: int
+    total: int
+    name: str
+    result: Any = None
+    error: str | None = None
+
+
+def check_cancel(cancel: threading.Event | None) -> None:
+    """Raise :class:`CancelledError` when ``cancel`` is set (call at every yield point)."""
+    if cancel is not None and cancel.is_set():
+        raise CancelledError("Cancelled by the user.")
+
+
+def run_to_end(gen, on_event=None):
+    """Drive a core generator to its end and return its result; ``on_event(event)`` sees each event."""
+    while True:
+        try:
+            event = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if on_event is not None:
+            on_event(event)

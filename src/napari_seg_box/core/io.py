@@ -1,0 +1,333 @@
+"""Reading images and masks from files, folders, (OME-)Zarr, and exporting annotations.
+
+Supported layouts for :func:`find_pairs` / :func:`import_images`:
+
+* a flat folder of images plus a folder of masks with matching names (``images/a.png`` +
+  ``masks/a.png``; mask names may carry a ``_mask``/``_label(s)`` suffix);
+* the PyJAMAS layout ``<root>/<sample>/image/*.tif`` + ``<root>/<sample>/mask/*.tif``;
+* explicit lists of files or glob patterns;
+* multipage TIFF stacks (each page becomes an image ``<name>_z000`` ...);
+* OME-Zarr images with a ``labels`` group.
+
+Masks may be binary (two values such as 0/255 or 0/1), class-indexed (0..K-1, 0 = first class),
+instance labels (each id an object; ids need not be consecutive), or project labels already
+(0 = unlabelled, 1..K): see :func:`interpret_mask`.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from .errors import DataError
+
+IMAGE_EXTS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
+MASK_SUFFIXES = ("_mask", "_masks", "_label", "_labels", "-mask", "-labels", "_gt")
+MASK_KINDS = ("auto", "binary", "classes", "instances", "labels")
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One image file, its mask file (or None) and the name it gets in the project."""
+
+    name: str
+    image: str
+    mask: str | None
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file (TIFF incl. multipage, PNG, JPEG, BMP) or a zarr/OME-Zarr array."""
+    path = str(path)
+    if not os.path.exists(path) and "://" not in path:
+        raise DataError(f"File not found: {path}")
+    low = path.lower().rstrip("/")
+    try:
+        if low.endswith((".tif", ".tiff")):
+            import tifffile
+
+            return np.asarray(tifffile.imread(path))
+        if low.endswith(".zarr") or os.path.isdir(path):
+            image, _ = read_ome_zarr(path)
+            return image
+        import imageio.v3 as iio
+
+        return np.asarray(iio.imread(path))
+    except DataError:
+        raise
+    except Exception as err:  # unreadable or unknown format
+        raise DataError(f"Cannot read {path}: {err}. Supported: {', '.join(IMAGE_EXTS)}, .zarr (OME-Zarr).") from err
+
+
+def read_ome_zarr(url: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read the full-resolution image of an OME-Zarr (or a plain zarr array) and its first label image.
+
+    Returns ``(image, labels)`` with the image as (Y, X), (Y, X, C) or a stack (Z, Y, X); leading
+    singleton axes (t, c, z of length 1) are dropped.
+    """
+    import zarr
+
+    try:
+        node = zarr.open(url, mode="r")
+    except Exception as err:
+        raise DataError(f"Cannot open {url} as zarr: {err}") from err
+    if isinstance(node, zarr.Array):
+        return np.asarray(node[...]), None
+    attrs = dict(node.attrs)
+    ome = attrs.get("ome", attrs)
+    multiscales = ome.get("multiscales")
+    if not multiscales:
+        arrays = list(node.array_keys())
+        if not arrays:
+            raise DataError(f"{url} is a zarr group without arrays or OME-Zarr multiscales metadata.")
+        return np.asarray(node[arrays[0]][...]), None
+    ms = multiscales[0]
+    axes = [a["name"] if isinstance(a, dict) else a for a in ms.get("axes", [])]
+    data = np.asarray(node[ms["datasets"][0]["path"]][...])
+    image = _squeeze_ome(data, axes)
+    labels = None
+    if "labels" in node:
+        lab_group = node["labels"]
+        names = dict(lab_group.attrs).get("ome", dict(lab_group.attrs)).get("labels") or list(lab_group.group_keys())
+        if names:
+            lg = lab_group[names[0]]
+            lms = dict(lg.attrs).get("ome", dict(lg.attrs))["multiscales"][0]
+            laxes = [a["name"] if isinstance(a, dict) else a for a in lms.get("axes", [])]
+            labels = _squeeze_ome(np.asarray(lg[lms["datasets"][0]["path"]][...]), laxes)
+    return image, labels
+
+
+def _squeeze_ome(data: np.ndarray, axes: Sequence[str]) -> np.ndarray:
+    axes = list(axes) or [None] * data.ndim
+    keep = [i for i, n in enumerate(data.shape) if n > 1 or axes[i] in ("y", "x")]
+    data = data.reshape([data.shape[i] for i in keep])
+    kept = [axes[i] for i in keep]
+    if "c" in kept and data.ndim == 3:  # channel-last for the project
+        data = np.moveaxis(data, kept.index("c"), -1)
+    return data
+
+
+def interpret_mask(mask: np.ndarray, *, kind: str = "auto", n_classes: int = 2) -> tuple[np.ndarray, np.ndarray | None]:
+    """Turn a mask file's values into project labels (0 = unlabelled, 1..K) and instance ids.
+
+    kind:
+      ``binary``    two values (0/255, 0/1, False/True): low -> class 1, high -> class 2;
+      ``classes``   class indices 0..K-1 (0 = first class, usually background) -> 1..K;
+      ``instances`` object ids (0 = background): class 1 background, class 2 objects, plus the
+                    ids as instance ground truth;
+      ``labels``    already project labels (0 = unlabelled) -> kept;
+      ``auto``      two distinct values -> binary; values beyond the classes -> instances;
+                    otherwise classes.
+    """
+    if kind not in MASK_KINDS:
+        raise DataError(f"Unknown mask kind {kind!r}: use one of {', '.join(MASK_KINDS)}.")
+    mask = np.asarray(mask)
+    if mask.ndim == 3 and mask.shape[-1] in (3, 4):  # RGB(A) masks saved by paint programs
+        mask = mask[..., 0]
+    if not (np.issubdtype(mask.dtype, np.integer) or mask.dtype == bool):
+        if np.issubdtype(mask.dtype, np.floating) and np.all(np.mod(mask, 1) == 0):
+            mask = mask.astype(np.int64)
+        else:
+            raise DataError("Masks must hold whole numbers (binary, class indices or instance ids).")
+    values = np.unique(mask)
+    if kind == "auto":
+        if len(values) <= 2 and (values.max(initial=0) > 1 or n_classes == 2):
+            kind = "binary"
+        elif values.max(initial=0) > n_classes - 1:
+            kind = "instances"
+        else:
+            kind = "classes"
+    if kind == "binary":
+        if len(values) > 2:
+            raise DataError(f"A binary mask must have two values; this one has {len(values)} (use kind='instances' or 'classes').")
+        high = values.max(initial=0)
+        fg = (mask == high) & (high > 0)
+        return (1 + fg).astype(np.uint8), None
+    if kind == "instances":
+        if int(values.min(initial=0)) < 0:
+            raise DataError("Instance masks must not hold negative ids.")
+        return (1 + (mask > 0)).astype(np.uint8), mask.astype(np.uint32)
+    if kind == "classes":
+        if int(values.min(initial=0)) < 0 or int(values.max(initial=0)) > n_classes - 1:
+            raise DataError(
+                f"Class mask values {int(values.min())}..{int(values.max())} do not fit the project's {n_classes} classes "
+                "(0..K-1 expected): add classes first or choose mask kind 'instances'."
+            )
+        return (mask.astype(np.int64) + 1).astype(np.uint8), None
+    # labels
+    if int(values.max(initial=0)) > n_classes or int(values.min(initial=0)) < 0:
+        raise DataError(f"Label values must be 0..{n_classes} (0 = unlabelled).")
+    return mask.astype(np.uint8), None
+
+
+def _is_image_file(p: str) -> bool:
+    return p.lower().endswith(IMAGE_EXTS) and not os.path.basename(p).startswith(".")
+
+
+def _expand(spec: str | os.PathLike | Sequence) -> list[str]:
+    if isinstance(spec, (list, tuple)):
+        out: list[str] = []
+        for s in spec:
+            out.extend(_expand(s))
+        return out
+    spec = str(spec)
+    if os.path.isdir(spec) and not spec.lower().rstrip("/").endswith(".zarr"):
+        return sorted(str(p) for p in Path(spec).iterdir() if p.is_file() and _is_image_file(str(p)))
+    if any(ch in spec for ch in "*?["):
+        return sorted(p for p in glob.glob(spec, recursive=True) if _is_image_file(p) or p.rstrip("/").endswith(".zarr"))
+    if os.path.exists(spec):
+        return [spec]
+    raise DataError(f"Nothing found at {spec}: give a folder, a file, or a glob pattern such as 'images/*.tif'.")
+
+
+def _stem(p: str) -> str:
+    stem = Path(p).name
+    for ext in IMAGE_EXTS + (".zarr",):
+        if stem.lower().endswith(ext):
+            stem = stem[: -len(ext)]
+            break
+    return stem
+
+
+def _mask_key(p: str) -> str:
+    stem = _stem(p)
+    for suf in MASK_SUFFIXES:
+        if stem.lower().endswith(suf):
+            return stem[: -len(suf)]
+    return stem
+
+
+def find_pairs(images: str | os.PathLike | Sequence, masks: str | os.PathLike | Sequence | None = None) -> list[Pair]:
+    """Match image files with mask files by name.
+
+    ``images`` is a folder, a file, a glob or a list of those; ``masks`` likewise (or None). A
+    folder whose subfolders each hold ``image/`` and ``mask/`` (PyJAMAS layout) is recognised too.
+    Images without a mask are returned with ``mask=None``; masks without an image are an error.
+    """
+    root = str(images) if isinstance(images, (str, os.PathLike)) else None
+    if masks is None and root and os.path.isdir(root):
+        samples = [d for d in sorted(Path(root).iterdir()) if (d / "image").is_dir()]
+        if samples:
+            pairs = []
+            for d in samples:
+                imgs = _expand(str(d / "image"))
+                msks = _expand(str(d / "mask")) if (d / "mask").is_dir() else []
+                for i, img in enumerate(imgs):
+                    mask = msks[i] if len(imgs) == len(msks) else None
+                    name = d.name if len(imgs) == 1 else f"{d.name}_{_stem(img)}"
+                    pairs.append(Pair(name, img, mask))
+            return pairs
+    image_files = _expand(images)
+    if not image_files:
+        raise DataError(f"No image files ({', '.join(IMAGE_EXTS)}) found in {images}.")
+    if masks is None:
+        return [Pair(_stem(p), p, None) for p in image_files]
+    mask_files = _expand(masks)
+    if len(image_files) == 1 and len(mask_files) == 1:  # one explicit pair: names need not match
+        return [Pair(_stem(image_files[0]), image_files[0], mask_files[0])]
+    by_key = {}
+    for m in mask_files:
+        by_key.setdefault(_mask_key(m), m)
+        by_key.setdefault(_stem(m), m)
+    pairs = [Pair(_stem(p), p, by_key.get(_stem(p))) for p in image_files]
+    used = {p.mask for p in pairs if p.mask}
+    orphans = [m for m in mask_files if m not in used]
+    if orphans:
+        raise DataError(
+            f"{len(orphans)} mask file(s) match no image, e.g. {orphans[0]}: masks need the image's name "
+            f"(optionally with a suffix such as {MASK_SUFFIXES[0]})."
+        )
+    return pairs
+
+
+def import_images(
+    project,
+    images: str | os.PathLike | Sequence,
+    masks: str | os.PathLike | Sequence | None = None,
+    *,
+    split: str = "train",
+    mask_kind: str = "auto",
+    channel_axis: int | None = None,
+    prefix: str = "",
+    overwrite: bool = False,
+) -> list[str]:
+    """Import image files (and masks) into ``project``; returns the names added.
+
+    Everything is read and checked before anything is written, so a bad file leaves the project
+    as it was.
+    """
+    pairs = find_pairs(images, masks)
+    loaded = []
+    for pair in pairs:
+        image = read_image(pair.image)
+        labels = instances = None
+        if pair.mask:
+            mask = read_image(pair.mask)
+            if mask.ndim == 3 and image.ndim == 3 and mask.shape[0] == image.shape[0] and mask.shape[-1] not in (3, 4):
+                per_slice = [interpret_mask(m, kind=mask_kind, n_classes=project.n_classes) for m in mask]
+                labels = np.stack([p[0] for p in per_slice])
+                instances = None if per_slice[0][1] is None else np.stack([p[1] for p in per_slice])
+            else:
+                labels, instances = interpret_mask(mask, kind=mask_kind, n_classes=project.n_classes)
+            if labels.shape[-2:] != image.shape[:2] and labels.shape[-2:] != image.shape[-2:] and labels.shape != image.shape[:2]:
+                raise DataError(f"Mask {pair.mask} has shape {labels.shape} but image {pair.image} has {image.shape}.")
+        loaded.append((pair, image, labels, instances))
+    names = []
+    for pair, image, labels, instances in loaded:
+        name = prefix + pair.name
+        if _is_stack(image, channel_axis):
+            for z in range(image.shape[0]):
+                names.append(
+                    project.add_image(
+                        f"{name}_z{z:03d}",
+                        image[z],
+                        labels=None if labels is None else labels[z],
+                        instances=None if instances is None else instances[z],
+                        split=split,
+                        source=f"{pair.image}#page={z}",
+                        overwrite=overwrite,
+                    )
+                )
+        else:
+            names.append(
+                project.add_image(
+                    name, image, labels=labels, instances=instances, split=split,
+                    channel_axis=channel_axis, source=pair.image, overwrite=overwrite,
+                )
+            )
+    return names
+
+
+def _is_stack(image: np.ndarray, channel_axis: int | None) -> bool:
+    if channel_axis is not None:
+        return image.ndim == 4
+    if image.ndim == 4:
+        return True
+    return image.ndim == 3 and image.shape[-1] > 4 and image.shape[0] > 4
+
+
+def export_annotations(project, out_dir: str | os.PathLike, *, names: Iterable[str] | None = None, instances: bool = False) -> list[str]:
+    """Write each annotated image's labels as ``<out_dir>/<name>.tif`` (0 = unlabelled, 1..K).
+
+    With ``instances=True`` instance ground truth is written as ``<name>_instances.tif`` too.
+    Returns the paths written.
+    """
+    import tifffile
+
+    os.makedirs(out_dir, exist_ok=True)
+    written = []
+    for name in names or project.image_names():
+        labels = project.get_labels(name)
+        if labels is not None:
+            path = os.path.join(out_dir, f"{name}.tif")
+            tifffile.imwrite(path, labels, compression="zlib")
+            written.append(path)
+        if instances and (inst := project.get_instances(name)) is not None:
+            path = os.path.join(out_dir, f"{name}_instances.tif")
+            tifffile.imwrite(path, inst, compression="zlib")
+            written.append(path)
+    return written

@@ -1,0 +1,170 @@
+"""Building, saving and loading U-Nets (segmentation-models-pytorch), and choosing the device.
+
+Models are saved as safetensors weights plus JSON metadata in the project store; loading never
+unpickles. smp models are always rebuilt with ``encoder_weights=None`` (nothing is downloaded);
+pretrained encoder weights can come from a local file.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from .errors import ConfigError, DataError, StoreError
+
+MODEL_FORMAT_VERSION = 1
+
+# plain-word choices for the widgets (AIMIC-style: accurate vs light), smp encoder names
+ENCODERS = {
+    "resnet18": "light and fast: ResNet18",
+    "resnet34": "accurate: ResNet34 (default)",
+    "resnet50": "most accurate, slow: ResNet50",
+    "efficientnet-b0": "efficient: EfficientNet-B0",
+    "efficientnet-b1": "EfficientNet-B1",
+    "efficientnet-b2": "EfficientNet-B2",
+    "efficientnet-b3": "EfficientNet-B3",
+    "mobilenet_v2": "lightest: MobileNet v2",
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What is needed to rebuild a network (saved in every model version's metadata)."""
+
+    encoder: str = "resnet34"
+    in_channels: int = 1
+    classes: int = 2
+    encoder_depth: int = 5
+    decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)
+    architecture: str = "Unet"
+
+    def to_dict(self) -> dict:
+        return {
+            "architecture": self.architecture,
+            "encoder": self.encoder,
+            "in_channels": self.in_channels,
+            "classes": self.classes,
+            "encoder_depth": self.encoder_depth,
+            "decoder_channels": list(self.decoder_channels),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelSpec":
+        return cls(
+            encoder=d["encoder"],
+            in_channels=int(d["in_channels"]),
+            classes=int(d["classes"]),
+            encoder_depth=int(d.get("encoder_depth", 5)),
+            decoder_channels=tuple(d.get("decoder_channels", (256, 128, 64, 32, 16))),
+            architecture=d.get("architecture", "Unet"),
+        )
+
+
+def build_model(spec: ModelSpec, *, encoder_weights_file: str | os.PathLike | None = None):
+    """Build an smp U-Net from ``spec``; optionally load encoder weights from a local file.
+
+    ``encoder_weights_file`` is a safetensors (or, only when you trust it, a torch state-dict
+    ``.pth`` loaded with ``weights_only=True``) file holding the encoder's state dict.
+    """
+    import segmentation_models_pytorch as smp
+
+    if spec.encoder not in ENCODERS:
+        raise ConfigError(f"Unknown encoder {spec.encoder!r}: choose one of {', '.join(ENCODERS)}.")
+    if spec.architecture != "Unet":
+        raise ConfigError(f"Unknown architecture {spec.architecture!r}: only 'Unet' is supported.")
+    model = smp.Unet(
+        encoder_name=spec.encoder,
+        encoder_weights=None,
+        encoder_depth=spec.encoder_depth,
+        decoder_channels=list(spec.decoder_channels),
+        in_channels=spec.in_channels,
+        classes=spec.classes,
+    )
+    if encoder_weights_file:
+        state = read_state_dict(encoder_weights_file)
+        state = {k.removeprefix("encoder."): v for k, v in state.items()}
+        missing, unexpected = model.encoder.load_state_dict(state, strict=False)
+        if len(missing) > len(model.encoder.state_dict()) // 2:
+            raise ConfigError(
+                f"The weights in {encoder_weights_file} do not fit encoder {spec.encoder!r} "
+                f"({len(missing)} tensors missing): use weights saved for this encoder."
+            )
+    return model
+
+
+def read_state_dict(path: str | os.PathLike) -> dict:
+    import torch
+
+    path = str(path)
+    if not os.path.exists(path):
+        raise ConfigError(f"Weights file not found: {path}")
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def weights_to_bytes(model) -> bytes:
+    from safetensors.torch import save
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    return save(state)
+
+
+def load_model(project, version: str | None = None, *, device=None):
+    """Rebuild the network of a model version from the store. Returns ``(model, metadata)``.
+
+    The model is in eval mode, on ``device`` (default: :func:`pick_device`).
+    """
+    from safetensors.torch import load as load_bytes
+
+    meta = project.model_metadata(version)
+    if meta.get("format_version", 1) > MODEL_FORMAT_VERSION:
+        raise StoreError(f"Model version {meta['version']} was saved by a newer napari-seg-box: update it to load this model.")
+    spec = ModelSpec.from_dict(meta["model"])
+    model = build_model(spec)
+    state = load_bytes(project.model_weights(meta["version"]))
+    model.load_state_dict(state)
+    model.eval()
+    model.to(device or pick_device())
+    return model, meta
+
+
+def check_channels(meta: dict, channels: int) -> None:
+    """Raise a clear error when data with ``channels`` channels cannot go into this model."""
+    expected = int(meta["model"]["in_channels"])
+    if channels != expected:
+        raise DataError(
+            f"Model version {meta.get('version')} expects {expected}-channel images but this image has {channels}: "
+            "use a model trained on images like these, or convert the image (e.g. to grayscale)."
+        )
+
+
+def pick_device(preference: str = "auto"):
+    """The torch device to use: ``auto`` = CUDA, then Apple MPS, then CPU."""
+    import torch
+
+    if preference not in ("auto", "cpu", "cuda", "mps") and not preference.startswith("cuda:"):
+        raise ConfigError(f"Unknown device {preference!r}: use auto, cpu, cuda or mps.")
+    if preference == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if preference.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("CUDA was asked for but no CUDA GPU is available: use device 'auto' or 'cpu'.")
+    return torch.device(preference)
+
+
+def device_name(device) -> str:
+    """Human-readable device, e.g. 'CUDA: NVIDIA H100' or 'CPU (2 threads)'."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"CUDA: {torch.cuda.get_device_name(device)}"
+    if device.type == "mps":
+        return "Apple MPS"
+    return f"CPU ({torch.get_num_threads()} threads)"
