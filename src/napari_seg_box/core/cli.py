@@ -17,6 +17,7 @@ from .errors import SegBoxError
 # modules with a register(subparsers) function, in the order --help lists them
 COMMAND_MODULES = [
     "napari_seg_box.core.cli_project",
+    "napari_seg_box.core.cli_demo",
 ]
 
 

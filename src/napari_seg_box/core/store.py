@@ -191,6 +191,7 @@ class Project:
         """Open an existing project store; raises :class:`StoreError` when ``url`` is not one."""
         url = str(url)
         if not cls.is_project(url, storage_options=storage_options):
+            _check_reachable(url, storage_options)
             raise StoreError(
                 f"No napari-seg-box project store at {url}. Create one with "
                 f"`napari-seg-box init {url}` or Project.create({url!r})."
@@ -213,6 +214,9 @@ class Project:
 
     # ------------------------------------------------------------------ low-level file access
     def _path(self, rel: str) -> str:
+        parts = rel.replace("\\", "/").split("/")
+        if rel.startswith("/") or ".." in parts:
+            raise StoreError(f"The path {rel!r} leaves the project store: use a path inside it (no '..', not absolute).")
         return f"{self.root.rstrip('/')}/{rel}" if rel else self.root
 
     def _zarr_store(self):
@@ -398,6 +402,13 @@ class Project:
         image = as_channel_last(np.asarray(image), channel_axis=channel_axis)
         if name in self._manifest["images"] and not overwrite:
             raise StoreError(f"An image named {name!r} is already in the project: choose another name or pass overwrite=True.")
+        channels = 1 if image.ndim == 2 else int(image.shape[-1])
+        others = {r["channels"] for n, r in self._manifest["images"].items() if n != name}
+        if others and channels not in others:
+            raise DataError(
+                f"The image {name!r} has {channels} channel(s) but the project's images have {others.pop()}: "
+                "one model needs one kind of image. Convert it (e.g. RGB to grayscale) or use another project."
+            )
         if labels is not None:
             labels = self._check_labels(labels, image.shape[:2])
         if instances is not None:
@@ -408,7 +419,7 @@ class Project:
             "split": split,
             "shape": list(image.shape),
             "dtype": str(image.dtype),
-            "channels": 1 if image.ndim == 2 else int(image.shape[-1]),
+            "channels": channels,
             "array": f"images/{key}/image",
             "labels": None,
             "instances": None,
@@ -596,6 +607,8 @@ class Project:
         """Store a model version: weights first, then ``model.json`` (atomic) that makes it exist."""
         if not re.fullmatch(r"[A-Za-z0-9._-]+", version):
             raise StoreError(f"Invalid model version id {version!r}: use letters, digits, '.', '_' or '-'.")
+        if self.exists(f"models/{version}/model.json"):
+            raise StoreError(f"Model version {version} already exists: versions are never overwritten (use new_version_id()).")
         self.write_bytes(f"models/{version}/weights.safetensors", weights)
         meta = dict(metadata)
         meta["version"] = version
@@ -661,6 +674,20 @@ def _pixel_size(pixel_size: float | Sequence[float] | None) -> list[float] | Non
     if len(ps) != 2 or any(p <= 0 for p in ps):
         raise DataError(f"Pixel size must be one positive number or two (y, x); got {pixel_size!r}.")
     return ps
+
+
+def _check_reachable(url: str, storage_options: Mapping[str, Any] | None) -> None:
+    """Raise a StoreError that says so when the store's location cannot be reached at all."""
+    import fsspec
+
+    try:
+        fs, root = fsspec.core.url_to_fs(url, **resolve_storage_options(url, storage_options))
+        fs.exists(root)
+    except Exception as err:
+        raise StoreError(
+            f"Cannot reach the project store at {url}: {type(err).__name__}: {err}. "
+            "Check the URL, the endpoint (--endpoint-url / AWS_ENDPOINT_URL) and the credentials."
+        ) from err
 
 
 def _check_instances(instances: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

@@ -1,0 +1,62 @@
+"""napari reader for napari-seg-box project stores.
+
+Returns ``None`` for anything that is not a project store (other zarr files included), so it never
+takes files away from other readers. Each image of the store opens as an image layer (lazy zarr
+array) plus a labels layer with the project's class colours, linked to the store through the layer
+metadata (``segbox_store``, ``segbox_image``) so the writer and the widgets can save back.
+"""
+
+from __future__ import annotations
+
+
+def get_reader(path):
+    if isinstance(path, list):
+        if len(path) != 1:
+            return None
+        path = path[0]
+    from .core.store import Project
+
+    return read_project if Project.is_project(str(path)) else None
+
+
+def label_colormap(project) -> dict:
+    """napari labels colours: {value: colour} for the project's classes, 0 transparent."""
+    colors = {0: "transparent", None: "transparent"}
+    colors.update({c.value: c.color for c in project.classes})
+    return colors
+
+
+def project_layers(project, names=None) -> list[tuple]:
+    """Layer data tuples for images of a project (all by default), with linked labels layers."""
+    import numpy as np
+
+    layers = []
+    for name in names or project.image_names():
+        rec = project.image_record(name)
+        meta = {"segbox_store": project.url, "segbox_image": name}
+        scale = rec.pixel_size or (1.0, 1.0)
+        image = project.image_array(name)
+        layers.append((image, {"name": name, "metadata": dict(meta), "scale": scale, "rgb": rec.channels == 3}, "image"))
+        labels = project.get_labels(name)
+        if labels is None:
+            labels = np.zeros(rec.shape[:2], dtype=np.uint8)
+        layers.append(
+            (
+                labels,
+                {
+                    "name": f"{name} annotations",
+                    "metadata": dict(meta),
+                    "scale": scale,
+                    "colormap": label_colormap(project),
+                    "opacity": 0.6,
+                },
+                "labels",
+            )
+        )
+    return layers
+
+
+def read_project(path):
+    from .core.store import Project
+
+    return project_layers(Project.open(path if isinstance(path, str) else path[0]))

@@ -1,0 +1,58 @@
+"""Shared fixtures: real microscopy data from ../shared/data, small projects built from it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("SEGBOX_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def isbi(index: int) -> tuple[np.ndarray, np.ndarray]:
+    """ISBI 2012 slice ``index``: (uint8 image, uint8 mask with 255 = cell interior, 0 = membrane)."""
+    import imageio.v3 as iio
+
+    return (
+        np.asarray(iio.imread(DATA / "isbi2012" / "images" / f"{index}.png")),
+        np.asarray(iio.imread(DATA / "isbi2012" / "labels" / f"{index}.png")),
+    )
+
+
+def nuclei() -> tuple[np.ndarray, np.ndarray]:
+    """The DSB2018 nuclei image (uint16) and its instance labels (uint16, 125 nuclei)."""
+    import tifffile
+
+    d = DATA / "dsb2018-nuclei"
+    return tifffile.imread(d / "image.tif"), tifffile.imread(d / "mask.tif")
+
+
+def nuclei_quadrants() -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """The nuclei image split into its four 256x256 quadrants: (name, image, instances)."""
+    image, mask = nuclei()
+    out = []
+    for i, (y, x) in enumerate([(0, 0), (0, 256), (256, 0), (256, 256)]):
+        out.append((f"q{i}", image[y : y + 256, x : x + 256], mask[y : y + 256, x : x + 256]))
+    return out
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not DATA.is_dir():
+        raise FileNotFoundError(f"Real test data not found at {DATA}: the tests need ../shared/data beside the checkout.")
+    return DATA
+
+
+@pytest.fixture
+def nuclei_project(tmp_path, shared_data):
+    """A project with the four nuclei quadrants: q0, q1 train, q2 validation, q3 test (with instances)."""
+    from napari_seg_box.core import Project
+
+    project = Project.create(tmp_path / "nuclei.zarr", classes=["background", "nucleus"])
+    splits = ["train", "train", "validation", "test"]
+    for (name, image, inst), split in zip(nuclei_quadrants(), splits):
+        project.add_image(name, image, labels=(1 + (inst > 0)).astype(np.uint8), instances=inst, split=split)
+    return project

@@ -1,0 +1,101 @@
+"""The project store on a real S3 server on loopback (moto's ThreadedMotoServer), as with MinIO."""
+
+from __future__ import annotations
+
+import socket
+
+import numpy as np
+import pytest
+
+from napari_seg_box.core import Project, StoreError
+from napari_seg_box.core.cli import main as cli
+
+from ..conftest import isbi
+
+pytestmark = pytest.mark.s3
+
+SECRET = "segbox-test-secret-key-0123456789"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch):
+    import boto3
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "segbox-test-key-id")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket="lab")
+    yield s3_server
+    bucket = boto3.resource("s3", endpoint_url=s3_server).Bucket("lab")
+    bucket.objects.all().delete()
+    bucket.delete()
+
+
+def test_s3_round_trip_and_no_credentials_stored(s3_env, shared_data):
+    image, mask = isbi(4)
+    opts = {"endpoint_url": s3_env}
+    p = Project.create("s3://lab/projects/em", classes=["membrane", "cell"], storage_options=opts)
+    p.add_image("slice4", image, labels=1 + (mask > 0), split="test")
+    p.save_model_version("v001", b"\x00weights", {"encoder": "resnet18"})
+
+    q = Project.open("s3://lab/projects/em", storage_options=opts)
+    np.testing.assert_array_equal(q.get_image("slice4"), image)
+    np.testing.assert_array_equal(q.get_labels("slice4"), 1 + (mask > 0))
+    assert q.image_record("slice4").split == "test"
+    assert q.model_weights("v001") == b"\x00weights"
+
+    new = np.ones_like(mask, dtype=np.uint8)
+    q.set_labels("slice4", new)
+    np.testing.assert_array_equal(Project.open("s3://lab/projects/em", storage_options=opts).get_labels("slice4"), new)
+
+    # credentials are used to connect, never written into the store
+    import boto3
+
+    bucket = boto3.resource("s3", endpoint_url=s3_env).Bucket("lab")
+    for obj in bucket.objects.all():
+        body = obj.get()["Body"].read()
+        assert SECRET.encode() not in body and b"segbox-test-key-id" not in body, obj.key
+
+
+def test_s3_endpoint_from_environment_and_cli(s3_env, monkeypatch, capsys, tmp_path, shared_data):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_env)
+    assert cli(["init", "s3://lab/cli-project", "--classes", "membrane,cell"]) == 0
+    from imageio.v3 import imwrite
+
+    image, mask = isbi(5)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    imwrite(tmp_path / "images" / "s5.png", image)
+    imwrite(tmp_path / "masks" / "s5.png", mask)
+    assert cli(["import", "s3://lab/cli-project", "--images", str(tmp_path / "images"), "--masks", str(tmp_path / "masks")]) == 0
+    capsys.readouterr()
+    assert cli(["info", "s3://lab/cli-project"]) == 0
+    out = capsys.readouterr().out
+    assert "s5" in out and "membrane" in out and "Images: 1 (train 1" in out
+
+
+def test_unreachable_s3_endpoint_gives_clear_error(monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
+    port = _free_port()  # nothing listens there
+    opts = {"endpoint_url": f"http://127.0.0.1:{port}", "config_kwargs": {"connect_timeout": 1, "retries": {"max_attempts": 1}}}
+    with pytest.raises(StoreError, match="Cannot reach the project store"):
+        Project.open("s3://lab/nowhere", storage_options=opts)

@@ -1,0 +1,203 @@
+"""Project store: round trips, splits, revisions, model versions, and every bad input of the Foundation issue."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_seg_box.core import DataError, Project, StoreError
+from napari_seg_box.core.store import FORMAT_VERSION, MANIFEST
+
+from ..conftest import isbi, nuclei
+
+
+@pytest.fixture
+def project(tmp_path):
+    return Project.create(tmp_path / "p.zarr", classes=["membrane", "cell"], pixel_size=0.004, unit="µm")
+
+
+def test_round_trip_images_labels_splits_metadata(tmp_path, shared_data):
+    image, mask = isbi(0)
+    p = Project.create(tmp_path / "p.zarr", classes=["membrane", "cell"], pixel_size=(0.004, 0.004))
+    labels = (1 + (mask > 0)).astype(np.uint8)
+    labels[:100] = 0  # sparse: unlabelled rows
+    p.add_image("slice0", image, labels=labels, split="train", source="isbi/0.png")
+    nimg, ninst = nuclei()
+    p2 = Project.create(tmp_path / "n.zarr", classes=["background", "nucleus"])
+    p2.add_image("nuclei", nimg, labels=1 + (ninst > 0), instances=ninst, split="test")
+
+    q = Project.open(tmp_path / "p.zarr")
+    assert q.class_names == ["membrane", "cell"]
+    assert [c.value for c in q.classes] == [1, 2]
+    assert q.pixel_size == (0.004, 0.004)
+    np.testing.assert_array_equal(q.get_image("slice0"), image)
+    np.testing.assert_array_equal(q.get_labels("slice0"), labels)
+    rec = q.image_record("slice0")
+    assert (rec.split, rec.shape, rec.dtype, rec.channels, rec.source) == ("train", (512, 512), "uint8", 1, "isbi/0.png")
+    stats = q.annotation_stats("slice0")
+    assert stats.tolist() == [int((labels == 1).sum()), int((labels == 2).sum())]
+
+    q2 = Project.open(tmp_path / "n.zarr")
+    assert q2.get_image("nuclei").dtype == np.uint16
+    np.testing.assert_array_equal(q2.get_instances("nuclei"), ninst)
+    assert len(np.unique(q2.get_instances("nuclei"))) - 1 == 125
+    assert q2.image_names("test") == ["nuclei"] and q2.image_names("train") == []
+
+    q.set_split("slice0", "validation")
+    assert Project.open(tmp_path / "p.zarr").image_record("slice0").split == "validation"
+
+
+def test_labels_revisions_replace_old_arrays(project, shared_data):
+    image, mask = isbi(1)
+    project.add_image("a", image)
+    assert project.get_labels("a") is None
+    first = np.ones(image.shape, np.uint8)
+    project.set_labels("a", first)
+    rev1 = project.manifest["images"]["a"]["labels"]
+    second = (1 + (mask > 0)).astype(np.uint8)
+    project.set_labels("a", second)
+    rev2 = project.manifest["images"]["a"]["labels"]
+    assert rev1 != rev2
+    assert not project.exists(rev1), "the old revision is removed once the new one is current"
+    np.testing.assert_array_equal(Project.open(project.url).get_labels("a"), second)
+    project.set_labels("a", None)
+    assert project.get_labels("a") is None and not project.exists(rev2)
+
+
+def test_stack_adds_slices_and_multichannel_is_channel_last(tmp_path):
+    rng = np.random.default_rng(0)
+    p = Project.create(tmp_path / "s.zarr")
+    names = p.add_stack("stack", rng.integers(0, 255, (3, 64, 64), dtype=np.uint8), labels=np.ones((3, 64, 64), np.uint8))
+    assert names == ["stack_z000", "stack_z001", "stack_z002"]
+    assert p.get_labels("stack_z002").shape == (64, 64)
+    q = Project.create(tmp_path / "c.zarr")
+    q.add_image("two", rng.random((2, 64, 48)).astype(np.float32))  # channel-first in, channel-last stored
+    assert q.image_record("two").shape == (64, 48, 2) and q.image_record("two").channels == 2
+
+
+def test_model_versions_checksum_and_order(project):
+    assert project.new_version_id() == "v001"
+    project.save_model_version("v001", b"weights-one", {"encoder": "resnet18", "best_metrics": {"val_iou": 0.5}})
+    project.save_model_version(project.new_version_id(), b"weights-two", {"encoder": "resnet34", "best_metrics": {"val_iou": 0.7}})
+    assert [m["version"] for m in project.model_versions()] == ["v001", "v002"]
+    assert project.resolve_version(None) == "v002" and project.resolve_version("best") == "v002"
+    assert project.model_weights("v001") == b"weights-one"
+    project.write_bytes("models/v001/weights.safetensors", b"tampered")
+    with pytest.raises(StoreError, match="damaged"):
+        project.model_weights("v001")
+    with pytest.raises(StoreError, match="No model version 'v9'"):
+        project.model_metadata("v9")
+    with pytest.raises(StoreError, match="already exists"):
+        project.save_model_version("v002", b"other", {})
+    with pytest.raises(StoreError, match="Invalid model version"):
+        project.save_model_version("../x", b"", {})
+
+
+def test_set_classes_keeps_used_classes(project, shared_data):
+    image, mask = isbi(2)
+    project.add_image("a", image, labels=1 + (mask > 0))
+    project.set_classes(["membrane", "cell", "mitochondrion"], colors=["#000001", "#000002", "#ff0000"])
+    assert project.n_classes == 3 and project.classes[2].color == "#ff0000"
+    with pytest.raises(DataError, match="Annotations use class 2"):
+        project.set_classes(["membrane"])
+    assert Project.open(project.url).n_classes == 3
+
+
+# ---------------------------------------------------------------------- bad input: one test each
+def test_create_refuses_non_empty_folder_and_existing_project(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "precious.txt").write_text("keep me")
+    with pytest.raises(StoreError, match="not empty"):
+        Project.create(tmp_path / "data")
+    assert (tmp_path / "data" / "precious.txt").read_text() == "keep me"
+    Project.create(tmp_path / "p.zarr")
+    with pytest.raises(StoreError, match="already exists"):
+        Project.create(tmp_path / "p.zarr")
+    assert Project.create(tmp_path / "p.zarr", exist_ok=True).n_classes == 2
+
+
+def test_open_non_project_and_other_zarr(tmp_path):
+    import zarr
+
+    zarr.open_group(str(tmp_path / "other.zarr"), mode="w").create_array("x", shape=(4,), dtype="u1")
+    assert not Project.is_project(tmp_path / "other.zarr")
+    with pytest.raises(StoreError, match="No napari-seg-box project store"):
+        Project.open(tmp_path / "other.zarr")
+    with pytest.raises(StoreError, match="init"):
+        Project.open(tmp_path / "missing")
+
+
+def test_shape_mismatch_is_refused_and_nothing_changes(project, shared_data):
+    image, mask = isbi(3)
+    project.add_image("a", image, labels=1 + (mask > 0))
+    before = project.get_labels("a")
+    with pytest.raises(DataError, match="do not match"):
+        project.set_labels("a", np.ones((100, 100), np.uint8))
+    with pytest.raises(DataError, match="do not match"):
+        project.add_image("b", image, labels=np.ones((10, 10), np.uint8))
+    np.testing.assert_array_equal(project.get_labels("a"), before)
+    assert project.image_names() == ["a"]
+
+
+@pytest.mark.parametrize(
+    "labels, match",
+    [
+        (np.full((64, 64), 0.5), "whole numbers"),
+        (np.full((64, 64), -1), "values -1"),
+        (np.full((64, 64), 3), "project has 2 classes"),
+    ],
+)
+def test_float_negative_and_out_of_range_labels(project, labels, match):
+    project.add_image("a", np.zeros((64, 64), np.uint8))
+    with pytest.raises(DataError, match=match):
+        project.set_labels("a", labels)
+    assert project.get_labels("a") is None
+
+
+def test_mixing_rgb_and_grayscale_is_refused(project):
+    project.add_image("gray", np.zeros((64, 64), np.uint8))
+    with pytest.raises(DataError, match="channel"):
+        project.add_image("rgb", np.zeros((64, 64, 3), np.uint8))
+    assert project.image_names() == ["gray"]
+
+
+def test_newer_format_version_is_refused(project):
+    manifest = json.loads(project.read_bytes(MANIFEST))
+    manifest["format_version"] = FORMAT_VERSION + 1
+    project.write_json(MANIFEST, manifest)
+    with pytest.raises(StoreError, match="newer than this napari-seg-box"):
+        Project.open(project.url)
+
+
+def test_paths_cannot_escape_the_store(project, tmp_path):
+    with pytest.raises(StoreError, match="leaves the project store"):
+        project.write_bytes("../escaped.txt", b"x")
+    with pytest.raises(StoreError, match="leaves the project store"):
+        project.read_bytes("images/../../escaped.txt")
+    assert not (tmp_path / "escaped.txt").exists()
+    # image names are free text but never become paths outside the store
+    project.add_image("../../evil name", np.zeros((32, 32), np.uint8))
+    assert not any(p.name.startswith("evil") for p in tmp_path.iterdir())
+    assert project.get_image("../../evil name").shape == (32, 32)
+
+
+def test_unknown_image_and_split(project):
+    with pytest.raises(StoreError, match="No image named 'nope'"):
+        project.get_image("nope")
+    project.add_image("a", np.zeros((32, 32), np.uint8))
+    with pytest.raises(DataError, match="Unknown split"):
+        project.set_split("a", "holdout")
+    with pytest.raises(StoreError, match="already in the project"):
+        project.add_image("a", np.zeros((32, 32), np.uint8))
+
+
+def test_bad_images(project):
+    with pytest.raises(DataError, match="too small"):
+        project.add_image("tiny", np.zeros((4, 4), np.uint8))
+    with pytest.raises(DataError, match="stack"):
+        project.add_image("stack", np.zeros((10, 64, 64), np.uint8))
+    with pytest.raises(DataError, match="numbers"):
+        project.add_image("text", np.array([["a"] * 16] * 16))
+    assert project.image_names() == []
