@@ -1,0 +1,656 @@
+"""Tiled prediction of images of any size, of stacks slice by slice, and of larger-than-memory arrays.
+
+The image is cut into square tiles (default 256 px) with overlap (default 25 %, 50 % as a quality
+option). Tile starts are spread evenly over each axis as in nnU-Net, so every tile lies inside the
+image; an axis shorter than a tile is reflect-padded to a multiple of 32 (:func:`data.pad_to_multiple`)
+and cropped back. Per-class probabilities of overlapping tiles are blended with a Gaussian importance
+map (sigma = tile / 8, as nnU-Net and MONAI's ``mode="gaussian"``), which removes seams.
+
+Tiles are processed in rows, top to bottom. Only a band of accumulators two tiles high and one image
+wide is held in memory; rows above the current tile row are final and are written to the output
+(a numpy array, or a zarr array for larger-than-memory inputs) as soon as no later tile touches them.
+The input is read band by band too, so a zarr/dask image of any height is predicted with bounded
+memory.
+
+Torch is imported lazily, inside the functions that run the network.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from .data import DEFAULT_PERCENTILES, normalize, pad_to_multiple
+from .errors import ConfigError, DataError, StoreError
+from .events import ItemDone, Message, Progress, check_cancel, run_to_end
+
+PREDICT_FORMAT_VERSION = 1
+TTA_MODES = ("none", "flips", "d4")
+
+
+@dataclass
+class PredictConfig:
+    """Settings of tiled prediction.
+
+    Parameters
+    ----------
+    tile_size : side of the square tiles in pixels (a multiple of 32).
+    overlap : fraction of a tile shared with its neighbour, in [0, 0.9]: 0.25 default, 0.5 quality.
+    batch_size : tiles sent to the device at once.
+    blending : ``"gaussian"`` (nnU-Net importance map) or ``"constant"`` (plain average).
+    sigma_scale : Gaussian sigma as a fraction of the tile size (0.125 as nnU-Net / MONAI).
+    tta : test-time augmentation: ``"none"``, ``"flips"`` (identity, horizontal, vertical, both) or
+        ``"d4"`` (all 8 flips and 90-degree rotations), averaged.
+    device : ``"auto"``, ``"cpu"``, ``"cuda"``, ``"mps"``.
+    """
+
+    tile_size: int = 256
+    overlap: float = 0.25
+    batch_size: int = 4
+    blending: str = "gaussian"
+    sigma_scale: float = 0.125
+    tta: str = "none"
+    device: str = "auto"
+    format_version: int = PREDICT_FORMAT_VERSION
+
+    def __post_init__(self):
+        if isinstance(self.tta, bool):
+            self.tta = "d4" if self.tta else "none"
+        if int(self.tile_size) < 32 or int(self.tile_size) % 32:
+            raise ConfigError(f"tile_size must be a positive multiple of 32 (got {self.tile_size}): try 256 or 512.")
+        self.tile_size = int(self.tile_size)
+        if not 0.0 <= float(self.overlap) <= 0.9:
+            raise ConfigError(f"overlap must be between 0 and 0.9 (got {self.overlap}): 0.25 is the default, 0.5 the quality option.")
+        if int(self.batch_size) < 1:
+            raise ConfigError(f"batch_size must be at least 1 (got {self.batch_size}).")
+        if self.blending not in ("gaussian", "constant"):
+            raise ConfigError(f"blending must be 'gaussian' or 'constant' (got {self.blending!r}).")
+        if self.tta not in TTA_MODES:
+            raise ConfigError(f"tta must be one of {', '.join(TTA_MODES)} (got {self.tta!r}).")
+        if not 0 < float(self.sigma_scale) <= 1:
+            raise ConfigError(f"sigma_scale must be in (0, 1] (got {self.sigma_scale}).")
+        if self.format_version > PREDICT_FORMAT_VERSION:
+            raise ConfigError("This prediction config was written by a newer napari-seg-box: update it.")
+
+    @classmethod
+    def quality(cls, **kwargs) -> "PredictConfig":
+        """50 % overlap and flip test-time augmentation: slower, smoother."""
+        kwargs.setdefault("overlap", 0.5)
+        kwargs.setdefault("tta", "flips")
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PredictConfig":
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+# ---------------------------------------------------------------------- the model side
+@dataclass
+class Predictor:
+    """A loaded model version ready to predict: the network, its metadata and device."""
+
+    model: Any
+    meta: dict
+    device: Any = None
+
+    @classmethod
+    def from_project(cls, project, version: str | None = None, *, device: str = "auto") -> "Predictor":
+        """Load ``version`` (default: newest; ``"best"`` for the best validation IoU) from ``project``."""
+        from .models import load_model, pick_device
+
+        dev = pick_device(device)
+        model, meta = load_model(project, version, device=dev)
+        return cls(model, meta, dev)
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.meta["model"]["in_channels"])
+
+    @property
+    def classes(self) -> int:
+        return int(self.meta["model"]["classes"])
+
+    @property
+    def class_names(self) -> list[str]:
+        names = self.meta.get("class_names")
+        return list(names) if names else [f"class {i + 1}" for i in range(self.classes)]
+
+    @property
+    def percentiles(self) -> tuple[float, float]:
+        norm = self.meta.get("normalization") or {}
+        return tuple(norm.get("percentiles", DEFAULT_PERCENTILES))
+
+    @property
+    def version(self) -> str | None:
+        return self.meta.get("version")
+
+
+def as_predictor(model, *, version: str | None = None, meta: dict | None = None, device: str = "auto") -> Predictor:
+    """Accept a :class:`Predictor`, a project store (loads ``version``), or a torch module + ``meta``."""
+    if isinstance(model, Predictor):
+        return model
+    if hasattr(model, "model_metadata") and hasattr(model, "model_weights"):
+        return Predictor.from_project(model, version, device=device)
+    if meta is None:
+        raise ConfigError("Pass the model's metadata (meta=...) with a bare network, or pass the project store and a version.")
+    import torch
+
+    try:
+        dev = next(model.parameters()).device
+    except StopIteration:  # pragma: no cover
+        dev = torch.device("cpu")
+    model.eval()
+    return Predictor(model, meta, dev)
+
+
+# ---------------------------------------------------------------------- tiling geometry
+def tile_starts(length: int, tile: int, overlap: float) -> list[int]:
+    """Evenly spread tile starts covering ``[0, length)`` with at least ``overlap`` (nnU-Net style)."""
+    if length <= tile:
+        return [0]
+    step = max(1, int(tile * (1 - overlap)))
+    n = math.ceil((length - tile) / step) + 1
+    actual = (length - tile) / (n - 1)
+    return [int(round(actual * i)) for i in range(n)]
+
+
+def importance_map(shape: tuple[int, int], *, blending: str = "gaussian", sigma_scale: float = 0.125) -> np.ndarray:
+    """(tY, tX) float32 blending weights: a Gaussian with max 1 (no zeros), or ones."""
+    if blending == "constant":
+        return np.ones(shape, np.float32)
+    axes = []
+    for n in shape:
+        c = (n - 1) / 2.0
+        sigma = max(n * sigma_scale, 1e-3)
+        x = np.arange(n, dtype=np.float64)
+        axes.append(np.exp(-((x - c) ** 2) / (2 * sigma * sigma)))
+    g = np.outer(axes[0], axes[1])
+    g /= g.max()
+    g = np.maximum(g, g[g > 0].min() if np.any(g > 0) else 1e-6)
+    return g.astype(np.float32)
+
+
+def _tta_ops(mode: str, square: bool):
+    """List of (forward, inverse) functions on (N, C, Y, X) tensors."""
+    import torch
+
+    ops = [(lambda t: t, lambda t: t)]
+    if mode in ("flips", "d4"):
+        ops += [
+            (lambda t: torch.flip(t, (3,)), lambda t: torch.flip(t, (3,))),
+            (lambda t: torch.flip(t, (2,)), lambda t: torch.flip(t, (2,))),
+            (lambda t: torch.flip(t, (2, 3)), lambda t: torch.flip(t, (2, 3))),
+        ]
+    if mode == "d4" and square:
+        ops += [
+            (lambda t: torch.rot90(t, 1, (2, 3)), lambda t: torch.rot90(t, -1, (2, 3))),
+            (lambda t: torch.rot90(t, 3, (2, 3)), lambda t: torch.rot90(t, -3, (2, 3))),
+            (lambda t: torch.flip(torch.rot90(t, 1, (2, 3)), (3,)), lambda t: torch.rot90(torch.flip(t, (3,)), -1, (2, 3))),
+            (lambda t: torch.flip(torch.rot90(t, 1, (2, 3)), (2,)), lambda t: torch.rot90(torch.flip(t, (2,)), -1, (2, 3))),
+        ]
+    return ops
+
+
+def _forward_probs(predictor: Predictor, batch: np.ndarray, tta: str) -> np.ndarray:
+    """(N, C, tY, tX) float32 -> (N, K, tY, tX) float32 probabilities (softmax; sigmoid when K == 1)."""
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(batch)).to(predictor.device)
+    ops = _tta_ops(tta, batch.shape[2] == batch.shape[3])
+    acc = None
+    with torch.inference_mode():
+        for fwd, inv in ops:
+            logits = predictor.model(fwd(x))
+            probs = torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
+            probs = inv(probs)
+            acc = probs if acc is None else acc + probs
+    if len(ops) > 1:
+        acc = acc / len(ops)
+    return acc.float().cpu().numpy()
+
+
+# ---------------------------------------------------------------------- sources and sinks
+def _channels_of(shape: Sequence[int]) -> int:
+    return 1 if len(shape) == 2 else int(shape[2])
+
+
+def _percentile_bounds(array, percentiles: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel (low, high) percentiles with the same subsampling as :func:`data.normalize`."""
+    h, w = array.shape[:2]
+    step = max(1, int(np.sqrt(h * w / 1_000_000)))
+    if isinstance(array, np.ndarray):
+        sample = array[::step, ::step]
+    else:  # zarr / dask: read band by band so that only the sample is held
+        parts = []
+        band = max(step, (4096 // step) * step)
+        for y0 in range(0, h, band):
+            parts.append(np.asarray(array[y0 : min(h, y0 + band) : step, ::step]))
+        sample = np.concatenate(parts, axis=0)
+    sample = sample.astype(np.float32).reshape(-1, _channels_of(array.shape))
+    lo, hi = np.percentile(sample, percentiles, axis=0)
+    return lo.astype(np.float32), hi.astype(np.float32)
+
+
+def _predict_plane(
+    predictor: Predictor,
+    read_rows,
+    shape_yx: tuple[int, int],
+    channels: int,
+    write_rows,
+    config: PredictConfig,
+    *,
+    cancel=None,
+    stage: str = "predict",
+) -> Iterator[Any]:
+    """Core band-by-band tiled prediction of one (already normalised / padded) plane.
+
+    ``read_rows(y0, y1)`` returns float32 (y1-y0, X, C); ``write_rows(y0, probs)`` receives final
+    (K, rows, X) float32 probabilities in order. Yields Progress events.
+    """
+    H, W = shape_yx
+    K = predictor.classes
+    tY, tX = min(config.tile_size, H), min(config.tile_size, W)
+    ys = tile_starts(H, tY, config.overlap)
+    xs = tile_starts(W, tX, config.overlap)
+    weight = importance_map((tY, tX), blending=config.blending, sigma_scale=config.sigma_scale)
+    total = len(ys) * len(xs)
+    done = 0
+    t0 = time.perf_counter()
+    # accumulator band covering rows [band0, band0 + band_h)
+    band_h = tY + (ys[1] - ys[0] if len(ys) > 1 else 0)
+    band0 = 0
+    acc = np.zeros((K, band_h, W), np.float32)
+    wsum = np.zeros((band_h, W), np.float32)
+    written = 0
+    for row, y in enumerate(ys):
+        check_cancel(cancel)
+        # flush rows that no tile from here on touches: [written, y)
+        if y > written:
+            n = y - written
+            write_rows(written, acc[:, :n] / wsum[None, :n])
+            acc = np.roll(acc, -n, axis=1)
+            wsum = np.roll(wsum, -n, axis=0)
+            acc[:, -n:] = 0
+            wsum[-n:] = 0
+            band0 = written = y
+        if y + tY - band0 > acc.shape[1]:  # uneven steps: grow the band
+            extra = y + tY - band0 - acc.shape[1]
+            acc = np.concatenate([acc, np.zeros((K, extra, W), np.float32)], axis=1)
+            wsum = np.concatenate([wsum, np.zeros((extra, W), np.float32)], axis=0)
+        rows = read_rows(y, y + tY)  # (tY, W, C)
+        for b0 in range(0, len(xs), config.batch_size):
+            check_cancel(cancel)
+            bx = xs[b0 : b0 + config.batch_size]
+            batch = np.stack([rows[:, x : x + tX].transpose(2, 0, 1) for x in bx]).astype(np.float32, copy=False)
+            probs = _forward_probs(predictor, batch, config.tta)
+            for p, x in zip(probs, bx):
+                acc[:, y - band0 : y - band0 + tY, x : x + tX] += p * weight
+                wsum[y - band0 : y - band0 + tY, x : x + tX] += weight
+            done += len(bx)
+            el = time.perf_counter() - t0
+            yield Progress(done, total, stage=stage, eta_s=el / done * (total - done))
+    n = H - written
+    write_rows(written, acc[:, :n] / wsum[None, :n])
+
+
+def _split_input(image: np.ndarray, in_channels: int, stack: bool | None) -> tuple[np.ndarray, bool]:
+    """Decide whether ``image`` is a stack of slices; return it as (Z, Y, X[, C]) and the flag."""
+    image = np.asarray(image) if not hasattr(image, "shape") else image
+    nd = len(image.shape)
+    if stack is None:
+        if nd == 2:
+            stack = False
+        elif nd == 4:
+            stack = True
+        elif nd == 3:
+            channels_last = image.shape[-1] <= 4 and image.shape[0] > 4
+            stack = not channels_last and not (in_channels > 1 and image.shape[-1] == in_channels)
+        else:
+            raise DataError(f"Expected a 2D image (Y, X[, C]) or a stack (Z, Y, X[, C]); got shape {tuple(image.shape)}.")
+    if nd not in (2, 3, 4) or (stack and nd == 2) or (not stack and nd == 4):
+        raise DataError(f"Cannot read shape {tuple(image.shape)} as {'a stack' if stack else 'an image'}: expected (Y, X[, C]) or (Z, Y, X[, C]).")
+    return image, bool(stack)
+
+
+def _check_image(image_shape: Sequence[int], predictor: Predictor) -> None:
+    from .models import check_channels
+
+    if len(image_shape) < 2 or min(image_shape[:2]) < 1:
+        raise DataError(f"The image is empty (shape {tuple(image_shape)}): nothing to predict.")
+    check_channels(predictor.meta, _channels_of(image_shape))
+
+
+# ---------------------------------------------------------------------- in-memory prediction
+def iter_predict(
+    image: np.ndarray,
+    model,
+    *,
+    version: str | None = None,
+    meta: dict | None = None,
+    config: PredictConfig | None = None,
+    stack: bool | None = None,
+    cancel=None,
+    **config_kwargs,
+) -> Iterator[Any]:
+    """Predict per-class probabilities of one image, or a stack slice by slice (a generator).
+
+    Parameters
+    ----------
+    image : (Y, X) or (Y, X, C) array, or a (Z, Y, X[, C]) stack; any numeric dtype, any size.
+    model : a :class:`Predictor`, a project store (with ``version``), or a torch module with ``meta``.
+    config : :class:`PredictConfig`; keyword arguments (``tile_size=...``) override its fields.
+    stack : force reading a 3D array as a stack (True) or as channels (False); default: guess.
+    cancel : ``threading.Event`` checked between tiles.
+
+    Yields
+    ------
+    :class:`~.events.Progress` events (tiles done / total).
+
+    Returns
+    -------
+    (K, Y, X) float32 probabilities, or (Z, K, Y, X) for a stack.
+    """
+    config = _make_config(config, config_kwargs)
+    predictor = as_predictor(model, version=version, meta=meta, device=config.device)
+    image, is_stack = _split_input(image, predictor.in_channels, stack)
+    if not is_stack:
+        return (yield from _predict_2d(np.asarray(image), predictor, config, cancel=cancel))
+    out = None
+    for z in range(image.shape[0]):
+        check_cancel(cancel)
+        yield Progress(z, image.shape[0], stage="slices")
+        probs = yield from _predict_2d(np.asarray(image[z]), predictor, config, cancel=cancel, stage=f"slice {z + 1}/{image.shape[0]}")
+        if out is None:
+            out = np.empty((image.shape[0], *probs.shape), np.float32)
+        out[z] = probs
+    yield Progress(image.shape[0], image.shape[0], stage="slices")
+    return out
+
+
+def _make_config(config, kwargs) -> PredictConfig:
+    config = config or PredictConfig()
+    if isinstance(config, dict):
+        config = PredictConfig.from_dict(config)
+    if kwargs:
+        config = PredictConfig.from_dict({**config.to_dict(), **kwargs})
+    return config
+
+
+def _predict_2d(image: np.ndarray, predictor: Predictor, config: PredictConfig, *, cancel=None, stage: str = "predict"):
+    _check_image(image.shape, predictor)
+    if image.size == 0:
+        raise DataError("The image is empty: nothing to predict.")
+    norm = normalize(image, percentiles=predictor.percentiles)
+    h, w = norm.shape[:2]
+    # an axis shorter than a tile: reflect-pad to a multiple of 32 (one tile along it), crop back after
+    if h < config.tile_size or w < config.tile_size:
+        norm, _ = pad_to_multiple(norm, 32)
+    H, W = norm.shape[:2]
+    out = np.empty((predictor.classes, H, W), np.float32)
+
+    def read_rows(y0, y1):
+        return norm[y0:y1]
+
+    def write_rows(y0, probs):
+        out[:, y0 : y0 + probs.shape[1]] = probs
+
+    yield from _predict_plane(predictor, read_rows, (H, W), norm.shape[2], write_rows, config, cancel=cancel, stage=stage)
+    return out[:, :h, :w]
+
+
+def predict(image: np.ndarray, model, **kwargs) -> np.ndarray:
+    """Blocking :func:`iter_predict`: (K, Y, X) float32 probabilities (or (Z, K, Y, X) for a stack)."""
+    return run_to_end(iter_predict(image, model, **kwargs))
+
+
+# ---------------------------------------------------------------------- larger-than-memory prediction
+def iter_predict_large(
+    source,
+    out,
+    model,
+    *,
+    version: str | None = None,
+    meta: dict | None = None,
+    config: PredictConfig | None = None,
+    write_probabilities: bool = True,
+    probability_dtype: str = "float16",
+    chunk: int = 1024,
+    cancel=None,
+    **config_kwargs,
+) -> Iterator[Any]:
+    """Predict a 2D image stored as zarr / OME-Zarr / dask, band by band, into a zarr group.
+
+    Memory stays bounded: the input is read one tile-row band at a time and finished rows are
+    written out at once; the accumulators hold about two tile heights of the image width.
+
+    Parameters
+    ----------
+    source : zarr array, dask array, path/URL of a zarr array or OME-Zarr (full resolution is used),
+        shape (Y, X) or (Y, X, C).
+    out : path/URL of the output zarr group (created; must not exist), or an open zarr group.
+    write_probabilities : also write ``probabilities`` (K, Y, X) in ``probability_dtype``.
+
+    Returns
+    -------
+    The output zarr group, with ``labels`` (Y, X) uint8 (argmax + 1, project label values) and,
+    if asked, ``probabilities``.
+    """
+    import zarr
+
+    config = _make_config(config, config_kwargs)
+    predictor = as_predictor(model, version=version, meta=meta, device=config.device)
+    array = open_array(source)
+    shape = tuple(array.shape)
+    if len(shape) not in (2, 3):
+        raise DataError(f"Block-wise prediction takes one 2D image (Y, X[, C]); got shape {shape}. Predict stacks slice by slice.")
+    _check_image(shape, predictor)
+    H, W = shape[:2]
+    K = predictor.classes
+    if isinstance(out, (str,)) or hasattr(out, "__fspath__"):
+        group = zarr.open_group(str(out), mode="w-")
+    else:
+        group = out
+    ch = (min(chunk, H), min(chunk, W))
+    labels_arr = group.create_array("labels", shape=(H, W), dtype="uint8", chunks=ch)
+    probs_arr = group.create_array("probabilities", shape=(K, H, W), dtype=probability_dtype, chunks=(1, *ch)) if write_probabilities else None
+    group.attrs.update({"napari_seg_box": {"kind": "prediction", "model_version": predictor.version, "class_names": predictor.class_names, "config": config.to_dict()}})
+    if H < config.tile_size or W < config.tile_size:  # small: in memory
+        yield Message("The image is smaller than one tile: predicted in memory.")
+        probs = yield from _predict_2d(np.asarray(array[...]), predictor, config, cancel=cancel)
+        labels_arr[...] = (np.argmax(probs, axis=0) + 1).astype(np.uint8)
+        if probs_arr is not None:
+            probs_arr[...] = probs.astype(probability_dtype)
+        return group
+    lo, hi = _percentile_bounds(array, predictor.percentiles)
+    scale = 1.0 / np.maximum(hi - lo, 1e-6)
+
+    def read_rows(y0, y1):
+        block = np.asarray(array[y0:y1]).astype(np.float32)
+        if block.ndim == 2:
+            block = block[..., None]
+        return (block - lo) * scale
+
+    # writes arrive in row order with arbitrary heights: buffer them up to whole chunk rows
+    pending: list[np.ndarray] = []
+    state = {"start": 0, "rows": 0}
+
+    def flush(final=False):
+        if not pending:
+            return
+        buf = np.concatenate(pending, axis=1)
+        n = buf.shape[1] if final else (buf.shape[1] // ch[0]) * ch[0]
+        if n == 0:
+            return
+        y0 = state["start"]
+        labels_arr[y0 : y0 + n] = (np.argmax(buf[:, :n], axis=0) + 1).astype(np.uint8)
+        if probs_arr is not None:
+            probs_arr[:, y0 : y0 + n] = buf[:, :n].astype(probability_dtype)
+        rest = buf[:, n:]
+        pending.clear()
+        if rest.shape[1]:
+            pending.append(np.ascontiguousarray(rest))
+        state["start"] = y0 + n
+
+    def write_rows(y0, probs):
+        pending.append(np.array(probs, copy=True))
+        if sum(p.shape[1] for p in pending) >= ch[0]:
+            flush()
+
+    yield from _predict_plane(predictor, read_rows, (H, W), _channels_of(shape), write_rows, config, cancel=cancel, stage="predict (blocks)")
+    flush(final=True)
+    return group
+
+
+def predict_large(source, out, model, **kwargs):
+    """Blocking :func:`iter_predict_large`; returns the output zarr group."""
+    return run_to_end(iter_predict_large(source, out, model, **kwargs))
+
+
+def open_array(source):
+    """A lazily indexable (Y, X[, C]) array from a zarr/dask array or a zarr / OME-Zarr path."""
+    if hasattr(source, "shape") and hasattr(source, "__getitem__"):
+        return source
+    import zarr
+
+    try:
+        node = zarr.open(str(source), mode="r")
+    except Exception as err:
+        raise DataError(f"Cannot open {source} as zarr: {err}") from err
+    if isinstance(node, zarr.Array):
+        return node
+    attrs = dict(node.attrs)
+    ome = attrs.get("ome", attrs)
+    ms = ome.get("multiscales")
+    if not ms:
+        keys = list(node.array_keys())
+        if not keys:
+            raise DataError(f"{source} holds no zarr array.")
+        return node[keys[0]]
+    arr = node[ms[0]["datasets"][0]["path"]]
+    axes = [a["name"] if isinstance(a, dict) else a for a in ms[0].get("axes", [])]
+    # drop leading singleton axes lazily (t, c, z of length 1)
+    if arr.ndim > 2:
+        import dask.array as da
+
+        d = da.from_zarr(arr)
+        idx = tuple(0 if (n == 1 and (not axes or axes[i] not in ("y", "x"))) else slice(None) for i, n in enumerate(d.shape))
+        d = d[idx]
+        kept = [axes[i] for i, n in enumerate(arr.shape) if not isinstance(idx[i], int)] if axes else []
+        if "c" in kept and d.ndim == 3:
+            d = da.moveaxis(d, kept.index("c"), -1)
+        return d
+    return arr
+
+
+# ---------------------------------------------------------------------- batches
+def iter_predict_project(
+    project,
+    version: str | None = None,
+    *,
+    names: Sequence[str] | None = None,
+    split: str | None = None,
+    config: PredictConfig | None = None,
+    predictor: Predictor | None = None,
+    cancel=None,
+    **config_kwargs,
+) -> Iterator[Any]:
+    """Predict images of a project store (default: all; or ``names`` / one ``split``).
+
+    Yields :class:`Progress` and one :class:`ItemDone` per image (``error`` set when it failed, and
+    the batch goes on). Returns ``{name: (K, Y, X) probabilities}`` of the images that succeeded.
+    """
+    config = _make_config(config, config_kwargs)
+    predictor = predictor or Predictor.from_project(project, version, device=config.device)
+    names = list(names) if names is not None else project.image_names(split)
+    out: dict[str, np.ndarray] = {}
+    for i, name in enumerate(names):
+        check_cancel(cancel)
+        try:
+            probs = yield from iter_predict(project.get_image(name), predictor, config=config, stack=False, cancel=cancel)
+        except (DataError, StoreError) as err:
+            yield ItemDone(i, len(names), name, error=str(err))
+            continue
+        out[name] = probs
+        yield ItemDone(i, len(names), name)
+    return out
+
+
+def predict_project(project, version: str | None = None, **kwargs) -> dict[str, np.ndarray]:
+    """Blocking :func:`iter_predict_project`."""
+    return run_to_end(iter_predict_project(project, version, **kwargs))
+
+
+def iter_predict_files(
+    inputs,
+    out_dir,
+    model,
+    *,
+    version: str | None = None,
+    config: PredictConfig | None = None,
+    postprocess=None,
+    save_probabilities: bool = False,
+    cancel=None,
+    **config_kwargs,
+) -> Iterator[Any]:
+    """Predict image files (folder, glob, list, zarr) and write label TIFFs into ``out_dir``.
+
+    Each image gives ``<out_dir>/<stem>_labels.tif`` (semantic labels, 1..K) and
+    ``<stem>_instances.tif`` (post-processed objects); with ``save_probabilities`` also
+    ``<stem>_probabilities.tif`` (K, Y, X float32). An unreadable image is reported in its row and the
+    batch goes on. Returns a list of dicts (one row per input: name, path, outputs, n_objects, error).
+    """
+    import os
+
+    import tifffile
+
+    from .io import _expand, _stem, read_image
+    from .postprocess import PostprocessConfig, postprocess as run_postprocess
+
+    config = _make_config(config, config_kwargs)
+    predictor = as_predictor(model, version=version, device=config.device)
+    pp = postprocess if postprocess is not None else PostprocessConfig.for_model(predictor.meta)
+    if isinstance(pp, dict):
+        pp = PostprocessConfig.from_dict(pp)
+    paths = _expand(inputs)
+    os.makedirs(out_dir, exist_ok=True)
+    rows = []
+    for i, path in enumerate(paths):
+        check_cancel(cancel)
+        stem = _stem(path)
+        row = {"name": stem, "path": path, "labels": None, "instances": None, "n_objects": None, "error": None}
+        try:
+            image = read_image(path)
+            probs = yield from iter_predict(image, predictor, config=config, cancel=cancel)
+            if probs.ndim == 4:
+                results = [run_postprocess(p, pp) for p in probs]
+                sem = np.stack([r.semantic for r in results])
+                inst = np.stack([r.instances for r in results])
+            else:
+                r = run_postprocess(probs, pp)
+                sem, inst = r.semantic, r.instances
+            row["labels"] = os.path.join(out_dir, f"{stem}_labels.tif")
+            row["instances"] = os.path.join(out_dir, f"{stem}_instances.tif")
+            tifffile.imwrite(row["labels"], sem, compression="zlib")
+            tifffile.imwrite(row["instances"], inst.astype(np.uint32), compression="zlib")
+            if save_probabilities:
+                tifffile.imwrite(os.path.join(out_dir, f"{stem}_probabilities.tif"), probs.astype(np.float32), compression="zlib")
+            row["n_objects"] = int(len(np.unique(inst)) - (1 if (inst == 0).any() else 0))
+            yield ItemDone(i, len(paths), stem, result=row)
+        except (DataError, StoreError) as err:
+            row["error"] = str(err)
+            yield ItemDone(i, len(paths), stem, result=row, error=str(err))
+        rows.append(row)
+    return rows
+
+
+def predict_files(inputs, out_dir, model, **kwargs) -> list[dict]:
+    """Blocking :func:`iter_predict_files`."""
+    return run_to_end(iter_predict_files(inputs, out_dir, model, **kwargs))
