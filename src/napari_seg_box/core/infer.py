@@ -223,9 +223,13 @@ def _channels_of(shape: Sequence[int]) -> int:
 
 
 def _percentile_bounds(array, percentiles: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel (low, high) percentiles with the same subsampling as :func:`data.normalize`."""
+    """Per-channel (low, high) percentiles from a regular subsample of at most ~1 Mpx.
+
+    Images up to 1 Mpx use every pixel, as :func:`data.normalize`; larger ones a strided sample (the
+    percentiles of the same image to within sampling noise), read band by band.
+    """
     h, w = array.shape[:2]
-    step = max(1, int(np.sqrt(h * w / 1_000_000)))
+    step = max(1, int(np.ceil(np.sqrt(h * w / 1_000_000))))
     if isinstance(array, np.ndarray):
         sample = array[::step, ::step]
     else:  # zarr / dask: read band by band so that only the sample is held
