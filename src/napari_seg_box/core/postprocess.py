@@ -203,7 +203,7 @@ def postprocess(probabilities: np.ndarray, config: PostprocessConfig | dict | No
         if not mask.any():
             continue
         if config.opening:
-            mask = morphology.binary_opening(mask, morphology.disk(config.opening))
+            mask = ndi.binary_opening(mask, structure=morphology.disk(config.opening))
         if config.fill_holes:
             mask = ndi.binary_fill_holes(mask)
         if c not in object_classes or config.instances == "none":
@@ -219,7 +219,8 @@ def postprocess(probabilities: np.ndarray, config: PostprocessConfig | dict | No
             seeds = ndi.binary_erosion(mask, structure=morphology.disk(1), iterations=config.erosion)
         lab = split_objects(seeds, mode=config.instances, seed_distance=config.seed_distance)
         if config.erosion and config.expand_back:
-            lab = segmentation.expand_labels(lab, distance=config.erosion) * mask
+            # the iterated cross erosion cuts corners by up to width * sqrt(2)
+            lab = segmentation.expand_labels(lab, distance=config.erosion * np.sqrt(2)) * mask
         if config.min_size:
             sizes = np.bincount(lab.ravel())
             small = np.flatnonzero(sizes < config.min_size)
