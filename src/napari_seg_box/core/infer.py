@@ -494,9 +494,11 @@ def iter_predict_large(
         if n == 0:
             return
         y0 = state["start"]
-        labels_arr[y0 : y0 + n] = (np.argmax(buf[:, :n], axis=0) + 1).astype(np.uint8)
-        if probs_arr is not None:
-            probs_arr[:, y0 : y0 + n] = buf[:, :n].astype(probability_dtype)
+        for x0 in range(0, W, ch[1]):  # chunk column by chunk column: small temporaries
+            part = buf[:, :n, x0 : x0 + ch[1]]
+            labels_arr[y0 : y0 + n, x0 : x0 + ch[1]] = (np.argmax(part, axis=0) + 1).astype(np.uint8)
+            if probs_arr is not None:
+                probs_arr[:, y0 : y0 + n, x0 : x0 + ch[1]] = part.astype(probability_dtype)
         rest = buf[:, n:]
         pending.clear()
         if rest.shape[1]:
@@ -504,7 +506,7 @@ def iter_predict_large(
         state["start"] = y0 + n
 
     def write_rows(y0, probs):
-        pending.append(np.array(probs, copy=True))
+        pending.append(probs)  # a fresh array (acc / wsum): no copy needed
         if sum(p.shape[1] for p in pending) >= ch[0]:
             flush()
 
