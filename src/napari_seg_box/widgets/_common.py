@@ -193,7 +193,7 @@ class Runner:
         if self.worker is not None:
             raise RuntimeError("A task is already running: wait for it or stop it first.")
         self.cancel_event = threading.Event()
-        worker = create_worker(func, *args, cancel=self.cancel_event, _start_thread=False, **kwargs)
+        worker = create_worker(func, *args, cancel=self.cancel_event, _start_thread=False, _ignore_errors=True, **kwargs)
         try:  # napari relays errors to its own traceback notification: we show a clear one instead
             worker.errored.disconnect(worker._relay_error)
         except Exception:  # pragma: no cover - older napari
@@ -252,30 +252,110 @@ def theme_colors(viewer) -> dict[str, str]:
 
 
 class PlotCanvas(QWidget):
-    """A matplotlib figure in the dock, coloured like the napari theme (follows theme changes)."""
+    """Matplotlib plots in the dock, coloured like the napari theme (follows theme changes).
+
+    The figure is rendered (Agg) in a background thread and only the finished picture is shown in
+    the main thread: rendering even a small figure takes hundreds of milliseconds on a small CPU
+    while a training thread competes for the GIL, and the window must not freeze meanwhile.
+    Give :meth:`plot` a function ``painter(axes)`` that draws into the axes (it runs in the render
+    thread, on data it owns); the last painter is kept, so resizing and theme changes redraw.
+    """
+
+    rendered = Signal(object)
 
     def __init__(self, viewer, *, nrows: int = 1, ncols: int = 1, height: float = 2.6, parent=None):
         super().__init__(parent)
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
         self.viewer = viewer
-        self.figure = Figure(figsize=(4, height), dpi=90, layout="constrained")
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
-        self.canvas.setMinimumHeight(int(height * 80))
+        self.dpi = 90
+        self.figure = Figure(figsize=(4, height), dpi=self.dpi)
+        self._agg = FigureCanvasAgg(self.figure)
         self.axes = list(np.atleast_1d(self.figure.subplots(nrows, ncols)).ravel())
+        self._margins = dict(left=0.12 if ncols == 1 else 0.08, right=0.98, bottom=0.2 if nrows == 1 else 0.1, top=0.88, wspace=0.38, hspace=0.6)
+        self.figure.subplots_adjust(**self._margins)
+        self.image_label = QLabel()
+        self.image_label.setMinimumHeight(int(height * 72))
+        self.image_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Ignored)
+        self.setMinimumHeight(int(height * 72))
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
-        lay.addWidget(self.canvas)
+        lay.addWidget(self.image_label)
+        self._lock = threading.Lock()
+        self._painter = None
+        self._dirty = False
+        self._thread: threading.Thread | None = None
+        self.renders = 0
+        self.rendered.connect(self._show)
         try:
-            viewer.events.theme.connect(lambda e: self.draw())
+            viewer.events.theme.connect(lambda e: self.plot())
         except Exception:  # pragma: no cover
             pass
-        self.style_axes()
 
-    def style_axes(self) -> None:
-        c = theme_colors(self.viewer)
+    @property
+    def busy(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def plot(self, painter=None) -> None:
+        """Render ``painter(axes)`` (or the last painter again) in the background."""
+        if painter is not None:
+            self._painter = painter
+        size = (max(self.width(), 200), max(self.height(), 120))
+        colors = theme_colors(self.viewer)
+        self._job = (self._painter, size, colors)
+        self._dirty = True
+        if not self.busy:
+            self._thread = threading.Thread(target=self._render_loop, name="segbox-plot", daemon=True)
+            self._thread.start()
+
+    def wait(self, timeout: float = 30.0) -> None:
+        """Block until the pending render is shown (tests, screenshots)."""
+        import time
+
+        from qtpy.QtWidgets import QApplication
+
+        end = time.monotonic() + timeout
+        while (self.busy or self._dirty) and time.monotonic() < end:
+            QApplication.processEvents()
+            time.sleep(0.01)
+        QApplication.processEvents()
+
+    def _render_loop(self) -> None:
+        while self._dirty:
+            self._dirty = False
+            painter, (w, h), colors = self._job
+            try:
+                with self._lock:
+                    self.figure.set_size_inches(w / self.dpi, h / self.dpi)
+                    if painter is not None:
+                        for ax in self.axes:
+                            ax.clear()
+                        painter(self.axes)
+                    self.style_axes(colors)
+                    self._agg.draw()
+                    buf = np.asarray(self._agg.buffer_rgba()).copy()
+                self.renders += 1
+                self.rendered.emit(buf)
+            except RuntimeError:  # the widget was closed while rendering
+                return
+            except Exception:  # pragma: no cover - a plot must never take the widget down
+                traceback.print_exc()
+
+    def _show(self, buf) -> None:
+        from qtpy.QtGui import QImage, QPixmap
+
+        h, w = buf.shape[:2]
+        image = QImage(buf.data, w, h, 4 * w, QImage.Format.Format_RGBA8888).copy()
+        self.image_label.setPixmap(QPixmap.fromImage(image))
+
+    def resizeEvent(self, event):  # noqa: N802 - Qt name
+        super().resizeEvent(event)
+        if self._painter is not None or self.renders == 0:
+            self.plot()
+
+    def style_axes(self, c: dict | None = None) -> None:
+        c = c or theme_colors(self.viewer)
         self.figure.set_facecolor(c["background"])
         for ax in self.axes:
             ax.set_facecolor(c["background"])
@@ -294,10 +374,6 @@ class PlotCanvas(QWidget):
                 leg.get_frame().set_edgecolor(c["foreground"])
                 for t in leg.get_texts():
                     t.set_color(c["text"])
-
-    def draw(self) -> None:
-        self.style_axes()
-        self.canvas.draw_idle()
 
 
 # ---------------------------------------------------------------------- tables

@@ -1,0 +1,109 @@
+"""Train widget: real training in a thread worker, live curves, versions list, stop keeps a version,
+the event loop stays responsive, bad settings and empty projects show errors instead of raising."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from qtpy.QtCore import QTimer
+
+from napari_seg_box.core import Project
+from napari_seg_box.widgets.train import TrainWidget
+
+TINY = dict(encoder="resnet18", encoder_depth=3, patch_size=64, batch_size=4, learning_rate=2e-3, steps_per_epoch=4, augmentation="light")
+
+
+@pytest.fixture
+def project(tmp_path, nuclei_q):
+    p = Project.create(tmp_path / "p.zarr", classes=["background", "nucleus"])
+    for (name, image, inst), split in zip(nuclei_q[:3], ["train", "train", "validation"]):
+        labels = np.zeros(inst.shape, np.uint8)
+        labels[:160] = 1 + (inst[:160] > 0)  # sparse: only the top of each image is annotated
+        p.add_image(name, image, labels=labels, split=split)
+    return p
+
+
+def make_widget(viewer, project, **cfg):
+    w = TrainWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.project_box.set_url(project.url)
+    w.set_config(**{**TINY, **cfg})
+    return w
+
+
+def test_train_two_epochs_curves_and_versions(viewer, qtbot, project):
+    w = make_widget(viewer, project, epochs=2)
+    cfg = w.config()
+    assert (cfg.encoder, cfg.encoder_depth, cfg.decoder_channels, cfg.patch_size, cfg.epochs) == ("resnet18", 3, (32, 16, 8), 64, 2)
+    assert not w.advanced.isExpanded()  # advanced settings start collapsed
+    qtbot.waitUntil(lambda: w.device_label.text().startswith(("CPU", "CUDA", "Apple")), timeout=60000)
+    worker = w.start()
+    # the event loop keeps running while the worker trains: longest gap between 20 ms ticks
+    ticks = []
+    timer = QTimer()
+    timer.setInterval(20)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start()
+    with qtbot.waitSignal(worker.finished, timeout=240000):
+        pass
+    timer.stop()
+    gaps = np.diff(ticks)
+    assert len(ticks) > 20 and gaps.max() < 0.25, f"longest gap {gaps.max():.3f} s over {len(ticks)} ticks"
+    assert w.last_version == "v001"
+    meta = Project.open(project.url).model_metadata("v001")
+    assert meta["status"] == "completed" and len(meta["history"]) == 2
+    # curves: training and validation lines with one point per epoch on each of the three plots
+    assert len(w.history) == 2
+    w.plot.wait()
+    assert w.plot.image_label.pixmap() is not None and not w.plot.image_label.pixmap().isNull()
+    for ax in w.plot.axes:
+        assert [len(line.get_xdata()) for line in ax.get_lines()] == [2, 2]
+    np.testing.assert_allclose(w.plot.axes[0].get_lines()[1].get_ydata(), [h["val_loss"] for h in meta["history"]])
+    assert w.progress.value() == w.progress.maximum() == 8
+    rows = w.versions.frame
+    assert list(rows["version"]) == ["v001"] and rows["status"][0] == "completed"
+    assert rows["val IoU"][0] == pytest.approx(meta["best_metrics"]["val_iou"])
+    assert 0.0 <= rows["val IoU"][0] <= 1.0
+    assert "Training finished: model version v001" in w.status.text()
+    assert w.finetune_combo.findData("v001") > 0  # fine-tuning can start from it
+
+
+def test_stop_during_training_keeps_a_version(viewer, qtbot, project):
+    w = make_widget(viewer, project, epochs=40)
+    worker = w.start()
+    qtbot.waitUntil(lambda: len(w.history) >= 1, timeout=180000)
+    w.stop_btn.click()
+    with qtbot.waitSignal(worker.finished, timeout=120000):
+        pass
+    meta = Project.open(project.url).model_metadata(w.last_version)
+    assert meta["status"] == "stopped"
+    assert 1 <= len(meta["history"]) < 40
+    assert list(w.versions.frame["status"]) == ["stopped"]
+    assert w.start_btn.isEnabled() and not w.stop_btn.isEnabled()
+
+
+def test_augmentation_preview_layers(viewer, project):
+    w = make_widget(viewer, project)
+    w.aug_combo.setCurrentText("strong")
+    samples = w.preview_augmentation(n=3)
+    assert len(samples) == 3
+    img = viewer.layers["augmented (strong)"].data
+    lab = viewer.layers["augmented (strong) labels"].data
+    assert img.shape == (3, 256, 256) and lab.shape == (3, 256, 256)
+    assert set(np.unique(lab)) <= {0, 1, 2} and (lab == 2).any()
+
+
+def test_train_errors_are_shown_not_raised(viewer, qtbot, tmp_path, nuclei_q):
+    empty = Project.create(tmp_path / "empty.zarr")
+    w = make_widget(viewer, empty, epochs=1)
+    worker = w.start()  # nothing annotated: the worker fails with a DataError, shown in the widget
+    with qtbot.waitSignal(worker.finished, timeout=60000):
+        pass
+    assert "annot" in w.status.text().lower()
+    assert w.start_btn.isEnabled()
+    w.set_config(patch_size=48)  # not a multiple of 32: the config is refused before anything runs
+    assert w.start() is None and "multiple of 32" in w.status.text()
+    w.project_box.edit.setText(str(tmp_path / "nowhere"))
+    assert w.start() is None and "No napari-seg-box project" in w.status.text()
