@@ -12,7 +12,7 @@ import importlib
 
 from .errors import CancelledError, ConfigError, DataError, SegBoxError, StoreError
 
-# public name -> module (relative to this package) that defines it
+# public name -> module (relative to this package) that defines it, or "module:name"
 _LAZY = {
     "Project": "store",
     "ClassInfo": "store",
@@ -29,6 +29,12 @@ _LAZY = {
     "build_model": "models",
     "load_model": "models",
     "pick_device": "models",
+    "TrainConfig": "train",
+    "iter_train": "train",
+    "train_model": "train:train",  # not "train": that name is the submodule
+    "unfinished_runs": "train",
+    "preview_augmentations": "augment",
+    "edge_weight_map": "losses",
     "PredictConfig": "infer",
     "Predictor": "infer",
     "iter_predict": "infer",
@@ -58,10 +64,11 @@ __all__ = ["SegBoxError", "StoreError", "ConfigError", "DataError", "CancelledEr
 
 
 def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
+    target = _LAZY.get(name)
+    if target is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    module, _, attr = target.partition(":")
+    value = getattr(importlib.import_module(f".{module}", __name__), attr or name)
     globals()[name] = value
     return value
 

@@ -18,6 +18,7 @@ from .errors import SegBoxError
 COMMAND_MODULES = [
     "napari_seg_box.core.cli_project",
     "napari_seg_box.core.cli_demo",
+    "napari_seg_box.core.cli_train",
     "napari_seg_box.core.cli_predict",
 ]
 

@@ -1,0 +1,150 @@
+"""CLI subcommand ``train``: a progress bar per epoch, one line of figures per epoch, Ctrl-C stops cleanly."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+
+from .cli import add_store_options, open_project, print_json
+
+
+def register(sub) -> None:
+    from .augment import PRESETS
+    from .losses import LOSSES
+    from .models import ENCODERS
+    from .train import SCHEDULES
+
+    p = sub.add_parser(
+        "train",
+        help="train a U-Net on the store's annotations",
+        description="Train a U-Net on the annotated train/validation images of the store (test images are never used). "
+        "Only --epochs matters for a first model; every setting left out is chosen automatically and reported. "
+        "The best epoch (validation IoU) becomes a new model version. Ctrl-C stops after the current step and keeps "
+        "the best epoch so far; --resume continues a stopped or crashed run.",
+    )
+    add_store_options(p)
+    p.add_argument("--epochs", type=int, help="number of epochs (default: 50)")
+    p.add_argument("--encoder", choices=list(ENCODERS), help="network encoder (default: resnet34)")
+    p.add_argument("--encoder-depth", type=int, choices=[3, 4, 5], help="encoder stages (default: 5)")
+    p.add_argument("--decoder-channels", type=int, nargs="+", help="decoder widths, one per encoder stage")
+    p.add_argument("--encoder-weights", dest="encoder_weights_file", help="local file with pretrained encoder weights (.safetensors or .pth)")
+    p.add_argument("--finetune-from", help="start from this model version of the store")
+    p.add_argument("--patch-size", type=int, help="patch side, a multiple of 32 (default: from the objects' size)")
+    p.add_argument("--batch-size", type=int, help="patches per step (default: from free GPU memory; CPU 4-8)")
+    p.add_argument("--lr", dest="learning_rate", type=float, help="peak learning rate (default: from a learning-rate range test)")
+    p.add_argument("--steps-per-epoch", type=int, help="steps per epoch (default: about one pass over the annotated pixels)")
+    p.add_argument("--augment", dest="augmentation", choices=list(PRESETS), help="augmentation preset (default: standard)")
+    p.add_argument("--elastic", action="store_true", default=None, help="add elastic deformation to the augmentation")
+    p.add_argument("--loss", choices=list(LOSSES), help="loss (default: dice_ce; edge_weighted separates touching objects)")
+    p.add_argument("--schedule", choices=list(SCHEDULES), help="learning-rate schedule (default: onecycle)")
+    p.add_argument("--patience", type=int, help="early stopping patience in epochs, 0 = off (default: 15)")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    p.add_argument("--mixed-precision", choices=["auto", "bf16", "fp16", "off"], help="CUDA only (default: auto)")
+    p.add_argument("--seed", type=int, help="random seed (default: 0)")
+    p.add_argument("--config", help="JSON file with training settings (TrainConfig fields); command-line options given explicitly win")
+    p.add_argument("--resume", action="store_true", help="continue the newest unfinished run of the store")
+    p.add_argument("--json", action="store_true", help="print a JSON summary at the end (no progress bars)")
+    p.set_defaults(func=cmd_train)
+
+
+_FIELDS = [
+    "epochs", "encoder", "encoder_depth", "decoder_channels", "encoder_weights_file", "finetune_from", "patch_size",
+    "batch_size", "learning_rate", "steps_per_epoch", "augmentation", "elastic", "loss", "schedule", "patience",
+    "device", "mixed_precision", "seed",
+]  # fmt: skip
+
+
+def _config(args):
+    from .errors import ConfigError
+    from .train import TrainConfig
+
+    settings: dict = {}
+    if args.config:
+        try:
+            with open(args.config) as fh:
+                settings = json.load(fh)
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"Cannot read the training settings file {args.config}: {err}") from err
+    for name in _FIELDS:
+        value = getattr(args, name)
+        if value is not None:
+            settings[name] = value
+    return TrainConfig.from_dict(settings)
+
+
+def format_epoch(ev) -> str:
+    """One line of figures for an :class:`EpochEnd` event."""
+    m = ev.metrics
+    per = m.get("val_iou_per_class") or []
+    per_txt = " ".join("-" if v is None else f"{v:.3f}" for v in per)
+    return (
+        f"epoch {ev.epoch:>3}/{ev.epochs}  train loss {m['train_loss']:.4f} acc {m['train_acc']:.3f} IoU {m['train_iou']:.3f}"
+        f"  | val loss {m['val_loss']:.4f} acc {m['val_acc']:.3f} IoU {m['val_iou']:.3f} [{per_txt}]"
+        f"  {m['seconds']:.1f} s {m['images_per_s']:.1f} img/s{'  *best' if ev.is_best else ''}"
+    )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .events import EpochEnd, Message, StepLoss
+    from .train import iter_train
+
+    cfg = _config(args)
+    project = open_project(args)
+    cancel = threading.Event()
+    # resuming keeps the run's settings; only a larger --epochs extends it
+    gen = iter_train(project, cfg if (not args.resume or args.epochs) else None, cancel=cancel, resume=args.resume)
+    bar = None
+    out = (lambda s: None) if args.json else (lambda s: (tqdm.write if bar is not None else print)(s, file=sys.stderr))
+    version = None
+    try:
+        while True:
+            try:
+                ev = next(gen)
+            except StopIteration as stop:
+                version = stop.value
+                break
+            except KeyboardInterrupt:
+                if cancel.is_set():
+                    raise
+                cancel.set()
+                out("Stopping after this step (Ctrl-C again to abort without saving)...")
+                continue
+            if isinstance(ev, StepLoss) and not args.json:
+                if bar is None or bar.total != ev.steps_per_epoch or ev.step == 1:
+                    if bar is not None:
+                        bar.close()
+                    bar = tqdm(total=ev.steps_per_epoch, desc=f"epoch {ev.epoch}", file=sys.stderr, leave=False)
+                bar.n = ev.step
+                bar.set_postfix(loss=f"{ev.loss:.4f}", lr=f"{ev.lr:.2g}", refresh=True)
+            elif isinstance(ev, EpochEnd):
+                if bar is not None:
+                    bar.close()
+                    bar = None
+                out(format_epoch(ev))
+            elif isinstance(ev, Message):
+                out(ev.text)
+    finally:
+        if bar is not None:
+            bar.close()
+    meta = project.model_metadata(version)
+    summary = {
+        "version": version,
+        "status": meta["status"],
+        "best_metrics": meta["best_metrics"],
+        "epochs_run": meta["epochs_run"],
+        "chosen": meta["chosen"],
+        "device": meta["device"],
+        "duration_s": meta["duration_s"],
+        "history": meta["history"],
+    }
+    if args.json:
+        print_json(summary)
+    else:
+        b = meta["best_metrics"]
+        print(f"model version {version}: {meta['status']}, best epoch {b['epoch']}, validation IoU {b['val_iou']:.3f}, accuracy {b['val_acc']:.3f} ({meta['duration_s']:.0f} s)")
+    return 0
+

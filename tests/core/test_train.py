@@ -1,0 +1,250 @@
+"""Training on real data (DSB2018 nuclei quadrants, ISBI 2012 EM), tiny U-Nets on CPU."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from napari_seg_box.core import ConfigError, DataError, Project
+from napari_seg_box.core.errors import CancelledError, StoreError
+from napari_seg_box.core.events import CheckpointSaved, EpochEnd, Preview, StepLoss
+from napari_seg_box.core.train import TrainConfig, iter_train, lr_at, train, unfinished_runs
+
+from ..conftest import isbi, nuclei_quadrants
+
+TINY = dict(encoder="resnet18", encoder_depth=3, decoder_channels=(32, 16, 8), augmentation="light")
+
+
+def tiny(**kw) -> TrainConfig:
+    return TrainConfig(**{**TINY, "patch_size": 64, "batch_size": 8, "learning_rate": 5e-3, "steps_per_epoch": 6, "epochs": 2, **kw})
+
+
+def collect(gen):
+    events = []
+    try:
+        while True:
+            events.append(next(gen))
+    except StopIteration as stop:
+        return stop.value, events
+
+
+def test_training_learns_on_real_nuclei(nuclei_project):
+    """Loss falls, validation IoU beats a threshold, the automatic LR is chosen, metadata is complete."""
+    cfg = tiny(epochs=4, steps_per_epoch=10, patch_size=96, learning_rate=None)
+    version, events = collect(iter_train(nuclei_project, cfg))
+    epochs = [e for e in events if isinstance(e, EpochEnd)]
+    steps = [e for e in events if isinstance(e, StepLoss)]
+    assert [e.epoch for e in epochs] == [1, 2, 3, 4]
+    assert np.mean([s.loss for s in steps[-10:]]) < 0.6 * np.mean([s.loss for s in steps[:5]])
+    meta = nuclei_project.model_metadata(version)
+    assert meta["best_metrics"]["val_iou"] > 0.75, meta["history"]
+    assert meta["status"] == "completed" and meta["epochs_run"] == 4
+    assert 1e-4 <= meta["chosen"]["learning_rate"] <= 1e-2  # from the LR finder
+    for key in ("format_version", "model", "encoder", "class_names", "normalization", "patch_size", "config", "training_data", "history", "best_metrics", "device", "duration_s", "packages"):
+        assert key in meta, key
+    assert meta["class_names"] == ["background", "nucleus"]
+    assert meta["training_data"]["train_images"] == ["q0", "q1"]
+    assert meta["training_data"]["validation_images"] == ["q2"]  # marked; q3 (test) never used
+    assert len(meta["training_data"]["fingerprint"]) == 64
+    h = meta["history"][-1]
+    for key in ("train_loss", "val_loss", "train_acc", "val_acc", "train_iou", "val_iou", "val_iou_per_class", "seconds", "images_per_s"):
+        assert key in h, key
+    assert len(h["val_iou_per_class"]) == 2
+    assert any(isinstance(e, Preview) and e.prediction.shape == e.image.shape for e in events)
+    assert nuclei_project.list_dir("training") == []  # the resumable checkpoint is removed once complete
+
+
+def test_same_seed_same_model_and_reload_identical(nuclei_project):
+    import torch
+
+    from napari_seg_box.core.models import load_model
+
+    v1 = train(nuclei_project, tiny(epochs=1, steps_per_epoch=3))
+    v2 = train(nuclei_project, tiny(epochs=1, steps_per_epoch=3))
+    m1, m2 = nuclei_project.model_metadata(v1), nuclei_project.model_metadata(v2)
+    assert m1["weights_sha256"] == m2["weights_sha256"]
+    assert m1["history"][0]["train_loss"] == m2["history"][0]["train_loss"]
+    x = torch.from_numpy(np.random.default_rng(0).normal(size=(1, 1, 64, 64)).astype(np.float32))
+    a, _ = load_model(nuclei_project, v1, device="cpu")
+    b, _ = load_model(nuclei_project, v1, device="cpu")
+    with torch.inference_mode():
+        assert torch.equal(a(x), b(x))
+
+
+def test_cancel_keeps_best_and_resume_continues(nuclei_project):
+    cancel = threading.Event()
+    gen = iter_train(nuclei_project, tiny(epochs=3), cancel=cancel)
+    events = []
+    while True:
+        try:
+            ev = next(gen)
+        except StopIteration as stop:
+            version = stop.value
+            break
+        events.append(ev)
+        if isinstance(ev, StepLoss) and ev.epoch == 2 and ev.step == 2:
+            cancel.set()
+    # stopped within one step of the request (losses are reported one step late, so step 3 was in flight)
+    assert [e.step for e in events if isinstance(e, StepLoss) and e.epoch == 2] == [1, 2, 3]
+    meta = nuclei_project.model_metadata(version)
+    assert meta["status"] == "stopped" and meta["best_metrics"]["epoch"] == 1
+    from napari_seg_box.core.infer import Predictor, predict
+
+    probs = predict(nuclei_project.get_image("q3"), Predictor.from_project(nuclei_project, version, device="cpu"))
+    assert probs.shape == (2, 256, 256) and np.allclose(probs.sum(0), 1, atol=1e-4)
+    runs = unfinished_runs(nuclei_project)
+    assert len(runs) == 1 and runs[0]["epoch"] == 1
+
+    version2, events2 = collect(iter_train(nuclei_project, resume=True))
+    first = next(e for e in events2 if isinstance(e, StepLoss))
+    assert first.epoch == 2  # continues after the last finished epoch
+    meta2 = nuclei_project.model_metadata(version2)
+    assert version2 != version and meta2["status"] == "completed"
+    assert [h["epoch"] for h in meta2["history"]] == [1, 2, 3]
+    assert meta2["history"][0] == meta["history"][0]
+    assert unfinished_runs(nuclei_project) == []
+    with pytest.raises(StoreError, match="no unfinished training run"):
+        next(iter_train(nuclei_project, resume=True))
+
+
+def test_cancel_before_first_epoch_saves_nothing(nuclei_project):
+    cancel = threading.Event()
+    gen = iter_train(nuclei_project, tiny(epochs=2), cancel=cancel)
+    with pytest.raises(CancelledError, match="nothing was saved"):
+        for ev in gen:
+            if isinstance(ev, StepLoss):
+                cancel.set()
+    assert nuclei_project.model_versions() == []
+
+
+def test_sparse_scribbles_train(tmp_path, shared_data):
+    """Only nucleus centres and a few background lines are painted (0 elsewhere): the model still segments."""
+    from skimage.morphology import binary_erosion, disk
+
+    project = Project.create(tmp_path / "sparse.zarr", classes=["background", "nucleus"])
+    quads = nuclei_quadrants()
+    for name, image, inst in quads[:2]:
+        sparse = np.zeros(inst.shape, np.uint8)
+        sparse[binary_erosion(inst > 0, disk(3))] = 2
+        bg = binary_erosion(inst == 0, disk(4))
+        lines = np.zeros_like(bg)
+        lines[::16] = True
+        lines[:, ::16] = True
+        sparse[bg & lines] = 1
+        assert (sparse > 0).mean() < 0.35
+        project.add_image(name, image, labels=sparse, split="train")
+    name, image, inst = quads[2]
+    project.add_image(name, image, labels=(1 + (inst > 0)).astype(np.uint8), split="validation")  # dense truth
+    version = train(project, tiny(epochs=4, steps_per_epoch=8, patch_size=96))
+    per_class = max(project.model_metadata(version)["history"], key=lambda h: h["val_iou"])["val_iou_per_class"]
+    assert per_class[1] > 0.55, per_class  # nucleus IoU on dense held-out truth
+
+
+def test_isbi_multiclass_and_automatic_region_split(tmp_path, shared_data):
+    """ISBI EM (membrane / interior) with three classes; one image: validation from its bottom rows."""
+    project = Project.create(tmp_path / "em.zarr", classes=["membrane", "interior", "dark"])
+    image, mask = isbi(0)
+    labels = np.where(mask > 0, 2, 1).astype(np.uint8)
+    labels[(image < 40) & (mask > 0)] = 3  # a third class: dark interior
+    project.add_image("em0", image[:256, :256], labels=labels[:256, :256])
+    version, events = collect(iter_train(project, tiny(epochs=1, steps_per_epoch=3)))
+    meta = project.model_metadata(version)
+    assert meta["model"]["classes"] == 3 and len(meta["history"][0]["val_iou_per_class"]) == 3
+    assert "bottom" in meta["training_data"]["validation"]
+    assert any("Validation: automatic" in getattr(e, "text", "") for e in events)
+
+
+def test_automatic_image_split_and_settings(tmp_path, shared_data):
+    project = Project.create(tmp_path / "auto.zarr", classes=["background", "nucleus"])
+    for name, image, inst in nuclei_quadrants():
+        project.add_image(name, image, labels=(1 + (inst > 0)).astype(np.uint8), split="train")
+    cfg = TrainConfig(epochs=1, steps_per_epoch=2, learning_rate=1e-3, **TINY)  # patch and batch automatic
+    version, events = collect(iter_train(project, cfg))
+    meta = project.model_metadata(version)
+    assert len(meta["training_data"]["validation_images"]) == 1 and len(meta["training_data"]["train_images"]) == 3
+    patch = meta["chosen"]["patch_size"]  # about 6 nucleus diameters (~25 px), a multiple of 32
+    assert patch % 32 == 0 and 128 <= patch <= 192
+    assert meta["chosen"]["batch_size"] == (8 if patch <= 128 else 4)  # CPU defaults
+    assert any("automatic: patch size, batch size" in getattr(e, "text", "") for e in events)
+
+
+def test_finetune_starts_from_the_version(nuclei_project):
+    base = train(nuclei_project, tiny(epochs=3, steps_per_epoch=8))
+    base_iou = nuclei_project.model_metadata(base)["best_metrics"]["val_iou"]
+    tuned = train(nuclei_project, tiny(epochs=1, steps_per_epoch=1, learning_rate=1e-6, finetune_from=base))
+    scratch = train(nuclei_project, tiny(epochs=1, steps_per_epoch=1, learning_rate=1e-6))
+    iou = {v: nuclei_project.model_metadata(v)["best_metrics"]["val_iou"] for v in (tuned, scratch)}
+    assert iou[tuned] > base_iou - 0.05 and iou[tuned] > iou[scratch] + 0.2, (base_iou, iou)
+    assert nuclei_project.model_metadata(tuned)["finetuned_from"] == base
+
+
+def test_finetune_into_other_channels_is_refused(nuclei_project, tmp_path):
+    base = train(nuclei_project, tiny(epochs=1, steps_per_epoch=1))
+    rgb = np.stack([nuclei_project.get_image("q0")] * 3, -1)
+    labels = nuclei_project.get_labels("q0")
+    for name in nuclei_project.image_names():
+        nuclei_project.remove_image(name)
+    nuclei_project.add_image("rgb", rgb, labels=labels, split="train")
+    with pytest.raises(DataError, match="expects 1-channel images"):
+        train(nuclei_project, tiny(finetune_from=base))
+
+
+@pytest.mark.parametrize("loss", ["focal", "edge_weighted", "ce"])
+def test_other_losses_train(nuclei_project, loss):
+    version = train(nuclei_project, tiny(epochs=3, steps_per_epoch=8, loss=loss))
+    history = nuclei_project.model_metadata(version)["history"]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert max(h["val_iou"] for h in history) > 0.6, history
+
+
+def test_bad_configurations_give_clear_errors(nuclei_project, tmp_path):
+    with pytest.raises(ConfigError, match="multiple of 32.*try 96"):
+        TrainConfig(patch_size=100)
+    with pytest.raises(ConfigError, match="Unknown encoder"):
+        TrainConfig(encoder="vgg99")
+    with pytest.raises(ConfigError, match="epochs"):
+        TrainConfig(epochs=0)
+    with pytest.raises(ConfigError, match="Unknown training settings: colour"):
+        TrainConfig.from_dict({"epochs": 3, "colour": "red"})
+    assert TrainConfig.from_dict(tiny().to_dict()) == tiny()
+
+    empty = Project.create(tmp_path / "empty.zarr", classes=["background", "cell"])
+    empty.add_image("a", np.zeros((64, 64), np.uint8))
+    with pytest.raises(DataError, match="No annotated images"):
+        train(empty, tiny())
+
+    one = Project.create(tmp_path / "one.zarr", classes=["background", "cell"])
+    labels = np.zeros((64, 64), np.uint8)
+    labels[10, 10:20] = 2
+    labels[11, 10:20] = 1
+    one.add_image("a", np.zeros((64, 64), np.uint8), labels=labels)
+    with pytest.raises(DataError, match="No validation is possible"):
+        train(one, tiny())
+    assert one.get_labels("a").sum() == labels.sum()  # nothing the user stored is touched
+
+
+def test_lr_schedule_shapes():
+    total = 100
+    one = [lr_at(s, total, 1e-3, "onecycle") for s in range(total)]
+    assert one[0] == pytest.approx(1e-3 / 25) and max(one) == pytest.approx(1e-3, rel=1e-3)
+    assert np.argmax(one) == pytest.approx(30, abs=1) and one[-1] == pytest.approx(1e-6)
+    assert all(lr_at(s, total, 1e-3, "constant") == 1e-3 for s in range(total))
+    cos = [lr_at(s, total, 1e-3, "cosine") for s in range(total)]
+    assert cos[-1] == pytest.approx(1e-5) and max(cos) == pytest.approx(1e-3, rel=1e-2)
+
+
+def test_lr_finder_in_range(nuclei_project):
+    from napari_seg_box.core.losses import make_loss
+    from napari_seg_box.core.models import ModelSpec, build_model
+    from napari_seg_box.core.train import _prepare_data, _Runtime, _Sampler, lr_find
+
+    cfg = tiny()
+    data = _prepare_data(nuclei_project, cfg)
+    model = build_model(ModelSpec("resnet18", 1, 2, 3, (32, 16, 8)))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    out = lr_find(model, _Sampler(data, 64, cfg), _Runtime(cfg), make_loss("dice_ce"), batch_size=4, steps=12)
+    assert 1e-4 <= out["lr"] <= 1e-2
+    assert len(out["lrs"]) == len(out["losses"]) >= 5 and out["lrs"] == sorted(out["lrs"])
+    assert all((v == model.state_dict()[k]).all() for k, v in before.items())  # model restored
