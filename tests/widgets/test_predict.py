@@ -1,0 +1,108 @@
+"""Predict & evaluate widget: tiled prediction in a worker, live post-processing, outlines, evaluation
+table, TP/FP/FN error maps, CSV export, cancel, errors in the widget."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from napari_seg_box.widgets.predict import PredictWidget
+from tests.core._models import nuclei_project_with_model
+
+
+@pytest.fixture
+def setup(viewer, nuclei_project, nuclei_q):
+    version = nuclei_project_with_model(nuclei_project)
+    viewer.add_image(nuclei_q[3][1], name="q3 image")
+    w = PredictWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.project_box.set_url(nuclei_project.url)
+    return w, version
+
+
+def test_predict_postprocess_live_and_outlines(viewer, qtbot, setup, nuclei_q):
+    w, version = setup
+    assert w.version_combo.currentData() == version
+    truth = nuclei_q[3][2]
+    n_true = len(np.unique(truth)) - 1
+    w.probs_check.setChecked(True)
+    worker = w.predict("q3 image")
+    with qtbot.waitSignal(worker.finished, timeout=120000):
+        pass
+    assert w.probabilities.shape == (2, 256, 256)
+    labels = viewer.layers["q3 image prediction"]
+    assert labels.data.shape == (256, 256) and labels.data.max() == w.n_objects
+    assert 0.5 * n_true <= w.n_objects <= 1.5 * n_true, (w.n_objects, n_true)
+    # most predicted nucleus pixels lie on true nuclei (a fitted model, not noise)
+    fg = labels.data > 0
+    assert (truth > 0).mean() < 0.35  # so a precision above 0.65 is far from chance
+    assert (truth[fg] > 0).mean() > 0.65 and (fg[truth > 0]).mean() > 0.6
+    assert list(labels.features.columns) == ["index", "class"] and len(labels.features) == w.n_objects
+    assert set(labels.features["class"]) == {"nucleus"}
+    assert len(viewer.layers["q3 image outlines"].data) == w.n_objects
+    assert viewer.layers["q3 image probability"].data.shape == (256, 256)
+    # post-processing controls update the layers without running the network again
+    before_fg = int(fg.sum())
+    w.threshold.setValue(0.9)
+    qtbot.waitUntil(lambda: int((viewer.layers["q3 image prediction"].data > 0).sum()) < before_fg, timeout=5000)
+    n_before = w.n_objects
+    w.min_size.setValue(150)
+    qtbot.waitUntil(lambda: w.n_objects < n_before, timeout=5000)
+    sizes = np.bincount(viewer.layers["q3 image prediction"].data.ravel())[1:]
+    assert sizes.min() >= 150
+    assert w.predict_runner.worker is None  # nothing re-ran
+    # without splitting, touching nuclei merge: never more objects than with the watershed
+    w.min_size.setValue(10)
+    w.threshold.setValue(0.5)
+    qtbot.wait(400)
+    n_split = w.n_objects
+    w.split.setChecked(False)
+    qtbot.waitUntil(lambda: w.n_objects != n_split or True, timeout=1000)
+    qtbot.wait(400)
+    assert w.n_objects <= n_split
+
+
+def test_evaluate_table_error_maps_and_csv(viewer, qtbot, setup, tmp_path, nuclei_q):
+    w, version = setup
+    worker = w.evaluate("test")
+    with qtbot.waitSignal(worker.finished, timeout=120000):
+        pass
+    ev = w.evaluation
+    assert ev is not None and ev.summary["images"] == ["q3"]
+    table = w.metrics_table.frame
+    assert list(table["image"]) == ["ALL (pooled)", "q3"]
+    assert table["mean_iou"][0] == pytest.approx(ev.summary["pixel"]["mean_iou"])
+    assert ev.summary["pixel"]["mean_iou"] > 0.6
+    assert 0 < table["f1@0.5"][1] <= 1
+    assert table["n_true"][1] == len(np.unique(nuclei_q[3][2])) - 1
+    name = "q3 errors (nucleus): TP green, FP red, FN blue"
+    errors = viewer.layers[name].data
+    assert set(np.unique(errors)) <= {0, 1, 2, 3} and (errors == 1).sum() > 1000
+    assert "q3" in viewer.layers  # the test image is shown under its error map
+    paths = w.export_csv(str(tmp_path / "csv"))
+    per_image = pd.read_csv(tmp_path / "csv" / "per_image.csv")
+    assert len(paths) == 4 and list(per_image["image"]) == ["q3"]
+    assert per_image["mean_iou"][0] == pytest.approx(ev.per_image["mean_iou"][0])
+    # the sortable table sorts numbers as numbers
+    from qtpy.QtCore import Qt
+
+    w.metrics_table.sortByColumn(list(table.columns).index("mean_iou"), Qt.SortOrder.AscendingOrder)
+    shown = [w.metrics_table.row_record(i)["mean_iou"] for i in range(2)]
+    assert shown == sorted(shown)
+
+
+def test_cancel_and_errors_in_widget(viewer, qtbot, setup, tmp_path):
+    w, version = setup
+    worker = w.predict("q3 image")
+    w.cancel_btn.click()  # before the first tile: the worker stops at its first check
+    with qtbot.waitSignal(worker.finished, timeout=60000):
+        pass
+    assert w.status.text() == "Cancelled." and w.predict_btn.isEnabled()
+    from napari_seg_box.core import Project
+
+    empty = Project.create(tmp_path / "empty.zarr")
+    w.project_box.edit.setText(empty.url)
+    w.refresh_versions()
+    assert w.predict("q3 image") is None and "no model version" in w.status.text()
+    assert w.export_csv(str(tmp_path)) is None and "Evaluate first" in w.status.text()
