@@ -443,6 +443,7 @@ class FrameTable(QTableView):
         self.proxy.setSortRole(DataFrameModel.SORT_ROLE)
         self.setModel(self.proxy)
         self.setSortingEnabled(True)
+        self.horizontalHeader().setSortIndicator(-1, Qt.SortOrder.AscendingOrder)  # rows in their own order until a header is clicked
         self.setSelectionBehavior(QTableView.SelectionBehavior.SelectRows)
         self.setSelectionMode(QTableView.SelectionMode.SingleSelection)
         self.setAlternatingRowColors(True)
