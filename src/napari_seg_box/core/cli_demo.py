@@ -11,11 +11,12 @@ def register(sub) -> None:
         "quadrant, quantify, and write a report.",
     )
     p.add_argument("--out", default="demo_output", help="output folder (default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=20, help="training epochs (default: %(default)s)")
     p.set_defaults(func=cmd_demo)
 
 
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    run_demo(args.out)
+    run_demo(args.out, epochs=args.epochs)
     return 0
