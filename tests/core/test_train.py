@@ -248,3 +248,25 @@ def test_lr_finder_in_range(nuclei_project):
     assert 1e-4 <= out["lr"] <= 1e-2
     assert len(out["lrs"]) == len(out["losses"]) >= 5 and out["lrs"] == sorted(out["lrs"])
     assert all((v == model.state_dict()[k]).all() for k, v in before.items())  # model restored
+
+
+def test_train_cli_prints_epochs_and_json(nuclei_project, capsys, tmp_path):
+    import json
+
+    from napari_seg_box.core.cli import main
+
+    tiny_args = ["--encoder", "resnet18", "--encoder-depth", "3", "--decoder-channels", "32", "16", "8", "--patch-size", "64", "--batch-size", "4", "--lr", "1e-3"]
+    assert main(["train", nuclei_project.url, "--epochs", "2", "--steps-per-epoch", "2", *tiny_args]) == 0
+    captured = capsys.readouterr()
+    assert "epoch   1/2  train loss" in captured.err and "epoch   2/2" in captured.err
+    assert "model version v001: completed" in captured.out
+
+    settings = tmp_path / "settings.json"
+    settings.write_text(json.dumps({"epochs": 1, "steps_per_epoch": 1, "augmentation": "none"}))
+    assert main(["train", nuclei_project.url, "--config", str(settings), *tiny_args, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["version"] == "v002" and summary["epochs_run"] == 1
+    assert nuclei_project.model_metadata("v002")["config"]["augmentation"] == "none"
+
+    assert main(["train", nuclei_project.url, "--patch-size", "100"]) == 1
+    assert "multiple of 32" in capsys.readouterr().err
