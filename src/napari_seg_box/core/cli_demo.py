@@ -12,11 +12,18 @@ def register(sub) -> None:
     )
     p.add_argument("--out", default="demo_output", help="output folder (default: %(default)s)")
     p.add_argument("--epochs", type=int, default=20, help="training epochs (default: %(default)s)")
+    p.add_argument("--gui", action="store_true", help="then open the project in napari with the four widgets docked")
     p.set_defaults(func=cmd_demo)
 
 
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
+    import os
+
     run_demo(args.out, epochs=args.epochs)
+    if args.gui:
+        from .._gui import open_project_in_napari  # napari is imported only here, never by the core
+
+        open_project_in_napari(os.path.join(args.out, "project.zarr"))
     return 0
