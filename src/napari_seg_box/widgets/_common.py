@@ -263,7 +263,7 @@ class PlotCanvas(QWidget):
 
     rendered = Signal(object)
 
-    def __init__(self, viewer, *, nrows: int = 1, ncols: int = 1, height: float = 2.6, parent=None):
+    def __init__(self, viewer, *, nrows: int = 1, ncols: int = 1, height: float = 2.6, bottom_px: int = 40, parent=None):
         super().__init__(parent)
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -273,8 +273,8 @@ class PlotCanvas(QWidget):
         self.figure = Figure(figsize=(4, height), dpi=self.dpi)
         self._agg = FigureCanvasAgg(self.figure)
         self.axes = list(np.atleast_1d(self.figure.subplots(nrows, ncols)).ravel())
-        self._margins = dict(left=0.12 if ncols == 1 else 0.08, right=0.98, bottom=0.2 if nrows == 1 else 0.1, top=0.88, wspace=0.38, hspace=0.6)
-        self.figure.subplots_adjust(**self._margins)
+        self._bottom_px = bottom_px
+        self._adjust(400, int(height * 72))
         self.image_label = QLabel()
         self.image_label.setMinimumHeight(int(height * 72))
         self.image_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Ignored)
@@ -328,6 +328,7 @@ class PlotCanvas(QWidget):
             try:
                 with self._lock:
                     self.figure.set_size_inches(w / self.dpi, h / self.dpi)
+                    self._adjust(w, h)
                     if painter is not None:
                         for ax in self.axes:
                             ax.clear()
@@ -341,6 +342,12 @@ class PlotCanvas(QWidget):
                 return
             except Exception:  # pragma: no cover - a plot must never take the widget down
                 traceback.print_exc()
+
+    def _adjust(self, w: int, h: int) -> None:
+        """Margins in pixels (tick labels and titles keep their size whatever the dock's size)."""
+        self.figure.subplots_adjust(
+            left=min(0.3, 44 / w), right=1 - 10 / w, bottom=min(0.45, self._bottom_px / h), top=1 - 22 / h, wspace=0.5, hspace=0.6
+        )
 
     def _show(self, buf) -> None:
         from qtpy.QtGui import QImage, QPixmap
@@ -446,7 +453,6 @@ class FrameTable(QTableView):
         self.horizontalHeader().setSortIndicator(-1, Qt.SortOrder.AscendingOrder)  # rows in their own order until a header is clicked
         self.setSelectionBehavior(QTableView.SelectionBehavior.SelectRows)
         self.setSelectionMode(QTableView.SelectionMode.SingleSelection)
-        self.setAlternatingRowColors(True)
         self.verticalHeader().setDefaultSectionSize(20)
         self.setMinimumHeight(120)
 

@@ -216,6 +216,8 @@ class AnnotateWidget(QWidget):
         self.table.setColumnCount(len(headers))
         self.table.setHorizontalHeaderLabels(headers)
         records = project.images()
+        self.table.clearContents()  # deletes the split combos of the previous fill
+        self.table.setRowCount(0)
         self.table.setRowCount(len(records))
         for r, rec in enumerate(records):
             self.table.setItem(r, 0, QTableWidgetItem(rec.name))
@@ -346,6 +348,9 @@ class AnnotateWidget(QWidget):
                 metadata={STORE_KEY: project.url, IMAGE_KEY: name},
             )
         labels = self.labels_layer_for(name, create=True, project=project)
+        image_layer = next((la for la in self.viewer.layers if la._type_string == "image" and linked(la, project.url, name)), None)
+        if image_layer is not None and self.layer_combo.findText(image_layer.name) >= 0:
+            self.layer_combo.setCurrentText(image_layer.name)
         for layer in self.viewer.layers:
             if layer._type_string in ("image", "labels") and linked(layer, project.url):
                 layer.visible = linked(layer, project.url, name)

@@ -262,6 +262,8 @@ class PredictWidget(QWidget):
             layer = self.viewer.layers[self.layer_combo.currentText()]
         if isinstance(layer, str):
             layer = self.viewer.layers[layer]
+        if self.layer_combo.findText(layer.name) >= 0:
+            self.layer_combo.setCurrentText(layer.name)
         image = np.array(layer.data)  # a copy the worker owns
         self.result_for = layer.name
         self.result_scale = tuple(layer.scale[-2:])

@@ -132,7 +132,7 @@ def summary_plots(axes, objects, images) -> None:
         x = np.arange(len(counts))
         ax.bar(x, counts.to_numpy(dtype=float), color="#1f77b4")
         ax.set_xticks(x)
-        ax.set_xticklabels([str(n)[:10] for n in counts.index], rotation=45, ha="right", fontsize=6)
+        ax.set_xticklabels([str(n) if len(str(n)) <= 12 else "…" + str(n)[-11:] for n in counts.index], rotation=30, ha="right", fontsize=6)
     ax.set_title("objects per image")
 
 
@@ -197,7 +197,7 @@ class QuantifyWidget(QWidget):
         self.tabs.addTab(self.images_table, "Images")
         self.tabs.addTab(self.objects_table, "Objects")
         lay.addWidget(self.tabs, 1)
-        self.plot = PlotCanvas(self.viewer, nrows=1, ncols=2, height=2.3)
+        self.plot = PlotCanvas(self.viewer, nrows=1, ncols=2, height=2.4, bottom_px=58)
         lay.addWidget(self.plot)
         self.status = status_label()
         lay.addWidget(self.status)
