@@ -24,6 +24,7 @@ import math
 import queue
 import threading
 import time
+import uuid
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Iterator
 
@@ -681,7 +682,7 @@ def iter_train(project, config: TrainConfig | None = None, *, cancel: threading.
     best_state = _cpu_state(model)
     best: dict[str, Any] = {}
     start_epoch = 0
-    run_id = time.strftime("run-%Y%m%d-%H%M%S") + f"-{cfg.seed}"
+    run_id = time.strftime("run-%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     if state is not None:
         run_id = state["run"]
         best_state = _unpack(project.read_bytes(f"training/{run_id}/checkpoint.safetensors"), model, opt, state["param_groups"])
