@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-# keep in sync with the README section "Scripting from the napari console"
+# the runnable console recipe on the sample data (proposed for the README's "Python" section: keep in sync)
 RECIPE = '''
 import numpy as np
 from napari_seg_box.core import Project, TrainConfig, train_model, predict, evaluate_project, quantify_labels
