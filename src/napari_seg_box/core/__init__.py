@@ -58,6 +58,8 @@ _LAZY = {
     "quantify_labels": "quantify",
     "iter_quantify": "quantify",
     "quantify_batch": "quantify",
+    "iter_segment_and_quantify": "quantify",
+    "segment_and_quantify": "quantify",
 }
 
 __all__ = ["SegBoxError", "StoreError", "ConfigError", "DataError", "CancelledError", *_LAZY]

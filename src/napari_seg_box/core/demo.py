@@ -55,9 +55,10 @@ def run_demo(out: str | os.PathLike = "demo_output", *, epochs: int = 20, log=pr
     from .cli_train import format_epoch
     from .evaluate import evaluate_project
     from .events import EpochEnd, Message, run_to_end
-    from .infer import predict_project
-    from .postprocess import PostprocessConfig, postprocess, tune_postprocess
-    from .quantify import Quantification, quantify_labels
+    import tifffile
+
+    from .postprocess import tune_postprocess
+    from .quantify import segment_and_quantify
     from .train import iter_train
 
     out = Path(out)
@@ -93,22 +94,14 @@ def run_demo(out: str | os.PathLike = "demo_output", *, epochs: int = 20, log=pr
     comparison.to_csv(out / "comparison.csv", index=False)
 
     log("[demo] predicting every image and measuring the nuclei")
-    preds = predict_project(project, version)
-    pp = PostprocessConfig.for_model(project.model_metadata(version))
-    results, quants = {}, []
-    (out / "predictions").mkdir(exist_ok=True)
-    import tifffile
-
-    for name, probs in preds.items():
-        res = postprocess(probs, pp)
-        results[name] = res
-        tifffile.imwrite(out / "predictions" / f"{name}_instances.tif", res.instances.astype(np.uint16), compression="zlib")
-        quants.append(quantify_labels(res.semantic, project.get_image(name), instances=res.instances, class_names=project.class_names, name=name))
-    quant = Quantification(pd.concat([q.objects for q in quants], ignore_index=True), pd.concat([q.images for q in quants], ignore_index=True), unit=quants[0].unit)
+    quant, instances = segment_and_quantify(project, version)
     quant.save(out / "quantification", formats=("csv",))
+    (out / "predictions").mkdir(exist_ok=True)
+    for name, labels in instances.items():
+        tifffile.imwrite(out / "predictions" / f"{name}_instances.tif", labels.astype(np.uint16), compression="zlib")
 
     test = project.image_names("test")[0]
-    report_path = _report(out, project, version, meta, comparison, ev, quant, results[test], classical_segmentation(project.get_image(test)), test)
+    report_path = _report(out, project, version, meta, comparison, quant, instances[test], classical_segmentation(project.get_image(test)), test)
     m, b = comparison.iloc[0], comparison.iloc[1]
     headline = {
         "model_version": version,
@@ -128,7 +121,7 @@ def run_demo(out: str | os.PathLike = "demo_output", *, epochs: int = 20, log=pr
         f"object F1@0.5 {m['object_f1@0.5']:.3f} (baseline {b['object_f1@0.5']:.3f}), "
         f"count {int(m['predicted_count'])} of {int(m['true_count'])} true nuclei"
     )
-    log(f"[demo] {len(quant.objects)} nuclei measured in {len(preds)} images: {out / 'quantification'}")
+    log(f"[demo] {len(quant.objects)} nuclei measured in {len(instances)} images: {out / 'quantification'}")
     log(f"[demo] report: {report_path}")
     log(f"[demo] done in {time.time() - t0:.0f} s (training {t_train:.0f} s on {meta['device']}); everything is in {out}/")
     return headline
@@ -151,7 +144,7 @@ def _headline_row(method: str, ev) -> dict:
     }
 
 
-def _report(out: Path, project, version, meta, comparison, ev, quant, result, baseline_instances, test) -> Path:
+def _report(out: Path, project, version, meta, comparison, quant, predicted, baseline_instances, test) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -182,10 +175,10 @@ def _report(out: Path, project, version, meta, comparison, ev, quant, result, ba
     rep.figure(fig, f"Model {version}: {meta['encoder']} U-Net, {meta['epochs_run']} epochs on {meta['device']} in {meta['duration_s']:.0f} s")
     plt.close(fig)
     rep.heading(f"Test image {test}")
-    maps = error_maps(truth, result.instances)
-    panels = [overlay(image, truth), overlay(image, result.instances), overlay(image, baseline_instances), error_overlay(image, maps["tp"], maps["fp"], maps["fn"])]
+    maps = error_maps(truth, predicted)
+    panels = [overlay(image, truth), overlay(image, predicted), overlay(image, baseline_instances), error_overlay(image, maps["tp"], maps["fp"], maps["fn"])]
     fig, axes = plt.subplots(1, 4, figsize=(14, 3.8))
-    titles = ["ground truth", f"U-Net ({result.n_objects} objects)", f"classical baseline ({int(baseline_instances.max())} objects)", "U-Net errors: TP green, FP red, FN blue"]
+    titles = ["ground truth", f"U-Net ({len(np.unique(predicted)) - 1} objects)", f"classical baseline ({int(baseline_instances.max())} objects)", "U-Net errors: TP green, FP red, FN blue"]
     for ax, panel, title in zip(axes, panels, titles):
         ax.imshow(panel)
         ax.set_title(title, fontsize=9)

@@ -1,0 +1,220 @@
+"""Tiled prediction benchmarks: speed against MONAI's sliding_window_inference, and peak memory on a
+16k x 16k zarr image.
+
+Speed: the same network (a U-Net with random weights: speed does not depend on the weights), the
+same tile size, overlap, batch of tiles and Gaussian blending, both producing softmax
+probabilities, alternated in one run. MONAI is needed for this part only (``pip install monai``);
+it is not a dependency of napari-seg-box.
+
+Memory: a (Y, X) uint16 zarr image (default 16384 x 16384) is written to disk band by band, then
+predicted block by block into a zarr output in a child process whose peak resident memory
+(``ru_maxrss``) is reported.
+
+    python benchmarks/inference.py speed --size 1024 --tile 256 --overlap 0.25 --repeats 3
+    python benchmarks/inference.py memory --size 16384 --tile 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+
+def build(encoder: str, depth: int, decoder: tuple[int, ...], classes: int = 2):
+    import torch
+
+    from napari_seg_box.core.models import ModelSpec, build_model
+
+    torch.manual_seed(0)
+    spec = ModelSpec(encoder=encoder, encoder_depth=depth, decoder_channels=decoder, in_channels=1, classes=classes)
+    model = build_model(spec).eval()
+    meta = {"version": "bench", "model": spec.to_dict(), "normalization": {"kind": "percentile", "percentiles": [1.0, 99.8]}, "class_names": ["background", "foreground"]}
+    return model, meta
+
+
+def synthetic_image(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """Blobs on a noisy background, uint16."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    img = rng.normal(200, 20, (h, w)).astype(np.float32)
+    for _ in range(max(1, h * w // 4000)):
+        cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(5, 15)
+        y0, y1, x0, x1 = int(max(0, cy - r)), int(min(h, cy + r + 1)), int(max(0, cx - r)), int(min(w, cx + r + 1))
+        sub = (yy[y0:y1, x0:x1] - cy) ** 2 + (xx[y0:y1, x0:x1] - cx) ** 2 <= r * r
+        img[y0:y1, x0:x1][sub] += 800
+    return np.clip(img, 0, 65535).astype(np.uint16)
+
+
+def cmd_speed(args) -> dict:
+    import torch
+    from monai.inferers import sliding_window_inference
+
+    from napari_seg_box.core.data import normalize
+    from napari_seg_box.core.infer import PredictConfig, Predictor, predict
+
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    model, meta = build(args.encoder, args.depth, tuple(args.decoder))
+    device = torch.device(args.device)
+    model.to(device)
+    predictor = Predictor(model, meta, device)
+    image = synthetic_image(args.size, args.size)
+    cfg = PredictConfig(tile_size=args.tile, overlap=args.overlap, batch_size=args.batch, blending="gaussian", device=args.device)
+
+    def ours():
+        return predict(image, predictor, config=cfg)
+
+    def softmax_model(x):
+        return torch.softmax(model(x), dim=1)
+
+    def monai():
+        # the same normalisation, then MONAI's sliding window with a Gaussian importance map
+        x = torch.from_numpy(normalize(image).transpose(2, 0, 1)[None].copy()).to(device)
+        with torch.inference_mode():
+            out = sliding_window_inference(x, (args.tile, args.tile), args.batch, softmax_model, overlap=args.overlap, mode="gaussian", sigma_scale=0.125)
+        return out[0].cpu().numpy()
+
+    a, b = ours(), monai()  # warm-up, and agreement of the two
+    diff = float(np.abs(a - b).mean())
+    times = {"napari-seg-box": [], "monai": []}
+    for _ in range(args.repeats):
+        for name, fn in (("napari-seg-box", ours), ("monai", monai)):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - t0)
+    mpx = args.size * args.size / 1e6
+    best = {k: min(v) for k, v in times.items()}
+    res = {
+        "benchmark": "tiled prediction speed",
+        "image": f"{args.size}x{args.size} uint16",
+        "model": f"U-Net {args.encoder} depth {args.depth} decoder {args.decoder}",
+        "tile": args.tile,
+        "overlap": args.overlap,
+        "batch": args.batch,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "repeats": args.repeats,
+        "seconds_best": best,
+        "mpx_per_s": {k: mpx / v for k, v in best.items()},
+        "ratio_ours_over_monai": best["monai"] / best["napari-seg-box"],
+        "mean_abs_difference_of_probabilities": diff,
+        "machine": platform.processor() or platform.machine(),
+    }
+    return res
+
+
+def _memory_child(args) -> None:
+    """Run in a child process: predict the zarr image block by block, print peak RSS."""
+    import torch
+
+    from napari_seg_box.core.infer import PredictConfig, Predictor, predict_large
+
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    model, meta = build(args.encoder, args.depth, tuple(args.decoder))
+    predictor = Predictor(model, meta, torch.device("cpu"))
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    t0 = time.perf_counter()
+    cfg = PredictConfig(tile_size=args.tile, overlap=args.overlap, batch_size=args.batch, device="cpu")
+    predict_large(args.zarr, args.out, predictor, config=cfg, write_probabilities=not args.no_probabilities)
+    seconds = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"peak_rss_mb": peak, "rss_after_model_load_mb": rss_before, "seconds": seconds}))
+
+
+def cmd_memory(args) -> dict:
+    import zarr
+
+    workdir = args.workdir or tempfile.mkdtemp(prefix="segbox-bench-")
+    path = os.path.join(workdir, "big.zarr")
+    out = os.path.join(workdir, "pred.zarr")
+    if not os.path.exists(path):
+        t0 = time.perf_counter()
+        arr = zarr.create_array(path, shape=(args.size, args.size), chunks=(1024, 1024), dtype="uint16")
+        tile = synthetic_image(1024, 1024)
+        for y in range(0, args.size, 1024):
+            band = np.concatenate([np.roll(tile, (y // 1024) * 37 + x // 1024, axis=1) for x in range(0, args.size, 1024)], axis=1)
+            arr[y : y + 1024] = band[:, : args.size]
+        print(f"wrote {path} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    if os.path.exists(out):
+        import shutil
+
+        shutil.rmtree(out)
+    cmd = [sys.executable, __file__, "_memory_child", "--zarr", path, "--out", out, "--tile", str(args.tile), "--overlap", str(args.overlap),
+           "--batch", str(args.batch), "--encoder", args.encoder, "--depth", str(args.depth), "--decoder", *map(str, args.decoder)]
+    if args.no_probabilities:
+        cmd.append("--no-probabilities")
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    child = subprocess.run(cmd, capture_output=True, text=True)
+    if child.returncode != 0:
+        raise SystemExit(child.stderr)
+    stats = json.loads(child.stdout.strip().splitlines()[-1])
+    mpx = args.size * args.size / 1e6
+    size_gb = args.size * args.size * 2 / 1e9
+    res = {
+        "benchmark": "block-wise prediction memory",
+        "image": f"{args.size}x{args.size} uint16 zarr ({size_gb:.2f} GB uncompressed)",
+        "model": f"U-Net {args.encoder} depth {args.depth} decoder {args.decoder}",
+        "tile": args.tile,
+        "overlap": args.overlap,
+        "probabilities_written": not args.no_probabilities,
+        **stats,
+        "mpx_per_s": mpx / stats["seconds"],
+        "target_peak_rss_mb": 2048,
+        "passed": stats["peak_rss_mb"] < 2048,
+    }
+    if not args.keep:
+        import shutil
+
+        shutil.rmtree(out, ignore_errors=True)
+    return res
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    for name in ("speed", "memory", "_memory_child"):
+        s = sub.add_parser(name)
+        s.add_argument("--tile", type=int, default=256)
+        s.add_argument("--overlap", type=float, default=0.25)
+        s.add_argument("--batch", type=int, default=4)
+        s.add_argument("--encoder", default="resnet34")
+        s.add_argument("--depth", type=int, default=5)
+        s.add_argument("--decoder", type=int, nargs="+", default=[256, 128, 64, 32, 16])
+        s.add_argument("--threads", type=int, default=0)
+        if name == "speed":
+            s.add_argument("--size", type=int, default=1024)
+            s.add_argument("--repeats", type=int, default=3)
+            s.add_argument("--device", default="cpu")
+        elif name == "memory":
+            s.add_argument("--size", type=int, default=16384)
+            s.add_argument("--workdir")
+            s.add_argument("--keep", action="store_true")
+            s.add_argument("--no-probabilities", action="store_true")
+        else:
+            s.add_argument("--zarr", required=True)
+            s.add_argument("--out", required=True)
+            s.add_argument("--no-probabilities", action="store_true")
+    args = p.parse_args(argv)
+    if args.cmd == "_memory_child":
+        _memory_child(args)
+        return 0
+    res = cmd_speed(args) if args.cmd == "speed" else cmd_memory(args)
+    print(json.dumps(res, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
