@@ -11,7 +11,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 stamp=.venv/.napari-seg-box-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/constraints.txt -nt "$stamp" ]; then
   echo "[setup] installing napari-seg-box and its dependencies into .venv (first run: several minutes)"
   .venv/bin/python -m pip install -q --upgrade pip
   # torch + torchvision builds that work together (smp needs torchvision through timm).
@@ -20,6 +20,6 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     aarch64) .venv/bin/python -m pip install -q "torch==2.9.1" "torchvision==0.24.1" ;;
     *) .venv/bin/python -m pip install -q torch torchvision ;;
   esac
-  .venv/bin/python -m pip install -q -e ".[testing]"
+  .venv/bin/python -m pip install -q -c scripts/constraints.txt -e ".[testing]"
   touch "$stamp"
 fi
