@@ -9,7 +9,7 @@ import pytest
 
 from napari_seg_box.core import ConfigError, DataError, Project
 from napari_seg_box.core.errors import CancelledError, StoreError
-from napari_seg_box.core.events import CheckpointSaved, EpochEnd, Preview, StepLoss
+from napari_seg_box.core.events import EpochEnd, Preview, StepLoss
 from napari_seg_box.core.train import TrainConfig, iter_train, lr_at, train, unfinished_runs
 
 from ..conftest import isbi, nuclei_quadrants
