@@ -167,6 +167,33 @@ class ProjectBox(QWidget):
         return Project.open(self.url)
 
 
+def version_label(meta: dict) -> str:
+    best = meta.get("best_metrics") or {}
+    iou = best.get("val_iou")
+    return f"{meta.get('version')}  ({meta.get('encoder')}, val IoU {iou:.3f}, {meta.get('status')})" if iou is not None else str(meta.get("version"))
+
+
+def fill_versions(combo, project_box, status) -> bool:
+    """List the project's model versions in ``combo`` (keeping the current choice, else the newest).
+
+    Returns False (and shows why in ``status``) when there is no project or it cannot be read.
+    """
+    if not project_box.url:
+        return False
+    try:
+        metas = project_box.project().model_versions()
+    except Exception as err:  # noqa: BLE001
+        report_error(err, status)
+        return False
+    current = combo.currentData()
+    combo.clear()
+    for m in metas:
+        combo.addItem(version_label(m), m["version"])
+    idx = combo.findData(current)
+    combo.setCurrentIndex(idx if idx >= 0 else combo.count() - 1)
+    return True
+
+
 # ---------------------------------------------------------------------- workers
 class Runner:
     """Runs a core generator in a napari thread worker; slots run in the main thread.

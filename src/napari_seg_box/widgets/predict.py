@@ -26,15 +26,9 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ._common import FrameTable, ProjectBox, Runner, guarded, report_error, report_info, save_csv_dialog, status_label
+from ._common import FrameTable, ProjectBox, Runner, fill_versions, guarded, report_error, report_info, save_csv_dialog, status_label
 
 ERROR_COLORS = {None: "transparent", 0: "transparent", 1: "#2ca02c", 2: "#d62728", 3: "#1f9bff"}  # TP, FP, FN
-
-
-def version_label(meta: dict) -> str:
-    best = meta.get("best_metrics") or {}
-    iou = best.get("val_iou")
-    return f"{meta.get('version')}  ({meta.get('encoder')}, val IoU {iou:.3f}, {meta.get('status')})" if iou is not None else str(meta.get("version"))
 
 
 class PredictWidget(QWidget):
@@ -158,22 +152,13 @@ class PredictWidget(QWidget):
 
     # ------------------------------------------------------------------ choices
     def refresh_versions(self) -> None:
-        if not self.project_box.url:
-            return
-        try:
-            metas = self.project_box.project().model_versions()
-        except Exception as err:  # noqa: BLE001
-            report_error(err, self.status)
-            return
-        current = self.version_combo.currentData()
         self.version_combo.blockSignals(True)
-        self.version_combo.clear()
-        for m in metas:
-            self.version_combo.addItem(version_label(m), m["version"])
-        idx = self.version_combo.findData(current)
-        self.version_combo.setCurrentIndex(idx if idx >= 0 else self.version_combo.count() - 1)
-        self.version_combo.blockSignals(False)
-        self._version_chosen()
+        try:
+            filled = fill_versions(self.version_combo, self.project_box, self.status)
+        finally:
+            self.version_combo.blockSignals(False)
+        if filled:
+            self._version_chosen()
 
     def _version_chosen(self, index=None) -> None:
         version = self.version_combo.currentData()

@@ -26,7 +26,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ._common import FrameTable, PlotCanvas, ProjectBox, Runner, guarded, report_error, report_info, save_csv_dialog, status_label
+from ._common import FrameTable, PlotCanvas, ProjectBox, Runner, fill_versions, guarded, report_error, report_info, save_csv_dialog, status_label
 
 SOURCES = {
     "project": "the project's images, segmented by the model",
@@ -140,21 +140,7 @@ class QuantifyWidget(QWidget):
 
     # ------------------------------------------------------------------ choices
     def refresh_versions(self) -> None:
-        if not self.project_box.url:
-            return
-        try:
-            metas = self.project_box.project().model_versions()
-        except Exception as err:  # noqa: BLE001
-            report_error(err, self.status)
-            return
-        from .predict import version_label
-
-        current = self.version_combo.currentData()
-        self.version_combo.clear()
-        for m in metas:
-            self.version_combo.addItem(version_label(m), m["version"])
-        idx = self.version_combo.findData(current)
-        self.version_combo.setCurrentIndex(idx if idx >= 0 else self.version_combo.count() - 1)
+        fill_versions(self.version_combo, self.project_box, self.status)
 
     def set_source(self, key: str) -> None:
         self.source_combo.setCurrentIndex(self.source_combo.findData(key))
