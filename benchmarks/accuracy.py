@@ -2,13 +2,18 @@
 
 isbi     ISBI 2012 EM (membrane / cell interior): train + validate on images 0-23 (validation split
          automatic), test on the held-out images 24-29. Pixel IoU per class and cell matching.
-nuclei   DSB2018 nuclei quadrants (q0, q1 train, q2 validation, q3 test), several encoders side by
-         side (AIMIC-style accurate vs light): IoU, object F1, training time, parameters, prediction speed.
-edge     nuclei: Dice+CE against the U-Net edge-weighted loss, and watershed against plain connected
-         components, for splitting touching nuclei (object F1 at IoU 0.5 and 0.75).
+nuclei   DSB2018 nuclei, quadrant cross-validation: in fold f quadrant f is held out for testing,
+         quadrant f-1 validates (model selection, post-processing tuning) and the other two train;
+         the four held-out quadrants pool to all 125 nuclei (a single quadrant has only ~30, too few
+         to tell methods apart). Several encoders side by side (AIMIC-style accurate vs light): IoU,
+         object F1, count, training time, parameters, prediction speed; the classical baseline is
+         scored on the same four quadrants.
+edge     nuclei, same folds: splitting touching nuclei. Dice+CE with the tuned choice of watershed or
+         connected components, the U-Net edge-weighted loss, and the boundary class.
 
     python benchmarks/accuracy.py isbi --epochs 15 --encoder resnet18
     python benchmarks/accuracy.py nuclei --epochs 25 --encoders resnet18 resnet34 efficientnet-b0 mobilenet_v2
+    python benchmarks/accuracy.py nuclei --folds 3   # only the original split (q3 held out)
     python benchmarks/accuracy.py edge --epochs 25
 
 Each prints a table (markdown) and writes JSON with ``--json``.
@@ -45,18 +50,37 @@ def isbi_project(root: str):
     return project
 
 
-def nuclei_project(root: str, name: str = "nuclei"):
+def nuclei_project(root: str, name: str = "nuclei", test: int = 3):
+    """The four quadrants; ``test`` is held out, the one before it validates, the others train."""
     import tifffile
 
     from napari_seg_box.core import Project
 
     image = tifffile.imread(DATA / "dsb2018-nuclei" / "image.tif")
     mask = tifffile.imread(DATA / "dsb2018-nuclei" / "mask.tif")
-    project = Project.create(f"{root}/{name}.zarr", classes=["background", "nucleus"])
-    for i, ((y, x), split) in enumerate(zip([(0, 0), (0, 256), (256, 0), (256, 256)], ["train", "train", "validation", "test"])):
+    project = Project.create(f"{root}/{name}-fold{test}.zarr", classes=["background", "nucleus"])
+    for i, (y, x) in enumerate([(0, 0), (0, 256), (256, 0), (256, 256)]):
+        split = "test" if i == test else "validation" if i == (test - 1) % 4 else "train"
         inst = mask[y : y + 256, x : x + 256]
         project.add_image(f"q{i}", image[y : y + 256, x : x + 256], labels=(1 + (inst > 0)).astype(np.uint8), instances=inst, split=split)
     return project
+
+
+def pooled_row(method: str, evaluations) -> dict:
+    """One row from the evaluations of several folds: pixel counts and object matches summed."""
+    import pandas as pd
+
+    conf = sum(ev.confusion.to_numpy() for ev in evaluations)
+    tp = np.diag(conf).astype(float)
+    iou = tp / (conf.sum(0) + conf.sum(1) - tp)
+    per = pd.concat([ev.per_image for ev in evaluations])
+    out = {"method": method, "IoU nucleus": iou[1], "Dice nucleus": 2 * tp[1] / (conf.sum(0)[1] + conf.sum(1)[1]), "mean IoU": iou.mean()}
+    for thr in ("0.5", "0.75"):
+        t, f_p, f_n = (per[f"{k}@{thr}"].sum() for k in ("tp", "fp", "fn"))
+        out[f"F1@{thr}"] = 2 * t / (2 * t + f_p + f_n)
+    out["count (pred/true)"] = f"{int(per['n_pred'].sum())}/{int(per['n_true'].sum())}"
+    out["mean abs count error"] = float(per["count_error"].abs().mean())
+    return out
 
 
 def row(method: str, ev, object_class: str) -> dict:
@@ -133,44 +157,84 @@ def cmd_isbi(args) -> list[dict]:
     return rows
 
 
-def cmd_nuclei(args) -> list[dict]:
-    from napari_seg_box.core.baseline import evaluate_baseline
-    from napari_seg_box.core.models import load_model
+def nuclei_config(args, encoder: str, **kw):
     from napari_seg_box.core.train import TrainConfig
+
+    return TrainConfig(
+        epochs=args.epochs, encoder=encoder, patch_size=128, batch_size=8, steps_per_epoch=args.steps,
+        learning_rate=args.lr, patience=0, **kw,
+    )  # fmt: skip
+
+
+def cross_validate(tmp: str, name: str, cfg, folds, *, variants=None) -> dict:
+    """Train ``cfg`` in every fold, tune on its validation quadrant, evaluate on its test quadrant.
+
+    ``variants`` maps a row name to a post-processing override (None: the tuned settings).
+    Returns {row name: [evaluation per fold]}, the summed training seconds and the last fold's model.
+    """
+    from napari_seg_box.core.evaluate import evaluate_project
+    from napari_seg_box.core.postprocess import PostprocessConfig
+
+    variants = variants or {name: None}
+    out = {k: [] for k in variants}
+    seconds = 0.0
+    for f in folds:
+        project = nuclei_project(tmp, name.replace(" ", "_"), test=f)
+        version, s, ev = train_and_evaluate(project, cfg, "nucleus")
+        seconds += s
+        tuned = PostprocessConfig.for_model(project.model_metadata(version))
+        for row_name, override in variants.items():
+            if override is None:
+                out[row_name].append(ev)
+            else:
+                pp = PostprocessConfig.from_dict({**tuned.to_dict(), **override})
+                out[row_name].append(evaluate_project(project, version, postprocess=pp, save=False))
+        print(f"  {name} fold {f}: F1@0.5 {ev.summary['objects']['nucleus']['f1@0.5']:.3f} ({s:.0f} s); tuned {tuned.to_dict()}", flush=True)
+    return {"evaluations": out, "train_s": seconds, "project": project, "version": version}
+
+
+def baseline_row(tmp: str, folds) -> dict:
+    from napari_seg_box.core.baseline import evaluate_baseline
+
+    evs = [evaluate_baseline(nuclei_project(tmp, "baseline", test=f)) for f in folds]
+    return pooled_row("classical Otsu + watershed", evs)
+
+
+def cmd_nuclei(args) -> list[dict]:
+    from napari_seg_box.core.models import load_model
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        project = nuclei_project(tmp)
         for encoder in args.encoders:
-            cfg = TrainConfig(epochs=args.epochs, encoder=encoder, patch_size=128, batch_size=8, steps_per_epoch=args.steps, learning_rate=args.lr, patience=0)
-            version, seconds, ev = train_and_evaluate(project, cfg, "nucleus")
-            model, _ = load_model(project, version, device="cpu")
-            params = sum(p.numel() for p in model.parameters()) / 1e6
-            r = row(f"U-Net {encoder}", ev, "nucleus")
-            r.update({"params (M)": params, "train s": seconds, "predict s/MP": 1 / (prediction_speed(project, version) * 512 * 512 / 1e6)})
+            res = cross_validate(tmp, encoder, nuclei_config(args, encoder, boundary=args.boundary), args.folds)
+            model, _ = load_model(res["project"], res["version"], device="cpu")
+            r = pooled_row(f"U-Net {encoder}" + (" + boundary class" if args.boundary else ""), res["evaluations"][encoder])
+            r.update({
+                "params (M)": sum(p.numel() for p in model.parameters()) / 1e6,
+                "train s / fold": res["train_s"] / len(args.folds),
+                "predict s/MP": 1 / (prediction_speed(res["project"], res["version"]) * 512 * 512 / 1e6),
+            })  # fmt: skip
             rows.append(r)
             print(markdown([r]), flush=True)
-        rows.append(row("classical Otsu + watershed", evaluate_baseline(project), "nucleus"))
+        rows.append(baseline_row(tmp, args.folds))
     return rows
 
 
 def cmd_edge(args) -> list[dict]:
-    from napari_seg_box.core.postprocess import PostprocessConfig
-    from napari_seg_box.core.train import TrainConfig
-
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for loss in ("dice_ce", "edge_weighted"):
-            project = nuclei_project(tmp, loss)
-            cfg = TrainConfig(epochs=args.epochs, encoder=args.encoder, patch_size=128, batch_size=8, steps_per_epoch=args.steps, loss=loss, patience=0)
-            version, seconds, ev = train_and_evaluate(project, cfg, "nucleus")
-            tuned = PostprocessConfig.for_model(project.model_metadata(version))
-            rows.append(row(f"{loss} + watershed (tuned)", ev, "nucleus"))
-            from napari_seg_box.core.evaluate import evaluate_project
-
-            plain = PostprocessConfig.from_dict({**tuned.to_dict(), "instances": "components"})
-            rows.append(row(f"{loss} + connected components", evaluate_project(project, version, postprocess=plain, save=False), "nucleus"))
-            print(markdown(rows[-2:]), flush=True)
+        setups = {
+            "dice_ce": (nuclei_config(args, args.encoder), {"dice_ce, tuned (watershed or components)": None, "dice_ce + watershed": {"instances": "watershed"}, "dice_ce + connected components": {"instances": "components"}}),
+            "edge_weighted": (nuclei_config(args, args.encoder, loss="edge_weighted"), {"edge-weighted loss, tuned": None}),
+            "boundary": (nuclei_config(args, args.encoder, boundary=True), {"dice_ce + boundary class, tuned": None, "dice_ce + boundary class, boundary-seeded watershed": {"instances": "watershed"}}),
+        }
+        for name in args.setups:
+            cfg, variants = setups[name]
+            res = cross_validate(tmp, name, cfg, args.folds, variants=variants)
+            for row_name, evs in res["evaluations"].items():
+                rows.append(pooled_row(row_name, evs))
+            print(markdown(rows[-len(variants):]), flush=True)
+        rows.append(baseline_row(tmp, args.folds))
     return rows
 
 
@@ -184,14 +248,16 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--loss", default="dice_ce")
     p = sub.add_parser("nuclei")
-    p.add_argument("--epochs", type=int, default=25)
-    p.add_argument("--steps", type=int, default=8)
     p.add_argument("--encoders", nargs="+", default=["resnet18", "resnet34", "efficientnet-b0", "mobilenet_v2"])
-    p.add_argument("--lr", type=float, default=None, help="fixed learning rate (default: the range test)")
+    p.add_argument("--boundary", action="store_true", help="train with the boundary class")
     p = sub.add_parser("edge")
-    p.add_argument("--epochs", type=int, default=25)
-    p.add_argument("--steps", type=int, default=8)
     p.add_argument("--encoder", default="resnet18")
+    p.add_argument("--setups", nargs="+", choices=("dice_ce", "edge_weighted", "boundary"), default=["dice_ce", "edge_weighted", "boundary"])
+    for p in (sub.choices["nuclei"], sub.choices["edge"]):
+        p.add_argument("--epochs", type=int, default=25)
+        p.add_argument("--steps", type=int, default=8)
+        p.add_argument("--lr", type=float, default=None, help="fixed learning rate (default: the range test)")
+        p.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3], help="held-out quadrants (default: all four)")
     for p in sub.choices.values():
         p.add_argument("--json", help="write the rows to this JSON file")
     args = ap.parse_args(argv)

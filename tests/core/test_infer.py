@@ -40,6 +40,44 @@ def fitted(nuclei_project):
     return nuclei_project, v, Predictor.from_project(nuclei_project, v, device="cpu")
 
 
+@pytest.mark.parametrize("encoder", ["resnet18", "resnet50", "mobilenet_v2", "efficientnet-b0"])
+def test_inference_network_folds_batch_norms_same_outputs(encoder):
+    """The network that predicts has its batch norms folded into the convolutions (and the faster
+    layout) and gives the model's outputs; the model itself is untouched."""
+    import torch
+
+    from napari_seg_box.core.models import ModelSpec, build_model, inference_network
+
+    torch.manual_seed(0)
+    model = build_model(ModelSpec(encoder=encoder, encoder_depth=3, decoder_channels=(32, 16, 8))).eval()
+    with torch.no_grad():  # batch statistics as after training (not the identity of a new network)
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    net = inference_network(model, torch.device("cpu"))
+    x = torch.randn(2, 1, 64, 96)
+    with torch.inference_mode():
+        ref, out = model(x), net(x)
+    torch.testing.assert_close(out, ref, rtol=1e-3, atol=1e-3 * float(ref.abs().max()))
+    n_bn = lambda m: sum(isinstance(k, torch.nn.BatchNorm2d) for k in m.modules())  # noqa: E731
+    if encoder.startswith(("resnet", "mobilenet")):
+        assert n_bn(net) == 0, f"{n_bn(net)} of {n_bn(model)} batch norms left"
+    else:  # EfficientNet's blocks call their batch norms by other names: only the decoder's are folded
+        assert n_bn(net) < n_bn(model)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert n_bn(model) > 0 and next(model.parameters()).is_contiguous()
+
+
+def test_tiles_batched_across_rows_give_the_same_probabilities(tiny):
+    _, _, pr = tiny
+    image = nuclei()[0][:300, :420]
+    one = predict(image, pr, tile_size=128, batch_size=1)
+    many = predict(image, pr, tile_size=128, batch_size=7)  # batches span two and three tile rows
+    np.testing.assert_allclose(many, one, atol=1e-5)
+
+
 def test_tiling_geometry_and_gaussian():
     assert tile_starts(256, 256, 0.25) == [0]
     starts = tile_starts(1000, 256, 0.25)

@@ -126,7 +126,9 @@ def test_tune_postprocess_saves_into_model_version(nuclei_project):
     project = nuclei_project
     v = nuclei_project_with_model(project)
     best, table = tune_postprocess(project, v, grid={"threshold": (0.3, 0.5, 0.7), "min_size": (0, 30), "seed_distance": (3, 8)}, predict_config={"tile_size": 128})
-    assert len(table) == 12
+    # watershed with either seed distance, or connected components (where seed distance plays no part)
+    assert len(table) == 3 * 2 * (2 + 1)
+    assert set(table["instances"]) == {"watershed", "components"}
     assert table["score"].max() > 0.6  # object F1 @ 0.5 on the validation quadrant q2
     assert best.threshold in (0.3, 0.5, 0.7) and best.seed_distance in (3, 8)
     meta = project.model_metadata(v)
@@ -135,3 +137,67 @@ def test_tune_postprocess_saves_into_model_version(nuclei_project):
     assert PostprocessConfig.for_model(meta) == best
     # the scores differ across the grid: the search is real
     assert table["score"].max() > table["score"].min()
+
+
+def test_boundary_mask_hand_case():
+    from napari_seg_box.core.train import boundary_mask
+
+    inst = np.zeros((20, 30), np.int32)
+    inst[5:15, 5:15] = 1
+    inst[5:15, 15:25] = 2  # touching the first along a column
+    assert boundary_mask(inst, 1).sum() == 2 * 36  # each 10x10 square keeps its own 1-px ring
+    ring2 = boundary_mask(inst, 2)
+    assert ring2.sum() == 2 * (100 - 36)  # 6x6 interiors remain
+    assert not ring2[7:13, 7:13].any() and ring2[5:15, 14].all() and ring2[5:15, 15].all()
+    assert not (ring2 & (inst == 0)).any()
+
+
+def boundary_probs(inst: np.ndarray, width: int = 2) -> np.ndarray:
+    """(3, Y, X) probabilities of a boundary model that saw ``inst`` perfectly."""
+    from napari_seg_box.core.train import boundary_mask
+
+    ring = boundary_mask(inst, width)
+    probs = np.empty((3, *inst.shape), np.float32)
+    probs[:] = np.array([0.9, 0.05, 0.05], np.float32)[:, None, None]  # background
+    probs[:, (inst > 0) & ~ring] = np.array([0.05, 0.9, 0.05], np.float32)[:, None]  # interior
+    probs[:, ring] = np.array([0.05, 0.15, 0.8], np.float32)[:, None]  # boundary
+    return probs
+
+
+def test_boundary_model_splits_touching_objects_along_boundaries():
+    from napari_seg_box.core.postprocess import fold_boundary
+
+    inst = np.zeros((60, 100), np.int32)
+    inst[20:40, 10:50] = 1
+    inst[20:40, 50:90] = 2  # two touching bars: one 20x80 object to the eye
+    probs = boundary_probs(inst)
+    folded = fold_boundary(probs)
+    np.testing.assert_allclose(folded.sum(0), 1.0, atol=1e-6)
+    assert (semantic_labels(folded) == np.where(inst > 0, 2, 1)).all()
+
+    cfg = PostprocessConfig.for_model({"boundary": {"width": 2}})
+    assert cfg.boundary and not PostprocessConfig.for_model({}).boundary
+    res = postprocess(probs, cfg, min_size=0)
+    assert res.n_objects == 2
+    assert (res.semantic == np.where(inst > 0, 2, 1)).all()  # the boundary is part of the object
+    for i in (1, 2):
+        j = np.bincount(res.instances[inst == i]).argmax()
+        iou = ((res.instances == j) & (inst == i)).sum() / ((res.instances == j) | (inst == i)).sum()
+        assert iou > 0.95, (i, iou)
+    # without the boundary the same foreground is one object (components) or split by distance
+    assert postprocess(folded, instances="components", min_size=0).n_objects == 1
+    assert postprocess(probs, cfg, instances="components", min_size=0).n_objects == 1
+    with pytest.raises(DataError, match="boundary"):
+        postprocess(probs[:2], cfg)
+
+
+def test_boundary_split_keeps_objects_without_interior():
+    from napari_seg_box.core.postprocess import split_by_boundary
+
+    mask = np.zeros((20, 20), bool)
+    mask[2:5, 2:5] = True  # small: all boundary, no interior seed
+    mask[8:18, 8:18] = True
+    interior = np.zeros_like(mask)
+    interior[10:16, 10:16] = True
+    lab = split_by_boundary(mask, interior, np.zeros(mask.shape, np.float32))
+    assert len(np.unique(lab[mask])) == 2 and (lab[~mask] == 0).all() and (lab[mask] > 0).all()

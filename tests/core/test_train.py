@@ -199,6 +199,42 @@ def test_other_losses_train(nuclei_project, loss):
     assert max(h["val_iou"] for h in history) > 0.6, history
 
 
+def test_boundary_class_learns_and_splits_along_boundaries(nuclei_project, tmp_path):
+    """boundary=True: a third output learns the nuclei's outer pixels; metrics, labels and evaluation
+    stay in the project's two classes; post-processing splits along the boundaries."""
+    from napari_seg_box.core.evaluate import evaluate_project
+    from napari_seg_box.core.infer import Predictor, predict, predict_large
+    from napari_seg_box.core.postprocess import PostprocessConfig
+    from napari_seg_box.core.train import boundary_mask
+
+    version = train(nuclei_project, tiny(epochs=4, steps_per_epoch=10, patch_size=96, boundary=True))
+    meta = nuclei_project.model_metadata(version)
+    assert meta["model"]["classes"] == 3 and meta["boundary"] == {"width": 2}
+    assert meta["class_names"] == ["background", "nucleus"]
+    assert len(meta["history"][-1]["val_iou_per_class"]) == 2  # folded: the project's classes
+    assert meta["best_metrics"]["val_iou"] > 0.7, meta["history"]
+    assert PostprocessConfig.for_model(meta).boundary
+
+    predictor = Predictor.from_project(nuclei_project, version, device="cpu")
+    assert (predictor.outputs, predictor.classes, predictor.boundary) == (3, 2, True)
+    probs = predict(nuclei_project.get_image("q3"), predictor, tile_size=128)
+    assert probs.shape == (3, 256, 256)
+    inst = nuclei_project.get_instances("q3")
+    ring = boundary_mask(inst, 2)
+    assert probs[2][ring].mean() > 2.5 * probs[2][(inst > 0) & ~ring].mean()  # it learnt where boundaries are (untrained: equal)
+    ev = evaluate_project(nuclei_project, version, save=False, predict_config={"tile_size": 128})
+    assert ev.summary["objects"]["nucleus"]["f1@0.5"] > 0.5
+    group = predict_large(nuclei_project.get_image("q3"), str(tmp_path / "big.zarr"), predictor, tile_size=128)
+    assert set(np.unique(group["labels"][...])) <= {1, 2} and group["probabilities"].shape == (3, 256, 256)
+
+    three = Project.create(tmp_path / "three.zarr", classes=["background", "a", "b"])
+    three.add_image("x", nuclei_project.get_image("q0"), labels=nuclei_project.get_labels("q0"))
+    with pytest.raises(ConfigError, match="one object class"):
+        train(three, tiny(boundary=True))
+    with pytest.raises(ConfigError, match="boundary_width"):
+        TrainConfig(boundary=True, boundary_width=0)
+
+
 def test_bad_configurations_give_clear_errors(nuclei_project, tmp_path):
     with pytest.raises(ConfigError, match="multiple of 32.*try 96"):
         TrainConfig(patch_size=100)

@@ -37,6 +37,10 @@ def test_train_two_epochs_curves_and_versions(viewer, qtbot, project):
     w = make_widget(viewer, project, epochs=2)
     cfg = w.config()
     assert (cfg.encoder, cfg.encoder_depth, cfg.decoder_channels, cfg.patch_size, cfg.epochs) == ("resnet18", 3, (32, 16, 8), 64, 2)
+    assert not cfg.boundary
+    w.set_config(boundary=True)
+    assert w.boundary_check.isChecked() and w.config().boundary
+    w.set_config(boundary=False)
     assert not w.advanced.isExpanded()  # advanced settings start collapsed
     qtbot.waitUntil(lambda: w.device_label.text().startswith(("CPU", "CUDA", "Apple")), timeout=60000)
     worker = w.start()

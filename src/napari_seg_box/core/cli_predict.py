@@ -66,6 +66,7 @@ def register(sub) -> None:
     p.add_argument("--thresholds", type=float, nargs="+", help="thresholds to try (default: 0.3 0.4 0.5 0.6 0.7)")
     p.add_argument("--min-sizes", type=int, nargs="+", help="minimum object sizes in pixels (default: 0 10 30 60)")
     p.add_argument("--seed-distances", type=int, nargs="+", help="watershed seed distances (default: 3 5 8 12)")
+    p.add_argument("--instances", nargs="+", choices=("watershed", "components"), help="object splitting to try (default: both)")
     p.add_argument("--no-save", action="store_true", help="do not save the settings into the model version")
     _add_predict_options(p)
     p.set_defaults(func=cmd_tune)
@@ -206,6 +207,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
         grid["min_size"] = args.min_sizes
     if args.seed_distances:
         grid["seed_distance"] = args.seed_distances
+    if args.instances:
+        grid["instances"] = args.instances
     best, table = _drive(
         iter_tune_postprocess(project, args.version, grid=grid, predict_config=_predict_config(args), save=not args.no_save), quiet=args.json, desc="tune"
     )
@@ -213,7 +216,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"best": best.to_dict(), "score": float(top["score"].iloc[0]), "metric": top["metric"].iloc[0], "combinations": len(table)})
         return 0
-    print(f"Best post-processing ({top['metric'].iloc[0]} {top['score'].iloc[0]:.3f}): threshold {best.threshold}, min size {best.min_size}, seed distance {best.seed_distance}")
+    print(f"Best post-processing ({top['metric'].iloc[0]} {top['score'].iloc[0]:.3f}): threshold {best.threshold}, min size {best.min_size}, "
+          + ("boundary-seeded watershed" if best.boundary and best.instances == "watershed" else f"{best.instances}" + (f", seed distance {best.seed_distance}" if best.instances == "watershed" else "")))
     print(top.to_string(index=False))
     return 0
 

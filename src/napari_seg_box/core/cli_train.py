@@ -38,6 +38,8 @@ def register(sub) -> None:
     p.add_argument("--augment", dest="augmentation", choices=list(PRESETS), help="augmentation preset (default: standard)")
     p.add_argument("--elastic", action="store_true", default=None, help="add elastic deformation to the augmentation")
     p.add_argument("--loss", choices=list(LOSSES), help="loss (default: dice_ce; edge_weighted separates touching objects)")
+    p.add_argument("--boundary", action="store_true", default=None, help="also learn the objects' boundaries (one object class): splits crowded, touching objects")
+    p.add_argument("--boundary-width", type=int, help="boundary width in pixels (default: 2)")
     p.add_argument("--schedule", choices=list(SCHEDULES), help="learning-rate schedule (default: onecycle)")
     p.add_argument("--patience", type=int, help="early stopping patience in epochs, 0 = off (default: 15)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
@@ -51,7 +53,7 @@ def register(sub) -> None:
 
 _FIELDS = [
     "epochs", "encoder", "encoder_depth", "decoder_channels", "encoder_weights_file", "finetune_from", "patch_size",
-    "batch_size", "learning_rate", "steps_per_epoch", "augmentation", "elastic", "loss", "schedule", "patience",
+    "batch_size", "learning_rate", "steps_per_epoch", "augmentation", "elastic", "loss", "boundary", "boundary_width", "schedule", "patience",
     "device", "mixed_precision", "seed",
 ]  # fmt: skip
 

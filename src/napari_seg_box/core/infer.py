@@ -100,6 +100,13 @@ class Predictor:
     model: Any
     meta: dict
     device: Any = None
+    network: Any = field(init=False, repr=False)
+
+    def __post_init__(self):
+        from .models import inference_network
+
+        # what runs: batch norms folded, faster memory layout; ``model`` itself is left as it is
+        self.network = inference_network(self.model, self.device)
 
     @classmethod
     def from_project(cls, project, version: str | None = None, *, device: str = "auto") -> "Predictor":
@@ -115,8 +122,19 @@ class Predictor:
         return int(self.meta["model"]["in_channels"])
 
     @property
-    def classes(self) -> int:
+    def outputs(self) -> int:
+        """Channels of the probabilities: the classes, plus a last *boundary* channel for boundary models."""
         return int(self.meta["model"]["classes"])
+
+    @property
+    def boundary(self) -> bool:
+        """Whether the model also predicts object boundaries (the last probability channel)."""
+        return bool(self.meta.get("boundary"))
+
+    @property
+    def classes(self) -> int:
+        """The project's classes this model segments."""
+        return self.outputs - self.boundary
 
     @property
     def class_names(self) -> list[str]:
@@ -203,12 +221,14 @@ def _forward_probs(predictor: Predictor, batch: np.ndarray, tta: str) -> np.ndar
     """(N, C, tY, tX) float32 -> (N, K, tY, tX) float32 probabilities (softmax; sigmoid when K == 1)."""
     import torch
 
-    x = torch.from_numpy(np.ascontiguousarray(batch)).to(predictor.device)
+    from .models import memory_format
+
+    x = torch.from_numpy(np.ascontiguousarray(batch)).to(predictor.device).contiguous(memory_format=memory_format(predictor.device))
     ops = _tta_ops(tta, batch.shape[2] == batch.shape[3])
     acc = None
     with torch.inference_mode():
         for fwd, inv in ops:
-            logits = predictor.model(fwd(x))
+            logits = predictor.network(fwd(x))
             probs = torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
             probs = inv(probs)
             acc = probs if acc is None else acc + probs
@@ -260,49 +280,62 @@ def _predict_plane(
     (K, rows, X) float32 probabilities in order. Yields Progress events.
     """
     H, W = shape_yx
-    K = predictor.classes
+    K = predictor.outputs
     tY, tX = min(config.tile_size, H), min(config.tile_size, W)
     ys = tile_starts(H, tY, config.overlap)
     xs = tile_starts(W, tX, config.overlap)
     weight = importance_map((tY, tX), blending=config.blending, sigma_scale=config.sigma_scale)
-    total = len(ys) * len(xs)
-    done = 0
+    tiles = [(y, x) for y in ys for x in xs]  # row-major; a batch may span two tile rows
+    total = len(tiles)
     t0 = time.perf_counter()
     # accumulator band covering rows [band0, band0 + band_h)
     band_h = tY + (ys[1] - ys[0] if len(ys) > 1 else 0)
-    band0 = 0
+    state = {"band0": 0, "row": None}
     acc = np.zeros((K, band_h, W), np.float32)
     wsum = np.zeros((band_h, W), np.float32)
-    written = 0
-    for row, y in enumerate(ys):
-        check_cancel(cancel)
-        # flush rows that no tile from here on touches: [written, y)
-        if y > written:
-            n = y - written
-            write_rows(written, acc[:, :n] / wsum[None, :n])
+    inputs: dict[int, np.ndarray] = {}  # tile row start -> (tY, W, C) input rows, kept while a batch needs them
+
+    def start_row(y):
+        """Write out the rows that no tile from row ``y`` on touches, and slide the band down."""
+        nonlocal acc, wsum
+        band0 = state["band0"]
+        if y > band0:
+            n = y - band0
+            write_rows(band0, acc[:, :n] / wsum[None, :n])
             acc = np.roll(acc, -n, axis=1)
             wsum = np.roll(wsum, -n, axis=0)
             acc[:, -n:] = 0
             wsum[-n:] = 0
-            band0 = written = y
+            state["band0"] = band0 = y
         if y + tY - band0 > acc.shape[1]:  # uneven steps: grow the band
             extra = y + tY - band0 - acc.shape[1]
             acc = np.concatenate([acc, np.zeros((K, extra, W), np.float32)], axis=1)
             wsum = np.concatenate([wsum, np.zeros((extra, W), np.float32)], axis=0)
-        rows = read_rows(y, y + tY)  # (tY, W, C)
-        for b0 in range(0, len(xs), config.batch_size):
-            check_cancel(cancel)
-            bx = xs[b0 : b0 + config.batch_size]
-            batch = np.stack([rows[:, x : x + tX].transpose(2, 0, 1) for x in bx]).astype(np.float32, copy=False)
-            probs = _forward_probs(predictor, batch, config.tta)
-            for p, x in zip(probs, bx):
-                acc[:, y - band0 : y - band0 + tY, x : x + tX] += p * weight
-                wsum[y - band0 : y - band0 + tY, x : x + tX] += weight
-            done += len(bx)
-            el = time.perf_counter() - t0
-            yield Progress(done, total, stage=stage, eta_s=el / done * (total - done))
-    n = H - written
-    write_rows(written, acc[:, :n] / wsum[None, :n])
+        state["row"] = y
+
+    for b0 in range(0, total, config.batch_size):
+        check_cancel(cancel)
+        batch_tiles = tiles[b0 : b0 + config.batch_size]
+        for y in list(inputs):
+            if y < batch_tiles[0][0]:
+                del inputs[y]
+        for y, _ in batch_tiles:
+            if y not in inputs:
+                inputs[y] = read_rows(y, y + tY)
+        batch = np.stack([inputs[y][:, x : x + tX].transpose(2, 0, 1) for y, x in batch_tiles]).astype(np.float32, copy=False)
+        probs = _forward_probs(predictor, batch, config.tta)
+        for p, (y, x) in zip(probs, batch_tiles):
+            if y != state["row"]:
+                start_row(y)
+            r = y - state["band0"]
+            acc[:, r : r + tY, x : x + tX] += p * weight
+            wsum[r : r + tY, x : x + tX] += weight
+        done = b0 + len(batch_tiles)
+        el = time.perf_counter() - t0
+        yield Progress(done, total, stage=stage, eta_s=el / done * (total - done))
+    band0 = state["band0"]
+    n = H - band0
+    write_rows(band0, acc[:, :n] / wsum[None, :n])
 
 
 def _split_input(image: np.ndarray, in_channels: int, stack: bool | None) -> tuple[np.ndarray, bool]:
@@ -360,7 +393,9 @@ def iter_predict(
 
     Returns
     -------
-    (K, Y, X) float32 probabilities, or (Z, K, Y, X) for a stack.
+    (K, Y, X) float32 probabilities, or (Z, K, Y, X) for a stack. A boundary model (trained with
+    ``boundary=True``) adds a last channel, the probability of an object's boundary (K + 1 in all);
+    :func:`~.postprocess.postprocess` with the model's settings uses it to split objects.
     """
     config = _make_config(config, config_kwargs)
     predictor = as_predictor(model, version=version, meta=meta, device=config.device)
@@ -398,7 +433,7 @@ def _predict_2d(image: np.ndarray, predictor: Predictor, config: PredictConfig, 
     if h < config.tile_size or w < config.tile_size:
         norm, _ = pad_to_multiple(norm, 32)
     H, W = norm.shape[:2]
-    out = np.empty((predictor.classes, H, W), np.float32)
+    out = np.empty((predictor.outputs, H, W), np.float32)
 
     def read_rows(y0, y1):
         return norm[y0:y1]
@@ -457,7 +492,7 @@ def iter_predict_large(
         raise DataError(f"Block-wise prediction takes one 2D image (Y, X[, C]); got shape {shape}. Predict stacks slice by slice.")
     _check_image(shape, predictor)
     H, W = shape[:2]
-    K = predictor.classes
+    K = predictor.outputs
     if isinstance(out, (str,)) or hasattr(out, "__fspath__"):
         group = zarr.open_group(str(out), mode="w-")
     else:
@@ -469,7 +504,7 @@ def iter_predict_large(
     if H < config.tile_size or W < config.tile_size:  # small: in memory
         yield Message("The image is smaller than one tile: predicted in memory.")
         probs = yield from _predict_2d(np.asarray(array[...]), predictor, config, cancel=cancel)
-        labels_arr[...] = (np.argmax(probs, axis=0) + 1).astype(np.uint8)
+        labels_arr[...] = _labels(probs, predictor)
         if probs_arr is not None:
             probs_arr[...] = probs.astype(probability_dtype)
         return group
@@ -496,7 +531,7 @@ def iter_predict_large(
         y0 = state["start"]
         for x0 in range(0, W, ch[1]):  # chunk column by chunk column: small temporaries
             part = buf[:, :n, x0 : x0 + ch[1]]
-            labels_arr[y0 : y0 + n, x0 : x0 + ch[1]] = (np.argmax(part, axis=0) + 1).astype(np.uint8)
+            labels_arr[y0 : y0 + n, x0 : x0 + ch[1]] = _labels(part, predictor)
             if probs_arr is not None:
                 probs_arr[:, y0 : y0 + n, x0 : x0 + ch[1]] = part.astype(probability_dtype)
         rest = buf[:, n:]
@@ -513,6 +548,15 @@ def iter_predict_large(
     yield from _predict_plane(predictor, read_rows, (H, W), _channels_of(shape), write_rows, config, cancel=cancel, stage="predict (blocks)")
     flush(final=True)
     return group
+
+
+def _labels(probs: np.ndarray, predictor: Predictor) -> np.ndarray:
+    """Argmax project labels (1..K, uint8) of (outputs, Y, X) probabilities; a boundary counts as its object."""
+    from .postprocess import fold_boundary
+
+    if predictor.boundary:
+        probs = fold_boundary(probs)
+    return (np.argmax(probs, axis=0) + 1).astype(np.uint8)
 
 
 def predict_large(source, out, model, **kwargs):

@@ -158,6 +158,56 @@ def pick_device(preference: str = "auto"):
     return torch.device(preference)
 
 
+def memory_format(device):
+    """The faster tensor layout for convolutions on ``device``: channels_last (NHWC) on CUDA (tensor
+    cores) and on the CPU (oneDNN: about 20 % faster for a ResNet U-Net, training and inference),
+    the default elsewhere (Apple MPS)."""
+    import torch
+
+    return torch.channels_last if torch.device(device).type in ("cuda", "cpu") else torch.contiguous_format
+
+
+def inference_network(model, device=None):
+    """A copy of ``model`` made for prediction: eval mode, batch norms folded into the convolutions
+    before them, in the faster memory layout of ``device``. Same outputs to float rounding (the
+    weights of ``model`` are untouched); about 5 % faster on the CPU than the model as trained.
+
+    Folded: a Conv2d followed by a BatchNorm2d inside an ``nn.Sequential`` (smp decoder blocks,
+    MobileNet/ResNet downsampling), and the ``convN``/``bnN`` pairs of torchvision ResNets (the smp
+    ResNet encoders), whose forward applies ``bnN`` straight to ``convN``'s output.
+    """
+    import copy
+
+    import torch
+    from torch import nn
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+    from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
+
+    net = copy.deepcopy(model).eval()
+
+    def fusable(conv, bn):
+        return isinstance(conv, nn.Conv2d) and type(bn) is nn.BatchNorm2d and bn.track_running_stats and conv.out_channels == bn.num_features
+
+    with torch.no_grad():
+        for module in list(net.modules()):
+            if isinstance(module, nn.Sequential):
+                names = list(module._modules)
+                for a, b in zip(names, names[1:]):
+                    conv, bn = module._modules[a], module._modules[b]
+                    if fusable(conv, bn):
+                        module._modules[a] = fuse_conv_bn_eval(conv, bn)
+                        module._modules[b] = nn.Identity()
+            if isinstance(module, (ResNet, BasicBlock, Bottleneck)):
+                for i in (1, 2, 3):
+                    conv, bn = getattr(module, f"conv{i}", None), getattr(module, f"bn{i}", None)
+                    if fusable(conv, bn):
+                        setattr(module, f"conv{i}", fuse_conv_bn_eval(conv, bn))
+                        setattr(module, f"bn{i}", nn.Identity())
+    if device is not None:
+        net.to(device, memory_format=memory_format(device))
+    return net
+
+
 def device_name(device) -> str:
     """Human-readable device, e.g. 'CUDA: NVIDIA H100' or 'CPU (2 threads)'."""
     import torch

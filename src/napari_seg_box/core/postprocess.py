@@ -9,7 +9,11 @@ instance labels (objects of every object class, with their class). Steps, per ob
 2. opening with a disk of radius ``opening``; hole filling;
 3. erosion by ``erosion`` pixels (PyJAMAS: separates touching objects before labelling);
 4. instances: connected components, or a watershed on the distance transform seeded at maxima at
-   least ``seed_distance`` apart (splits touching round objects);
+   least ``seed_distance`` apart (splits touching round objects); for a boundary model (``boundary``,
+   trained with ``TrainConfig(boundary=True)``: a last probability channel for object boundaries),
+   the watershed is seeded by the object interiors instead (connected pixels where the object is
+   more probable than its boundary) and floods the boundary probability (splits touching objects of
+   any shape along the boundaries the network saw);
 5. eroded objects grow back by the same width (``skimage.segmentation.expand_labels``, never merging);
 6. objects under ``min_size`` pixels, and (optionally) objects touching the image border, removed.
 
@@ -48,6 +52,7 @@ class PostprocessConfig:
     instances : ``"none"`` (semantic only), ``"components"`` or ``"watershed"``.
     seed_distance : minimum distance in pixels between watershed seeds.
     object_classes : label values (2..K) that form objects; default: every class except 1.
+    boundary : the probabilities end with a boundary channel (set from the model by :meth:`for_model`).
     """
 
     threshold: float = 0.5
@@ -60,6 +65,7 @@ class PostprocessConfig:
     instances: str = "watershed"
     seed_distance: int = 5
     object_classes: tuple[int, ...] | None = None
+    boundary: bool = False
     format_version: int = POSTPROCESS_FORMAT_VERSION
 
     def __post_init__(self):
@@ -92,9 +98,12 @@ class PostprocessConfig:
 
     @classmethod
     def for_model(cls, meta: dict | None) -> "PostprocessConfig":
-        """The tuned settings saved with a model version (its ``postprocess`` key), else defaults."""
+        """The tuned settings saved with a model version (its ``postprocess`` key), else defaults;
+        ``boundary`` follows the model."""
         saved = (meta or {}).get("postprocess") or {}
-        return cls.from_dict(saved.get("config", saved)) if saved else cls()
+        cfg = cls.from_dict(saved.get("config", saved)) if saved else cls()
+        cfg.boundary = bool((meta or {}).get("boundary"))
+        return cfg
 
 
 @dataclass
@@ -125,6 +134,38 @@ def foreground_semantic(probabilities: np.ndarray, threshold: float = 0.5) -> np
     fg = (1.0 - probs[0]) >= threshold
     cls = (np.argmax(probs[1:], axis=0) + 2).astype(dtype)
     return np.where(fg, cls, 1).astype(dtype)
+
+
+def fold_boundary(probabilities: np.ndarray) -> np.ndarray:
+    """(K + 1, ...) probabilities of a boundary model -> (K, ...): the last (boundary) channel is
+    added to the most probable object class (classes 2..K) of each pixel."""
+    probs = np.asarray(probabilities)
+    if probs.shape[0] < 3:
+        raise DataError(f"A boundary model's probabilities have background, object and boundary channels (3 or more); got {probs.shape[0]}.")
+    out = probs[:-1].astype(np.float32, copy=True)
+    if out.shape[0] == 2:
+        out[1] += probs[-1]
+    else:
+        best = np.argmax(out[1:], axis=0)[None] + 1
+        np.put_along_axis(out, best, np.take_along_axis(out, best, 0) + probs[-1][None], 0)
+    return out
+
+
+def split_by_boundary(mask: np.ndarray, interior: np.ndarray, boundary: np.ndarray) -> np.ndarray:
+    """Label ``mask`` by a watershed of the ``boundary`` probability seeded at the connected
+    components of ``interior`` (within ``mask``); a component of ``mask`` without an interior
+    seed stays one object."""
+    from skimage import measure, segmentation
+
+    markers = measure.label(interior & mask, connectivity=1).astype(np.int32)
+    comps = measure.label(mask, connectivity=1)
+    seedless = np.setdiff1d(np.unique(comps[mask]), np.unique(comps[markers > 0]))
+    if len(seedless):
+        extra = np.isin(comps, seedless)
+        markers[extra] = comps[extra] + markers.max()
+    if markers.max() == 0:
+        return markers
+    return segmentation.watershed(boundary, markers, mask=mask).astype(np.int32)
 
 
 def semantic_labels(probabilities: np.ndarray) -> np.ndarray:
@@ -191,6 +232,10 @@ def postprocess(probabilities: np.ndarray, config: PostprocessConfig | dict | No
     if overrides:
         config = PostprocessConfig.from_dict({**config.to_dict(), **overrides})
     probs = _check_probs(probabilities)
+    raw = boundary = None
+    if config.boundary:
+        raw, boundary = probs, probs[-1]
+        probs = fold_boundary(probs)
     K = max(probs.shape[0], 2)
     semantic = foreground_semantic(probs, config.threshold)
     object_classes = config.object_classes if config.object_classes is not None else tuple(range(2, K + 1))
@@ -217,7 +262,10 @@ def postprocess(probabilities: np.ndarray, config: PostprocessConfig | dict | No
         seeds = mask
         if config.erosion:
             seeds = ndi.binary_erosion(mask, structure=morphology.disk(1), iterations=config.erosion)
-        lab = split_objects(seeds, mode=config.instances, seed_distance=config.seed_distance)
+        if boundary is not None and config.instances == "watershed":
+            lab = split_by_boundary(seeds, raw[c - 1] > boundary, boundary)
+        else:
+            lab = split_objects(seeds, mode=config.instances, seed_distance=config.seed_distance)
         if config.erosion and config.expand_back:
             # the iterated cross erosion cuts corners by up to width * sqrt(2)
             lab = segmentation.expand_labels(lab, distance=config.erosion * np.sqrt(2)) * mask
@@ -293,6 +341,7 @@ DEFAULT_GRID = {
     "threshold": (0.3, 0.4, 0.5, 0.6, 0.7),
     "min_size": (0, 10, 30, 60),
     "seed_distance": (3, 5, 8, 12),
+    "instances": ("watershed", "components"),
 }
 
 
@@ -310,8 +359,10 @@ def iter_tune_postprocess(
 ) -> Iterator[Any]:
     """Grid-search post-processing settings on validation images (a generator).
 
-    Maximises object F1 at IoU 0.5 pooled over the images (for a model whose settings make no
-    objects, ``instances="none"``, the mean pixel IoU of the object classes instead). The best
+    Searches the threshold, the minimum object size, the watershed's seed distance and whether the
+    watershed or plain connected components make the better objects (``grid`` overrides any of
+    :data:`DEFAULT_GRID`). Maximises object F1 at IoU 0.5 pooled over the images (for a model whose
+    settings make no objects, ``instances="none"``, the mean pixel IoU of the object classes instead). The best
     settings are saved into the model version's metadata (``postprocess``) when ``save``.
 
     Returns
@@ -337,14 +388,21 @@ def iter_tune_postprocess(
             check_cancel(cancel)
             yield Progress(i, len(names), stage="predict validation images")
             probabilities[name] = yield from iter_predict(project.get_image(name), predictor, config=predict_config, stack=False, cancel=cancel)
-    K = next(iter(probabilities.values())).shape[0]
+    K = next(iter(probabilities.values())).shape[0] - base.boundary
     truths = {n: project.get_labels(n) for n in names}
     tinst = {n: truth_instances(project, n, truths[n], classes=range(2, max(K, 2) + 1)) for n in names}
     objects = base.instances != "none"
-    keys = [k for k in ("threshold", "min_size", "seed_distance") if k in grid]
-    if base.instances != "watershed":
+    keys = [k for k in ("threshold", "min_size", "seed_distance", "instances") if k in grid]
+    if not objects:
+        keys = [k for k in keys if k not in ("seed_distance", "instances")]
+    if base.boundary:  # boundary models split along the predicted boundaries, not at seed distances
         keys = [k for k in keys if k != "seed_distance"]
-    combos = list(itertools.product(*[grid[k] for k in keys]))
+
+    def needed(values) -> bool:  # seed_distance matters only to the distance-transform watershed
+        d = dict(zip(keys, values))
+        return "seed_distance" not in d or d.get("instances", base.instances) == "watershed" or d["seed_distance"] == grid["seed_distance"][0]
+
+    combos = [c for c in itertools.product(*[grid[k] for k in keys]) if needed(c)]
     rows = []
     for j, values in enumerate(combos):
         check_cancel(cancel)

@@ -34,7 +34,7 @@ from .data import DEFAULT_PERCENTILES, labels_to_target, normalize
 from .errors import CancelledError, ConfigError, DataError, StoreError
 from .events import CheckpointSaved, EpochEnd, Message, Preview, Progress, StepLoss, check_cancel, run_to_end
 from .losses import IGNORE, LOSSES, edge_weight_map, make_loss
-from .models import ENCODERS, MODEL_FORMAT_VERSION, ModelSpec, build_model, device_name, pick_device, weights_to_bytes
+from .models import ENCODERS, MODEL_FORMAT_VERSION, ModelSpec, build_model, device_name, memory_format, pick_device, weights_to_bytes
 
 TRAIN_CONFIG_VERSION = 1
 SCHEDULES = ("onecycle", "cosine", "constant")
@@ -57,6 +57,12 @@ class TrainConfig:
     batch_size, learning_rate, steps_per_epoch : optimisation sizes.
     augmentation : ``none | light | standard | strong``; ``elastic`` adds elastic deformation.
     loss : ``dice_ce | ce | focal | edge_weighted``; ``edge_w0``/``edge_sigma`` shape the edge weights.
+    boundary : also learn a *boundary* class, the outer ``boundary_width`` pixels of every object
+        (projects with one object class; objects from the stored instances, else the connected
+        regions of the object class). Post-processing then splits touching objects along the
+        predicted boundaries (seeds = object interiors), which separates crowded, irregular objects
+        better than the distance-transform watershed. Metrics and labels fold the boundary back into
+        the object class: the model still segments the project's classes.
     schedule : ``onecycle | cosine | constant`` learning-rate schedule.
     weight_decay, grad_clip : AdamW weight decay, gradient-norm clipping (0 = off).
     patience : early stopping after this many epochs without a better validation IoU (0 = off).
@@ -82,6 +88,8 @@ class TrainConfig:
     loss: str = "dice_ce"
     edge_w0: float = 10.0
     edge_sigma: float = 5.0
+    boundary: bool = False
+    boundary_width: int = 2
     schedule: str = "onecycle"
     weight_decay: float = 1e-4
     grad_clip: float = 1.0
@@ -124,6 +132,8 @@ class TrainConfig:
             raise ConfigError(f"mixed_precision must be auto, bf16, fp16 or off, got {self.mixed_precision!r}.")
         if not 0 <= self.foreground_fraction <= 1 or not 0 < self.validation_fraction < 1:
             raise ConfigError("foreground_fraction must be in [0, 1] and validation_fraction in (0, 1).")
+        if not isinstance(self.boundary_width, int) or not 1 <= self.boundary_width <= 10:
+            raise ConfigError(f"boundary_width must be a whole number of pixels from 1 to 10, got {self.boundary_width!r}.")
         if self.patience < 0 or self.grad_clip < 0 or self.weight_decay < 0:
             raise ConfigError("patience, grad_clip and weight_decay must be >= 0.")
         if self.format_version > TRAIN_CONFIG_VERSION:
@@ -197,6 +207,27 @@ def _instances_for(project, name: str, labels: np.ndarray) -> np.ndarray:
     return label(labels >= 2, connectivity=1)
 
 
+BOUNDARY = 2  # target index of the boundary class (after background 0 and the object class 1)
+
+
+def boundary_mask(instances: np.ndarray, width: int = 2) -> np.ndarray:
+    """(Y, X) bool: the outer ``width`` pixels of every object of an instance image (touching
+    objects each keep their own boundary pixels; object pixels next to background are boundary)."""
+    from scipy import ndimage as ndi
+    from skimage.segmentation import find_boundaries
+
+    inside = instances > 0
+    edge = find_boundaries(instances, connectivity=1, mode="inner") & inside
+    if width > 1:
+        edge = ndi.binary_dilation(edge, iterations=width - 1, mask=inside)
+    return edge
+
+
+def _fold_boundary(t):
+    """Class indices with the boundary (2) counted as the object (1): metrics are of the project's classes."""
+    return t.clamp(max=1)
+
+
 def _object_diameter(labels_list) -> float | None:
     from skimage.measure import label, regionprops
 
@@ -234,6 +265,11 @@ def _prepare_data(project, cfg: TrainConfig) -> _Data:
     K = project.n_classes
     if K < 2:
         raise DataError("Training needs at least two classes (for example background and nucleus): add a class to the project.")
+    if cfg.boundary and K != 2:
+        raise ConfigError(
+            f"The boundary class works with one object class (a two-class project), but this project has {K} classes: "
+            "train without boundary=True (the watershed still splits touching objects), or use a two-class project."
+        )
     channels = {1 if im.ndim == 2 else im.shape[-1] for _, im, _ in pairs}
     if len(channels) > 1:
         raise DataError(f"The annotated images have different channel counts {sorted(channels)}: train on images with the same channels.")
@@ -245,8 +281,12 @@ def _prepare_data(project, cfg: TrainConfig) -> _Data:
     def item(name, image, labels):
         target = labels_to_target(labels, ignore_index=IGNORE).astype(np.int16)
         weight = None
+        if cfg.loss == "edge_weighted" or cfg.boundary:
+            instances = _instances_for(project, name, labels)
         if cfg.loss == "edge_weighted":
-            weight = edge_weight_map(_instances_for(project, name, labels), target, w0=cfg.edge_w0, sigma=cfg.edge_sigma)
+            weight = edge_weight_map(instances, target, w0=cfg.edge_w0, sigma=cfg.edge_sigma)
+        if cfg.boundary:  # class index 2: the object's outer pixels
+            target[boundary_mask(instances, cfg.boundary_width) & (target == 1)] = BOUNDARY
         return _Item(name, normalize(image, percentiles=DEFAULT_PERCENTILES), target, weight)
 
     items = [item(*p) for p in pairs]
@@ -408,6 +448,26 @@ class _Prefetcher:
         self.thread.join(timeout=5)
 
 
+class _InlineBatches:
+    """The same batches, built in the calling thread: on a CPU device a data thread would only take
+    cores from the compute threads (there is no idle accelerator time to overlap with)."""
+
+    def __init__(self, sampler: _Sampler, epoch: int, steps: int, size: int):
+        self.sampler, self.epoch, self.size = sampler, epoch, size
+        self.step = 0
+        self.wait_s = 0.0
+
+    def get(self):
+        t = time.perf_counter()
+        batch = self.sampler.batch(self.epoch, self.step, self.size)
+        self.step += 1
+        self.wait_s += time.perf_counter() - t
+        return batch
+
+    def close(self):
+        pass
+
+
 # ---------------------------------------------------------------------- optimisation helpers
 def lr_at(step: int, total: int, max_lr: float, schedule: str) -> float:
     """Learning rate at ``step`` of ``total``: one-cycle (cosine warm-up 30 %, cosine decay), cosine, constant."""
@@ -464,7 +524,7 @@ class _Runtime:
             else:
                 self.dtype = torch.bfloat16
         self.scaler = torch.amp.GradScaler("cuda") if self.dtype == torch.float16 else None
-        self.memory_format = torch.channels_last if self.cuda else torch.contiguous_format
+        self.memory_format = memory_format(self.device)
         if self.cuda:
             torch.backends.cudnn.benchmark = True
 
@@ -488,7 +548,9 @@ class _Runtime:
 
     def describe(self) -> str:
         prec = {None: "float32"}.get(self.dtype, str(self.dtype).replace("torch.", ""))
-        return f"{device_name(self.device)}, {prec}" + (", channels_last" if self.cuda else "")
+        import torch
+
+        return f"{device_name(self.device)}, {prec}" + (", channels_last" if self.memory_format == torch.channels_last else "")
 
 
 def auto_batch_size(model, patch: int, channels: int, rt: _Runtime, loss_fn) -> int:
@@ -635,14 +697,14 @@ def iter_train(project, config: TrainConfig | None = None, *, cancel: threading.
     finetune_meta = None
     if cfg.finetune_from and state is None:
         finetune_meta = project.model_metadata(cfg.finetune_from)
-        spec = ModelSpec.from_dict({**finetune_meta["model"], "classes": len(data.classes)})
+        spec = ModelSpec.from_dict({**finetune_meta["model"], "classes": len(data.classes) + cfg.boundary})
         if spec.in_channels != data.channels:
             raise DataError(
                 f"Model version {finetune_meta['version']} expects {spec.in_channels}-channel images but these have "
                 f"{data.channels}: fine-tune from a model trained on images like these, or train from scratch."
             )
     else:
-        spec = ModelSpec(cfg.encoder, data.channels, len(data.classes), cfg.encoder_depth, cfg.decoder)
+        spec = ModelSpec(cfg.encoder, data.channels, len(data.classes) + cfg.boundary, cfg.encoder_depth, cfg.decoder)
         if state is not None:
             spec = ModelSpec.from_dict(state["model"])
     model = build_model(spec, encoder_weights_file=cfg.encoder_weights_file if state is None else None)
@@ -674,7 +736,8 @@ def iter_train(project, config: TrainConfig | None = None, *, cancel: threading.
     yield Message(
         "Settings: " + ", ".join(f"{k.replace('_', ' ')} {v:.2g}" if isinstance(v, float) else f"{k.replace('_', ' ')} {v}" for k, v in chosen.items())
         + (f" (automatic: {', '.join(a.replace('_', ' ') for a in auto)})" if auto else "")
-        + f"; {spec.encoder} U-Net, {cfg.loss} loss, {cfg.augmentation} augmentation."
+        + f"; {spec.encoder} U-Net, {cfg.loss} loss, {cfg.augmentation} augmentation"
+        + (f", boundary class ({cfg.boundary_width} px)." if cfg.boundary else ".")
     )
 
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
@@ -697,7 +760,7 @@ def iter_train(project, config: TrainConfig | None = None, *, cancel: threading.
     for epoch in range(start_epoch, cfg.epochs):
         t_epoch = time.perf_counter()
         model.train()
-        prefetch = _Prefetcher(sampler, epoch, steps, batch, pin=rt.cuda)
+        prefetch = _Prefetcher(sampler, epoch, steps, batch, pin=True) if rt.cuda else _InlineBatches(sampler, epoch, steps, batch)
         conf_t = torch.zeros(k * k + 1, dtype=torch.long, device=rt.device)
         loss_sum, seen = 0.0, 0
         step = 0
@@ -754,7 +817,10 @@ def iter_train(project, config: TrainConfig | None = None, *, cancel: threading.
                     chosen["batch_size"] = batch
                     yield Message(f"GPU out of memory: batch size halved to {batch}; training continues.", "warning")
                     continue
-                _accumulate_confusion(conf_t, logits.detach().argmax(1), y, k)
+                pred = logits.detach().argmax(1)
+                if cfg.boundary:
+                    pred, y = _fold_boundary(pred), _fold_boundary(y)
+                _accumulate_confusion(conf_t, pred, y, k)
                 step += 1
                 if pending is not None:
                     yield settle(pending)
@@ -770,7 +836,7 @@ def iter_train(project, config: TrainConfig | None = None, *, cancel: threading.
             break
         train_time = time.perf_counter() - t_epoch
         try:
-            val = _validate(model, data.val, loss_fn, rt, k, cancel)
+            val = _validate(model, data.val, loss_fn, rt, k, cancel, fold=cfg.boundary)
         except CancelledError:
             status = "stopped"
             break
@@ -810,6 +876,7 @@ def iter_train(project, config: TrainConfig | None = None, *, cancel: threading.
         "model": spec.to_dict(),
         "encoder": spec.encoder,
         "class_names": list(data.classes),
+        "boundary": {"width": cfg.boundary_width} if cfg.boundary else None,
         "normalization": {"kind": "percentile", "percentiles": list(DEFAULT_PERCENTILES)},
         "patch_size": int(chosen["patch_size"]),
         "config": cfg.to_dict(),
@@ -836,7 +903,7 @@ def iter_train(project, config: TrainConfig | None = None, *, cancel: threading.
     return version
 
 
-def _validate(model, items: list[_Item], loss_fn, rt: _Runtime, k: int, cancel) -> dict:
+def _validate(model, items: list[_Item], loss_fn, rt: _Runtime, k: int, cancel, *, fold: bool = False) -> dict:
     import torch
 
     from .data import pad_to_multiple
@@ -858,11 +925,13 @@ def _validate(model, items: list[_Item], loss_fn, rt: _Runtime, k: int, cancel) 
             loss_sum += float(loss_fn(logits, y, wt)) * npx
             n += npx
             pred = logits.argmax(1)
+            if fold:
+                pred, y = _fold_boundary(pred), _fold_boundary(y)
             _accumulate_confusion(conf_t, pred, y, k)
             if i == 0:
                 s = (slice(0, 256), slice(0, 256))
                 view = np.clip(it.image[s][..., 0], 0, 1)
-                truth = it.target[s].astype(np.int32) + 1
+                truth = (np.minimum(it.target[s], 1) if fold else it.target[s]).astype(np.int32) + 1
                 truth[it.target[s] == IGNORE] = 0
                 preview = (view, pred[0].cpu().numpy()[s].astype(np.int32) + 1, truth)
     acc, iou, per = _scores(conf_t[: k * k].reshape(k, k).cpu().numpy())

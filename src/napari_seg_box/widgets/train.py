@@ -12,6 +12,7 @@ import time
 import numpy as np
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
@@ -167,6 +168,12 @@ class TrainWidget(QWidget):
         self.loss_combo = QComboBox()
         self.loss_combo.addItems(list(LOSSES))
         af.addRow("Loss:", self.loss_combo)
+        self.boundary_check = QCheckBox("learn object boundaries")
+        self.boundary_check.setToolTip(
+            "Also learn the outer 2 pixels of every object (projects with one object class). Touching, crowded "
+            "objects are then split along the predicted boundaries. Needs whole objects painted (or stored instances)."
+        )
+        af.addRow("Touching objects:", self.boundary_check)
         row = QHBoxLayout()
         self.aug_combo = QComboBox()
         self.aug_combo.addItems(list(PRESETS))
@@ -244,6 +251,7 @@ class TrainWidget(QWidget):
             steps_per_epoch=self.steps.value() or None,
             augmentation=self.aug_combo.currentText(),
             loss=self.loss_combo.currentText(),
+            boundary=self.boundary_check.isChecked(),
             finetune_from=self.finetune_combo.currentData(),
             seed=int(self.seed.value()),
         )
@@ -265,6 +273,8 @@ class TrainWidget(QWidget):
             self.aug_combo.setCurrentText(values["augmentation"])
         if "loss" in values:
             self.loss_combo.setCurrentText(values["loss"])
+        if "boundary" in values:
+            self.boundary_check.setChecked(bool(values["boundary"]))
         if "seed" in values:
             self.seed.setValue(int(values["seed"]))
         if "finetune_from" in values:
