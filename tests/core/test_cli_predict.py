@@ -39,16 +39,19 @@ def test_predict_evaluate_tune_quantify_on_store(nuclei_project, tmp_path, capsy
     project.refresh()
     assert project.model_metadata(v)["postprocess"]["config"]["threshold"] == tuned["best"]["threshold"]
     # evaluate on the held-out quadrant
-    code, ev = run_json(["evaluate", url, "--tile-size", "128", "--json", "--csv", str(tmp_path / "csv")], capsys)
+    code, ev = run_json(["evaluate", url, "--tile-size", "128", "--json", "--csv", str(tmp_path / "csv"), "--baseline"], capsys)
     assert code == 0
     summary = ev["evaluation"]
     assert summary["model_version"] == v and summary["images"] == ["q3"]
     assert summary["objects"]["nucleus"]["f1@0.5"] > 0.6
     assert (tmp_path / "csv" / "per_image.csv").exists()
-    # human-readable output with the comparison table
-    assert main(["evaluate", url, "--tile-size", "128", "--compare"]) == 0
+    base = ev["baseline"]  # the classical baseline, scored on the same held-out image
+    assert base["n_images"] == 1 and base["objects"]["nucleus"]["n_true"] == summary["objects"]["nucleus"]["n_true"]
+    assert base["objects"]["nucleus"]["f1@0.5"] > 0.5 and base["pixel"]["mean_iou"] != summary["pixel"]["mean_iou"]
+    # human-readable output with the comparison table and the baseline
+    assert main(["evaluate", url, "--tile-size", "128", "--compare", "--baseline"]) == 0
     out = capsys.readouterr().out
-    assert "F1@0.5" in out and v in out
+    assert "F1@0.5" in out and v in out and "Classical baseline" in out and "IoU per class: background" in out
     # predict files: one good, one unreadable -> exit code 1, row with the error, outputs written
     indir = tmp_path / "in"
     indir.mkdir()

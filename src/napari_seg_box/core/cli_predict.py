@@ -53,6 +53,10 @@ def register(sub) -> None:
     p.add_argument("--split", default="test", choices=["train", "validation", "test"], help="images to evaluate on (default: %(default)s)")
     p.add_argument("--csv", help="also write the tables as CSV into this folder")
     p.add_argument("--compare", action="store_true", help="print a table comparing all model versions (evaluates those not yet evaluated)")
+    p.add_argument(
+        "--baseline", action="store_true",
+        help="also score a classical baseline (smoothed Otsu + watershed, two-class projects) on the same images: is the network worth it?",
+    )  # fmt: skip
     _add_predict_options(p)
     p.set_defaults(func=cmd_evaluate)
 
@@ -170,30 +174,43 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import _finite, compare_models, iter_evaluate_project
 
+    from .baseline import evaluate_baseline
+
     project = open_project(args)
     ev = _drive(iter_evaluate_project(project, args.version, split=args.split, predict_config=_predict_config(args)), quiet=args.json, desc="tiles")
     if args.csv:
         ev.to_csv(args.csv)
+    base = evaluate_baseline(project, split=args.split) if args.baseline else None
     table = compare_models(project, split=args.split, predict_config=_predict_config(args)) if args.compare else None
     if args.json:
         out = {"evaluation": _finite(ev.summary)}
+        if base is not None:
+            out["baseline"] = _finite(base.summary)
         if table is not None:
             out["comparison"] = _finite(table.to_dict("records"))
         print_json(out)
         return 0
-    px = ev.summary["pixel"]
     print(f"Evaluation {ev.id} of model version {ev.summary['model_version']} on {ev.summary['n_images']} {args.split} image(s)")
+    _print_scores(ev.summary)
+    print(f"  saved in the store under results/evaluations/{ev.id}/")
+    if base is not None:
+        print("Classical baseline (smoothed Otsu + watershed) on the same images")
+        _print_scores(base.summary)
+    if table is not None:
+        print(table.to_string(index=False))
+    return 0
+
+
+def _print_scores(summary: dict) -> None:
+    px = summary["pixel"]
     print(f"  pixel: mean IoU {px['mean_iou']:.3f}  mean Dice {px['mean_dice']:.3f}  accuracy {px['accuracy']:.3f}")
-    for cname, o in ev.summary["objects"].items():
+    print("  IoU per class: " + "  ".join(f"{name} {v['iou']:.3f}" for name, v in px["per_class"].items()))
+    for cname, o in summary["objects"].items():
         print(
             f"  objects [{cname}]: F1@0.5 {o['f1@0.5']:.3f}  F1@0.75 {o['f1@0.75']:.3f}  F1@0.9 {o['f1@0.9']:.3f}  "
             f"DSB accuracy@0.5:0.95 {o['accuracy@avg']:.3f}  PQ@0.5 {o['panoptic_quality@0.5']:.3f}  "
             f"count {o['n_pred']} vs {o['n_true']} true"
         )
-    print(f"  saved in the store under results/evaluations/{ev.id}/")
-    if table is not None:
-        print(table.to_string(index=False))
-    return 0
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
