@@ -137,18 +137,12 @@ def foreground_semantic(probabilities: np.ndarray, threshold: float = 0.5) -> np
 
 
 def fold_boundary(probabilities: np.ndarray) -> np.ndarray:
-    """(K + 1, ...) probabilities of a boundary model -> (K, ...): the last (boundary) channel is
-    added to the most probable object class (classes 2..K) of each pixel."""
+    """(3, ...) probabilities of a boundary model (background, object, boundary) -> (2, ...)
+    probabilities of the project's classes: the boundary is part of the object."""
     probs = np.asarray(probabilities)
-    if probs.shape[0] < 3:
-        raise DataError(f"A boundary model's probabilities have background, object and boundary channels (3 or more); got {probs.shape[0]}.")
-    out = probs[:-1].astype(np.float32, copy=True)
-    if out.shape[0] == 2:
-        out[1] += probs[-1]
-    else:
-        best = np.argmax(out[1:], axis=0)[None] + 1
-        np.put_along_axis(out, best, np.take_along_axis(out, best, 0) + probs[-1][None], 0)
-    return out
+    if probs.shape[0] != 3:
+        raise DataError(f"A boundary model's probabilities have 3 channels (background, object, boundary); got {probs.shape[0]}.")
+    return np.stack([probs[0], probs[1] + probs[2]]).astype(np.float32, copy=False)
 
 
 def split_by_boundary(mask: np.ndarray, interior: np.ndarray, boundary: np.ndarray) -> np.ndarray:
