@@ -1,7 +1,9 @@
 """Held-out accuracy on real data, beside a classical baseline measured in the same run.
 
-isbi     ISBI 2012 EM (membrane / cell interior): train + validate on images 0-23 (validation split
-         automatic), test on the held-out images 24-29. Pixel IoU per class and cell matching.
+isbi     ISBI 2012 EM (membrane / cell interior): train on images 0-19, validate (model selection,
+         post-processing tuning) on 20-23, test on the held-out images 24-29, as benchmarks/isbi_cli.sh
+         does through the command line. Pixel IoU and Dice per class and cell matching (cells = the
+         interior regions the membranes separate).
 nuclei   DSB2018 nuclei, quadrant cross-validation: in fold f quadrant f is held out for testing,
          quadrant f-1 validates (model selection, post-processing tuning) and the other two train;
          the four held-out quadrants pool to all 125 nuclei (a single quadrant has only ~30, too few
@@ -11,7 +13,7 @@ nuclei   DSB2018 nuclei, quadrant cross-validation: in fold f quadrant f is held
 edge     nuclei, same folds: splitting touching nuclei. Dice+CE with the tuned choice of watershed or
          connected components, the U-Net edge-weighted loss, and the boundary class.
 
-    python benchmarks/accuracy.py isbi --epochs 15 --encoder resnet18
+    python benchmarks/accuracy.py isbi --epochs 20 --encoder resnet18
     python benchmarks/accuracy.py nuclei --epochs 25 --encoders resnet18 resnet34 efficientnet-b0 mobilenet_v2 --loss edge_weighted
     python benchmarks/accuracy.py nuclei --folds 3   # only the original split (q3 held out)
     python benchmarks/accuracy.py edge --epochs 25
@@ -46,7 +48,8 @@ def isbi_project(root: str):
     for i in range(30):
         image = iio.imread(DATA / "isbi2012" / "images" / f"{i}.png")
         mask = iio.imread(DATA / "isbi2012" / "labels" / f"{i}.png")
-        project.add_image(f"isbi{i:02d}", image, labels=np.where(mask > 0, 2, 1).astype(np.uint8), split="test" if i >= 24 else "train")
+        split = "test" if i >= 24 else "validation" if i >= 20 else "train"
+        project.add_image(f"isbi{i:02d}", image, labels=np.where(mask > 0, 2, 1).astype(np.uint8), split=split)
     return project
 
 
@@ -89,6 +92,8 @@ def row(method: str, ev, object_class: str) -> dict:
     out = {"method": method}
     for name, vals in pixel["per_class"].items():
         out[f"IoU {name}"] = vals["iou"]
+    for name, vals in pixel["per_class"].items():
+        out[f"Dice {name}"] = vals["dice"]
     out["mean IoU"] = pixel["mean_iou"]
     out["accuracy"] = pixel["accuracy"]
     out["pixel error"] = 1 - pixel["accuracy"]
@@ -134,21 +139,19 @@ def prediction_speed(project, version, repeats: int = 3) -> float:
 
 def cmd_isbi(args) -> list[dict]:
     from napari_seg_box.core.baseline import evaluate_baseline
-    from napari_seg_box.core.postprocess import PostprocessConfig
     from napari_seg_box.core.train import TrainConfig
 
     with tempfile.TemporaryDirectory() as tmp:
         project = isbi_project(tmp)
-        cfg = TrainConfig(epochs=args.epochs, encoder=args.encoder, patch_size=256, batch_size=args.batch, steps_per_epoch=args.steps, loss=args.loss)
-        # EM cells are separated by membranes: objects are the connected interior regions (no watershed)
-        cells = PostprocessConfig(instances="components", min_size=30, fill_holes=False)
-        version, seconds, ev = train_and_evaluate(project, cfg, "interior", tune=False, postprocess=cells)
+        # only the encoder and epochs are set: patch, batch, learning rate and steps are automatic
+        cfg = TrainConfig(epochs=args.epochs, encoder=args.encoder, batch_size=args.batch, steps_per_epoch=args.steps, loss=args.loss)
+        version, seconds, ev = train_and_evaluate(project, cfg, "interior")
         meta = project.model_metadata(version)
         t = time.perf_counter()
-        base = evaluate_baseline(project, min_size=30, min_distance=7)
+        base = evaluate_baseline(project)
         base_s = time.perf_counter() - t
-        base_cc = evaluate_baseline(project, min_size=30, watershed=False)
-        print(f"U-Net {args.encoder}: {meta['epochs_run']} epochs, {seconds:.0f} s on {meta['device']}; validation images {meta['training_data']['validation_images']}")
+        base_cc = evaluate_baseline(project, watershed=False)
+        print(f"U-Net {args.encoder}: {meta['epochs_run']} epochs, {seconds:.0f} s on {meta['device']}; settings {meta['chosen']}; post-processing {meta['postprocess']['config']}")
         rows = [
             {**row(f"U-Net {args.encoder} ({seconds / 60:.1f} min training)", ev, "interior")},
             {**row(f"classical Otsu + watershed ({base_s:.1f} s)", base, "interior")},
@@ -242,10 +245,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="which", required=True)
     p = sub.add_parser("isbi")
-    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--encoder", default="resnet18")
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--batch", type=int, default=None, help="default: automatic")
+    p.add_argument("--steps", type=int, default=None, help="steps per epoch (default: automatic)")
     p.add_argument("--loss", default="dice_ce")
     p = sub.add_parser("nuclei")
     p.add_argument("--encoders", nargs="+", default=["resnet18", "resnet34", "efficientnet-b0", "mobilenet_v2"])

@@ -18,11 +18,14 @@ STORE=$(mktemp -d)/isbi.zarr
 trap 'rm -rf "$(dirname "$STORE")"' EXIT
 
 files() { local kind=$1; shift; for i in "$@"; do echo "$DATA/$kind/$i.png"; done; }
+train_images=$(files images {0..19}); train_masks=$(files labels {0..19})
+val_images=$(files images {20..23}); val_masks=$(files labels {20..23})
+test_images=$(files images {24..29}); test_masks=$(files labels {24..29})
 set -x
 "$CLI" init "$STORE" --classes membrane,interior
-"$CLI" import "$STORE" --prefix isbi --split train --images $(files images {0..19}) --masks $(files labels {0..19})
-"$CLI" import "$STORE" --prefix isbi --split validation --images $(files images {20..23}) --masks $(files labels {20..23})
-"$CLI" import "$STORE" --prefix isbi --split test --images $(files images {24..29}) --masks $(files labels {24..29})
+"$CLI" import "$STORE" --prefix isbi --split train --images $train_images --masks $train_masks
+"$CLI" import "$STORE" --prefix isbi --split validation --images $val_images --masks $val_masks
+"$CLI" import "$STORE" --prefix isbi --split test --images $test_images --masks $test_masks
 "$CLI" info "$STORE"
 time "$CLI" train "$STORE" --epochs "$EPOCHS" --encoder "$ENCODER"
 "$CLI" tune "$STORE"
