@@ -85,7 +85,7 @@ def run_demo(out: str | os.PathLike = "demo_output", *, epochs: int = 20, log=pr
     meta = project.model_metadata(version)
     t_train = time.time() - t_train
 
-    log("[demo] tuning post-processing (threshold, minimum size, watershed seeds) on the validation image")
+    log("[demo] tuning post-processing (threshold, minimum size, watershed or not, seed distance) on the validation image")
     best_pp, _ = tune_postprocess(project, version)
     log(f"[demo] evaluating model {version} and the classical baseline on the held-out test image")
     ev = evaluate_project(project, version, keep_error_maps=True)
@@ -102,7 +102,7 @@ def run_demo(out: str | os.PathLike = "demo_output", *, epochs: int = 20, log=pr
         tifffile.imwrite(out / "predictions" / f"{name}_instances.tif", labels.astype(np.uint16), compression="zlib")
 
     test = project.image_names("test")[0]
-    report_path = _report(out, project, version, meta, comparison, quant, instances[test], classical_segmentation(project.get_image(test)), test)
+    report_path = _report(out, project, version, meta, best_pp, comparison, quant, instances[test], classical_segmentation(project.get_image(test)), test)
     m, b = comparison.iloc[0], comparison.iloc[1]
     headline = {
         "model_version": version,
@@ -139,13 +139,42 @@ def _headline_row(method: str, ev) -> dict:
         "object_precision@0.5": obj["precision@0.5"],
         "object_recall@0.5": obj["recall@0.5"],
         "object_f1@0.5": obj["f1@0.5"],
-        "object_f1@0.5:0.95": obj.get("f1@0.5:0.95", float("nan")),
+        "object_f1@0.5:0.95": obj["f1@avg"],
         "true_count": obj["n_true"],
         "predicted_count": obj["n_pred"],
     }
 
 
-def _report(out: Path, project, version, meta, comparison, quant, predicted, baseline_instances, test) -> Path:
+# readable column names for the report's tables (the CSVs keep the short machine names)
+_DISPLAY = {
+    "method": "method", "nucleus_iou": "nucleus IoU", "nucleus_dice": "nucleus Dice", "pixel_accuracy": "pixel accuracy",
+    "object_precision@0.5": "object precision (IoU 0.5)", "object_recall@0.5": "object recall (IoU 0.5)",
+    "object_f1@0.5": "object F1 (IoU 0.5)", "object_f1@0.5:0.95": "object F1 (IoU 0.5:0.95)",
+    "true_count": "true nuclei", "predicted_count": "found nuclei",
+}  # fmt: skip
+
+
+def _settings(meta: dict, pp) -> dict:
+    """The settings of the run, chosen and automatic, in plain words."""
+    cfg, chosen = meta["config"], meta["chosen"]
+    auto = lambda key: " (automatic)" if cfg.get(key) is None else ""  # noqa: E731
+    split = {"watershed": f"watershed, seeds {pp.seed_distance} px apart", "components": "connected components", "none": "none"}[pp.instances]
+    return {
+        "network": f"U-Net with a {meta['encoder']} encoder",
+        "loss": cfg["loss"].replace("_", "-") + (" + boundary class" if meta.get("boundary") else ""),
+        "augmentation": cfg["augmentation"],
+        "epochs run": f"{meta['epochs_run']} (best: {meta['best_metrics']['epoch']})",
+        "patch size": f"{chosen['patch_size']} px{auto('patch_size')}",
+        "batch size": f"{chosen['batch_size']}{auto('batch_size')}",
+        "learning rate": f"{chosen['learning_rate']:.2g}{auto('learning_rate')}",
+        "steps per epoch": f"{chosen['steps_per_epoch']}{auto('steps_per_epoch')}",
+        "device": meta["device"],
+        "training time": f"{meta['duration_s']:.0f} s",
+        "post-processing (tuned on validation)": f"threshold {pp.threshold}, minimum size {pp.min_size} px, objects by {split}",
+    }
+
+
+def _report(out: Path, project, version, meta, pp, comparison, quant, predicted, baseline_instances, test) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -164,8 +193,15 @@ def _report(out: Path, project, version, meta, comparison, quant, predicted, bas
         "selection. One quadrant holds about 30 nuclei, so one nucleus moves object F1 by about 0.03: BENCHMARKS.md of "
         "napari-seg-box has the four-fold cross-validation over all quadrants, beside the same baseline."
     )
+    m, b = comparison.iloc[0], comparison.iloc[1]
+    rep.headline(
+        f"Held-out quadrant {test}: the U-Net found {int(m['predicted_count'])} of {int(m['true_count'])} nuclei "
+        f"(object F1 {m['object_f1@0.5']:.2f} at IoU 0.5, nucleus IoU {m['nucleus_iou']:.2f}); the classical baseline "
+        f"{int(b['predicted_count'])} (F1 {b['object_f1@0.5']:.2f}, IoU {b['nucleus_iou']:.2f})."
+    )
     rep.heading("Held-out accuracy, beside a classical baseline")
-    rep.table(comparison, "Pixel metrics of the nucleus class and object matching at IoU 0.5 on the test image")
+    rep.table(comparison.rename(columns=_DISPLAY), "Pixel metrics of the nucleus class and object matching on the test image")
+    rep.key_values(_settings(meta, pp), "Settings of this run")
     rep.heading("Training curves")
     hist = meta["history"]
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
@@ -173,7 +209,9 @@ def _report(out: Path, project, version, meta, comparison, quant, predicted, bas
         ax.plot([h["epoch"] for h in hist], [h[f"train_{key}"] for h in hist], label="train")
         ax.plot([h["epoch"] for h in hist], [h[f"val_{key}"] for h in hist], label="validation")
         ax.set_xlabel("epoch")
-        ax.set_title({"loss": "loss", "acc": "pixel accuracy", "iou": "mean IoU"}[key])
+        ax.set_title({"loss": "loss (log scale)", "acc": "pixel accuracy", "iou": "mean IoU"}[key])
+        if key == "loss":
+            ax.set_yscale("log")
         ax.legend()
     fig.tight_layout()
     rep.figure(fig, f"Model {version}: {meta['encoder']} U-Net, {meta['epochs_run']} epochs on {meta['device']} in {meta['duration_s']:.0f} s")
@@ -192,6 +230,7 @@ def _report(out: Path, project, version, meta, comparison, quant, predicted, bas
     plt.close(fig)
     rep.heading("Quantification")
     per_image = quant.images[["image", "class_name", "n_objects", "coverage_percent"] + [c for c in quant.images.columns if c.startswith("mean_area")]]
+    per_image = per_image.rename(columns=lambda c: c.replace("_percent", " (%)").replace("_px2", " (px²)").replace("_", " "))
     rep.table(per_image, "Objects and coverage per image (predicted)")
     area_col = next(c for c in quant.objects.columns if c.startswith("area"))
     fig, ax = plt.subplots(figsize=(5, 3.2))

@@ -19,7 +19,8 @@ table { border-collapse: collapse; margin: .6em 0 1.2em; font-size: 13px; }
 th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
 th { background: #f4f4f4; }
 td:first-child, th:first-child { text-align: left; }
-figure { display: inline-block; margin: .4em .8em .8em 0; vertical-align: top; }
+figure { display: inline-block; margin: .4em .8em .8em 0; vertical-align: top; max-width: 100%; }
+figure img { max-width: 100%; height: auto; }
 figcaption { font-size: 12px; color: #555; max-width: 520px; }
 .kv td { text-align: left; }
 .headline { font-size: 1.15em; background: #fff8e6; border-left: 4px solid #f0a500; padding: .6em 1em; }
