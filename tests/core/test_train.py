@@ -191,6 +191,20 @@ def test_finetune_into_other_channels_is_refused(nuclei_project, tmp_path):
         train(nuclei_project, tiny(finetune_from=base))
 
 
+def test_efficientnet_learns_in_few_steps(nuclei_project):
+    """EfficientNet's batch norms track their statistics as fast as the others' (smp keeps TensorFlow's
+    momentum 0.01, with which a short training predicts badly in eval mode)."""
+    import torch
+
+    from napari_seg_box.core.models import ENCODERS, ModelSpec, build_model
+
+    for encoder in ENCODERS:
+        model = build_model(ModelSpec(encoder=encoder, encoder_depth=3, decoder_channels=(32, 16, 8)))
+        assert {m.momentum for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {0.1}, encoder
+    version = train(nuclei_project, tiny(epochs=4, steps_per_epoch=10, patch_size=96, encoder="efficientnet-b0"))
+    assert nuclei_project.model_metadata(version)["best_metrics"]["val_iou"] > 0.7
+
+
 @pytest.mark.parametrize("loss", ["focal", "edge_weighted", "ce"])
 def test_other_losses_train(nuclei_project, loss):
     version = train(nuclei_project, tiny(epochs=3, steps_per_epoch=8, loss=loss))

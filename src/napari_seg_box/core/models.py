@@ -72,6 +72,8 @@ def build_model(spec: ModelSpec, *, encoder_weights_file: str | os.PathLike | No
         raise ConfigError(f"Unknown encoder {spec.encoder!r}: choose one of {', '.join(ENCODERS)}.")
     if spec.architecture != "Unet":
         raise ConfigError(f"Unknown architecture {spec.architecture!r}: only 'Unet' is supported.")
+    import torch
+
     model = smp.Unet(
         encoder_name=spec.encoder,
         encoder_weights=None,
@@ -80,6 +82,12 @@ def build_model(spec: ModelSpec, *, encoder_weights_file: str | os.PathLike | No
         in_channels=spec.in_channels,
         classes=spec.classes,
     )
+    # The EfficientNet encoders keep TensorFlow's batch-norm momentum (0.01): over the few hundred
+    # steps of a microscopy training their running statistics lag far behind the weights, and the
+    # network predicts badly in eval mode. PyTorch's 0.1 (as the other encoders) tracks them.
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.momentum is not None and m.momentum < 0.1:
+            m.momentum = 0.1
     if encoder_weights_file:
         state = read_state_dict(encoder_weights_file)
         state = {k.removeprefix("encoder."): v for k, v in state.items()}
