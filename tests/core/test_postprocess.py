@@ -10,6 +10,7 @@ from napari_seg_box.core import ConfigError, DataError
 from napari_seg_box.core.postprocess import (
     PostprocessConfig,
     export_imagej_rois,
+    most_robust_best,
     outlines,
     postprocess,
     semantic_labels,
@@ -201,3 +202,17 @@ def test_boundary_split_keeps_objects_without_interior():
     interior[10:16, 10:16] = True
     lab = split_by_boundary(mask, interior, np.zeros(mask.shape, np.float32))
     assert len(np.unique(lab[mask])) == 2 and (lab[~mask] == 0).all() and (lab[mask] > 0).all()
+
+
+def test_tuning_ties_go_to_the_middle_of_the_plateau():
+    import pandas as pd
+
+    grid = {"threshold": (0.3, 0.4, 0.5, 0.6, 0.7), "seed_distance": (3, 5, 8, 12)}
+    good = {(0.3, 5), (0.4, 8), (0.5, 8), (0.6, 8), (0.5, 12)}  # equal best scores; (0.5, 8) is surrounded by them
+    rows = [{"threshold": t, "seed_distance": d, "score": 0.9 if (t, d) in good else 0.5} for t in grid["threshold"] for d in grid["seed_distance"]]
+    table = pd.DataFrame(rows)
+    best = table.loc[most_robust_best(table, list(grid), grid)]
+    assert (best["threshold"], best["seed_distance"]) == (0.5, 8)
+    assert table["score"].idxmax() != best.name  # plain argmax would take the first tie, (0.3, 5), at the plateau's edge
+    table.loc[table.index[-1], "score"] = 0.95  # a single best wins outright, wherever it lies
+    assert most_robust_best(table, list(grid), grid) == table.index[-1]
