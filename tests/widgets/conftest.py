@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 import pytest
 
 import napari_seg_box.widgets  # noqa: F401  (the triton guard, before anything imports torch)
@@ -25,8 +24,9 @@ def nuclei_q():
     return nuclei_quadrants()
 
 
-def paint_truth(labels_layer, instances: np.ndarray, *, rows: slice = slice(None)) -> None:
-    """Sparse painting from ground truth: 1 = background, 2 = nucleus, only inside ``rows``."""
-    data = np.zeros(instances.shape, np.uint8)
-    data[rows] = (1 + (instances[rows] > 0)).astype(np.uint8)
-    labels_layer.data = data
+def wait_done(qtbot, runner, timeout: int = 300000) -> None:
+    """Wait until a widget's :class:`Runner` task has ended. Not ``qtbot.waitSignal(worker.finished)``:
+    a worker that ends before that connects (a quick error) would be missed; the Runner's own slot
+    was connected before the worker started."""
+    assert runner.running, "no task was started"
+    qtbot.waitUntil(lambda: not runner.running, timeout=timeout)

@@ -12,14 +12,9 @@ from napari_seg_box.widgets.annotate import AnnotateWidget
 from napari_seg_box.widgets.predict import PredictWidget
 from napari_seg_box.widgets.quantify import QuantifyWidget
 from napari_seg_box.widgets.train import TrainWidget
+from tests.widgets.conftest import wait_done
 
 QUADRANTS = {"nuclei q0": (0, 0, "train"), "nuclei q1": (0, 256, "train"), "nuclei q2": (256, 0, "validation"), "nuclei q3": (256, 256, "test")}
-
-
-def wait(qtbot, worker, timeout=300000):
-    assert worker is not None
-    with qtbot.waitSignal(worker.finished, timeout=timeout):
-        pass
 
 
 def test_full_loop_on_sample_data(viewer, qtbot, tmp_path):
@@ -50,7 +45,8 @@ def test_full_loop_on_sample_data(viewer, qtbot, tmp_path):
     viewer.window.add_dock_widget(train, name="Train")
     assert train.project_box.url == project.url  # taken from the linked layers
     train.set_config(encoder="resnet18", encoder_depth=3, epochs=2, patch_size=64, batch_size=4, learning_rate=3e-3, steps_per_epoch=6, augmentation="light")
-    wait(qtbot, train.start())
+    train.start()
+    wait_done(qtbot, train.runner)
     version = train.last_version
     assert version == "v001" and len(train.history) == 2
     meta = project.model_metadata(version)
@@ -62,7 +58,8 @@ def test_full_loop_on_sample_data(viewer, qtbot, tmp_path):
     predict = PredictWidget(viewer)
     viewer.window.add_dock_widget(predict, name="Predict")
     assert predict.version_combo.currentData() == "v001"
-    wait(qtbot, predict.predict("nuclei q3"))
+    predict.predict("nuclei q3")
+    wait_done(qtbot, predict.predict_runner)
     pred = viewer.layers["nuclei q3 prediction"]
     assert pred.data.shape == (256, 256) and pred.data.max() == predict.n_objects == len(pred.features)
     assert predict.probabilities.shape == (2, 256, 256)
@@ -71,7 +68,8 @@ def test_full_loop_on_sample_data(viewer, qtbot, tmp_path):
         assert len(viewer.layers["nuclei q3 outlines"].data) == predict.n_objects
 
     # 4. evaluate on the held-out test image
-    wait(qtbot, predict.evaluate("test"))
+    predict.evaluate("test")
+    wait_done(qtbot, predict.eval_runner)
     table = predict.metrics_table.frame
     assert list(table["image"]) == ["ALL (pooled)", "nuclei q3"]
     n_true = int(connected_components(truth[256:, 256:] > 0, connectivity=1).max())
@@ -86,7 +84,8 @@ def test_full_loop_on_sample_data(viewer, qtbot, tmp_path):
     quantify = QuantifyWidget(viewer)
     viewer.window.add_dock_widget(quantify, name="Quantify")
     quantify.set_source("project")
-    wait(qtbot, quantify.run())
+    quantify.run()
+    wait_done(qtbot, quantify.runner)
     images = quantify.images_table.frame
     assert list(dict.fromkeys(images["image"])) == list(QUADRANTS)
     assert quantify.result.errors == []

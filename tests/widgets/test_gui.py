@@ -12,9 +12,9 @@ def test_project_opens_with_widgets_docked(tmp_path, qtbot):
     try:
         assert [layer.name for layer in viewer.layers][:2] == ["q0", "q0 annotations"]
         assert len(viewer.layers) == 8
-        docked = list(viewer.window._dock_widgets)
-        assert all(any(d.startswith(name) for d in docked) for name in WIDGETS), docked
-        for dock in viewer.window._dock_widgets.values():  # each widget found the project from the layers
-            assert dock.widget().project_box.url.rstrip("/").endswith("project.zarr")
+        docked = dict(viewer.window.dock_widgets)  # name -> our widget
+        assert all(any(d.startswith(name) for d in docked) for name in WIDGETS), list(docked)
+        for widget in docked.values():  # each widget found the project from the layers
+            assert widget.project_box.url.rstrip("/").endswith("project.zarr")
     finally:
         viewer.close()

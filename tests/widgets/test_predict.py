@@ -9,6 +9,7 @@ import pytest
 
 from napari_seg_box.widgets.predict import PredictWidget
 from tests.core._models import nuclei_project_with_model
+from tests.widgets.conftest import wait_done
 
 
 @pytest.fixture
@@ -27,9 +28,8 @@ def test_predict_postprocess_live_and_outlines(viewer, qtbot, setup, nuclei_q):
     truth = nuclei_q[3][2]
     n_true = len(np.unique(truth)) - 1
     w.probs_check.setChecked(True)
-    worker = w.predict("q3 image")
-    with qtbot.waitSignal(worker.finished, timeout=120000):
-        pass
+    w.predict("q3 image")
+    wait_done(qtbot, w.predict_runner, 120000)
     assert w.probabilities.shape == (2, 256, 256)
     labels = viewer.layers["q3 image prediction"]
     assert labels.data.shape == (256, 256) and labels.data.max() == w.n_objects
@@ -65,9 +65,8 @@ def test_predict_postprocess_live_and_outlines(viewer, qtbot, setup, nuclei_q):
 
 def test_evaluate_table_error_maps_and_csv(viewer, qtbot, setup, tmp_path, nuclei_q):
     w, version = setup
-    worker = w.evaluate("test")
-    with qtbot.waitSignal(worker.finished, timeout=120000):
-        pass
+    w.evaluate("test")
+    wait_done(qtbot, w.eval_runner, 120000)
     ev = w.evaluation
     assert ev is not None and ev.summary["images"] == ["q3"]
     table = w.metrics_table.frame
@@ -94,10 +93,9 @@ def test_evaluate_table_error_maps_and_csv(viewer, qtbot, setup, tmp_path, nucle
 
 def test_cancel_and_errors_in_widget(viewer, qtbot, setup, tmp_path):
     w, version = setup
-    worker = w.predict("q3 image")
+    w.predict("q3 image")
     w.cancel_btn.click()  # before the first tile: the worker stops at its first check
-    with qtbot.waitSignal(worker.finished, timeout=60000):
-        pass
+    wait_done(qtbot, w.predict_runner, 60000)
     assert w.status.text() == "Cancelled." and w.predict_btn.isEnabled()
     from napari_seg_box.core import Project
 

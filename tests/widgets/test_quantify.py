@@ -9,6 +9,7 @@ import pytest
 
 from napari_seg_box.widgets.quantify import QuantifyWidget
 from tests.core._models import nuclei_project_with_model
+from tests.widgets.conftest import wait_done
 
 
 @pytest.fixture
@@ -23,8 +24,7 @@ def widget(viewer, nuclei_project):
 def run(qtbot, w):
     worker = w.run()
     assert worker is not None, w.status.text()
-    with qtbot.waitSignal(worker.finished, timeout=180000):
-        pass
+    wait_done(qtbot, w.runner, 180000)
 
 
 def test_quantify_files_with_model(viewer, qtbot, widget, tmp_path, nuclei_q):
@@ -94,8 +94,7 @@ def test_quantify_errors_in_widget(viewer, qtbot, widget, tmp_path):
     w.set_source("files")
     assert w.run() is None and "Choose a folder" in w.status.text()
     w.files_edit.setText(str(tmp_path / "missing"))
-    worker = w.run()
-    with qtbot.waitSignal(worker.finished, timeout=60000):
-        pass
+    w.run()
+    wait_done(qtbot, w.runner, 60000)
     assert "Nothing found" in w.status.text() and w.run_btn.isEnabled()
     assert w.export_csv(str(tmp_path)) is None and "Run first" in w.status.text()

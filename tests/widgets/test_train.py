@@ -11,6 +11,7 @@ from qtpy.QtCore import QTimer
 
 from napari_seg_box.core import Project
 from napari_seg_box.widgets.train import TrainWidget
+from tests.widgets.conftest import wait_done
 
 TINY = dict(encoder="resnet18", encoder_depth=3, patch_size=64, batch_size=4, learning_rate=2e-3, steps_per_epoch=4, augmentation="light")
 
@@ -43,7 +44,7 @@ def test_train_two_epochs_curves_and_versions(viewer, qtbot, project):
     w.set_config(boundary=False)
     assert not w.advanced.isExpanded()  # advanced settings start collapsed
     qtbot.waitUntil(lambda: w.device_label.text().startswith(("CPU", "CUDA", "Apple")), timeout=60000)
-    worker = w.start()
+    w.start()
     # the event loop keeps running while the worker trains: longest gap between 20 ms ticks, from
     # the first optimisation step to the end (saving the version included)
     ticks = []
@@ -51,8 +52,7 @@ def test_train_two_epochs_curves_and_versions(viewer, qtbot, project):
     timer.setInterval(20)
     timer.timeout.connect(lambda: ticks.append(time.perf_counter()) if w.progress.value() > 0 else None)
     timer.start()
-    with qtbot.waitSignal(worker.finished, timeout=240000):
-        pass
+    wait_done(qtbot, w.runner, 240000)
     timer.stop()
     gaps = np.diff(ticks)
     assert len(ticks) > 20 and gaps.max() < 0.25, f"longest gap {gaps.max():.3f} s over {len(ticks)} ticks"
@@ -77,11 +77,10 @@ def test_train_two_epochs_curves_and_versions(viewer, qtbot, project):
 
 def test_stop_during_training_keeps_a_version(viewer, qtbot, project):
     w = make_widget(viewer, project, epochs=40)
-    worker = w.start()
+    w.start()
     qtbot.waitUntil(lambda: len(w.history) >= 1, timeout=180000)
     w.stop_btn.click()
-    with qtbot.waitSignal(worker.finished, timeout=120000):
-        pass
+    wait_done(qtbot, w.runner, 120000)
     meta = Project.open(project.url).model_metadata(w.last_version)
     assert meta["status"] == "stopped"
     assert 1 <= len(meta["history"]) < 40
@@ -103,9 +102,8 @@ def test_augmentation_preview_layers(viewer, project):
 def test_train_errors_are_shown_not_raised(viewer, qtbot, tmp_path, nuclei_q):
     empty = Project.create(tmp_path / "empty.zarr")
     w = make_widget(viewer, empty, epochs=1)
-    worker = w.start()  # nothing annotated: the worker fails with a DataError, shown in the widget
-    with qtbot.waitSignal(worker.finished, timeout=60000):
-        pass
+    w.start()  # nothing annotated: the worker fails with a DataError at once, shown in the widget
+    wait_done(qtbot, w.runner, 60000)
     assert "annot" in w.status.text().lower()
     assert w.start_btn.isEnabled()
     w.set_config(patch_size=48)  # not a multiple of 32: the config is refused before anything runs
