@@ -235,7 +235,7 @@ def _report(out: Path, project, version, meta, pp, comparison, quant, predicted,
     area_col = next(c for c in quant.objects.columns if c.startswith("area"))
     fig, ax = plt.subplots(figsize=(5, 3.2))
     ax.hist(quant.objects[area_col], bins=30)
-    ax.set_xlabel(area_col.replace("_", " "))
+    ax.set_xlabel(area_col.replace("_px2", " (px²)").replace("_um2", " (µm²)").replace("_", " "))
     ax.set_ylabel("nuclei")
     fig.tight_layout()
     rep.figure(fig, "Nucleus sizes over all images")
