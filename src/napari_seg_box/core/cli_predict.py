@@ -172,9 +172,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import _finite, compare_models, iter_evaluate_project
-
     from .baseline import evaluate_baseline
+    from .evaluate import _finite, compare_models, iter_evaluate_project
 
     project = open_project(args)
     ev = _drive(iter_evaluate_project(project, args.version, split=args.split, predict_config=_predict_config(args)), quiet=args.json, desc="tiles")
@@ -233,8 +232,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"best": best.to_dict(), "score": float(top["score"].iloc[0]), "metric": top["metric"].iloc[0], "combinations": len(table)})
         return 0
-    print(f"Best post-processing ({top['metric'].iloc[0]} {top['score'].iloc[0]:.3f}): threshold {best.threshold}, min size {best.min_size}, "
-          + ("boundary-seeded watershed" if best.boundary and best.instances == "watershed" else f"{best.instances}" + (f", seed distance {best.seed_distance}" if best.instances == "watershed" else "")))
+    objects = {
+        "watershed": "boundary-seeded watershed" if best.boundary else f"watershed, seed distance {best.seed_distance}",
+        "components": "connected components",
+        "none": "no objects",
+    }[best.instances]
+    print(f"Best post-processing ({top['metric'].iloc[0]} {top['score'].iloc[0]:.3f}): threshold {best.threshold}, min size {best.min_size}, {objects}")
     print(top.to_string(index=False))
     return 0
 
