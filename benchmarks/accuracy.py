@@ -6,8 +6,8 @@ isbi     ISBI 2012 EM (membrane / cell interior): train on images 0-19, validate
          interior regions the membranes separate).
 nuclei   DSB2018 nuclei, quadrant cross-validation: in fold f quadrant f is held out for testing,
          quadrant f-1 validates (model selection, post-processing tuning) and the other two train;
-         the four held-out quadrants pool to all 125 nuclei (a single quadrant has only ~30, too few
-         to tell methods apart). Several encoders side by side (AIMIC-style accurate vs light): IoU,
+         the four held-out quadrants pool to 137 nuclei (the image's 125, those cut by the quadrant
+         borders counted in both halves; a single quadrant has only ~30, too few to tell methods apart). Several encoders side by side (AIMIC-style accurate vs light): IoU,
          object F1, count, training time, parameters, prediction speed; the classical baseline is
          scored on the same four quadrants.
 edge     nuclei, same folds: splitting touching nuclei. Dice+CE with the tuned choice of watershed or
