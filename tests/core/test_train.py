@@ -9,7 +9,7 @@ import pytest
 
 from napari_seg_box.core import ConfigError, DataError, Project
 from napari_seg_box.core.errors import CancelledError, StoreError
-from napari_seg_box.core.events import EpochEnd, Preview, StepLoss
+from napari_seg_box.core.events import EpochEnd, Message, Preview, StepLoss
 from napari_seg_box.core.train import TrainConfig, iter_train, lr_at, train, unfinished_runs
 
 from ..conftest import isbi, nuclei_quadrants
@@ -204,6 +204,41 @@ def test_efficientnet_learns_in_few_steps(nuclei_project):
         assert {m.momentum for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {0.1}, encoder
     version = train(nuclei_project, tiny(epochs=4, steps_per_epoch=10, patch_size=96, encoder="efficientnet-b0"))
     assert nuclei_project.model_metadata(version)["best_metrics"]["val_iou"] > 0.7
+
+
+def test_out_of_memory_halves_the_batch_and_retries_the_step(nuclei_project, monkeypatch):
+    """The CUDA out-of-memory path, simulated on the CPU (the runtime claims CUDA, the model refuses
+    batches over 2): the batch is halved twice and each retry reuses the step's samples, so the
+    background data thread is never asked for more batches than it makes (it hung before)."""
+    import torch
+
+    from napari_seg_box.core import train as train_mod
+
+    init, build = train_mod._Runtime.__init__, train_mod.build_model
+
+    def as_if_cuda(self, cfg):
+        init(self, cfg)
+        self.cuda = True  # data thread and out-of-memory handling; precision stays float32
+
+    def small_memory(*args, **kwargs):
+        def refuse(module, inputs):
+            if inputs[0].shape[0] > 2:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+        model = build(*args, **kwargs)
+        model.register_forward_pre_hook(refuse)
+        return model
+
+    monkeypatch.setattr(train_mod._Runtime, "__init__", as_if_cuda)
+    monkeypatch.setattr(train_mod, "build_model", small_memory)
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self, *a, **k: self)
+    version, events = collect(iter_train(nuclei_project, tiny(batch_size=8, steps_per_epoch=2, epochs=2)))
+    halved = [e.text for e in events if isinstance(e, Message) and "halved" in e.text]
+    assert halved == ["GPU out of memory: batch size halved to 4; training continues.", "GPU out of memory: batch size halved to 2; training continues."]
+    meta = nuclei_project.model_metadata(version)
+    assert meta["chosen"]["batch_size"] == 2
+    assert [h["epoch"] for h in meta["history"]] == [1, 2]
+    assert len([e for e in events if isinstance(e, StepLoss)]) == 4
 
 
 @pytest.mark.parametrize("loss", ["focal", "edge_weighted", "ce"])

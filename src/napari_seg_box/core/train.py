@@ -437,7 +437,13 @@ class _Prefetcher:
 
     def get(self):
         t = time.perf_counter()
-        item = self.q.get()
+        while True:
+            try:
+                item = self.q.get(timeout=1.0)
+                break
+            except queue.Empty:
+                if not self.thread.is_alive() and self.q.empty():  # never wait for a batch that will not come
+                    raise RuntimeError("The data thread has no more batches for this epoch (a bug: please report it).") from None
         self.wait_s += time.perf_counter() - t
         if isinstance(item, BaseException):
             raise item
@@ -780,34 +786,36 @@ def iter_train(project, config: TrainConfig | None = None, *, cancel: threading.
                 if cancel is not None and cancel.is_set():
                     status = "stopped"
                     break
-                x, y, w = rt.to(*prefetch.get())
-                x, y = x[:batch], y[:batch]
-                w = None if w is None else w[:batch]
+                host = prefetch.get()
                 lr_now = lr_at(epoch * steps + step, total_steps, lr, cfg.schedule)
                 for g in opt.param_groups:
                     g["lr"] = lr_now
-                try:
-                    with rt.autocast():
-                        logits = model(x)
-                        loss = loss_fn(logits, y, w)
-                    opt.zero_grad(set_to_none=True)
-                    if rt.scaler is not None:
-                        rt.scaler.scale(loss).backward()
-                        rt.scaler.unscale_(opt)
-                    else:
-                        loss.backward()
-                    if cfg.grad_clip:
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                    if rt.scaler is not None:
-                        rt.scaler.step(opt)
-                        rt.scaler.update()
-                    else:
-                        opt.step()
-                except (torch.cuda.OutOfMemoryError, RuntimeError) as err:
-                    if not rt.cuda or not _too_big(err):
-                        raise
-                    if batch == 1:
-                        raise DataError("The GPU ran out of memory even with batch size 1: choose a smaller patch size or a lighter encoder.") from err
+                while True:  # out of memory: halve the batch and retry this step with the same samples
+                    x, y, w = rt.to(*(None if a is None else a[:batch] for a in host))
+                    try:
+                        with rt.autocast():
+                            logits = model(x)
+                            loss = loss_fn(logits, y, w)
+                        opt.zero_grad(set_to_none=True)
+                        if rt.scaler is not None:
+                            rt.scaler.scale(loss).backward()
+                            rt.scaler.unscale_(opt)
+                        else:
+                            loss.backward()
+                        if cfg.grad_clip:
+                            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                        if rt.scaler is not None:
+                            rt.scaler.step(opt)
+                            rt.scaler.update()
+                        else:
+                            opt.step()
+                        break
+                    except (torch.cuda.OutOfMemoryError, RuntimeError) as err:
+                        if not rt.cuda or not _too_big(err):
+                            raise
+                        if batch == 1:
+                            raise DataError("The GPU ran out of memory even with batch size 1: choose a smaller patch size or a lighter encoder.") from err
+                    # out of the except clause: the error's traceback no longer holds the activations
                     opt.zero_grad(set_to_none=True)
                     del x, y, w
                     logits = loss = None
@@ -816,7 +824,6 @@ def iter_train(project, config: TrainConfig | None = None, *, cancel: threading.
                     prefetch.size = batch
                     chosen["batch_size"] = batch
                     yield Message(f"GPU out of memory: batch size halved to {batch}; training continues.", "warning")
-                    continue
                 pred = logits.detach().argmax(1)
                 if cfg.boundary:
                     pred, y = _fold_boundary(pred), _fold_boundary(y)
