@@ -8,3 +8,9 @@ console without Qt::
 """
 
 __version__ = "0.1.0"
+
+import os as _os
+
+# albumentations asks PyPI for a newer version on import (a blocking network call): never from lab
+# servers and clusters, which are often offline. Setting the variable to 0 turns the check back on.
+_os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import filecmp
 import importlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +40,20 @@ def test_every_core_module_is_headless():
         "print(bad); sys.exit(1 if bad else 0)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_no_network_call_on_import():
+    """albumentations asks PyPI for updates when imported (2 s and a warning on an offline cluster)."""
+    code = (
+        "import os, sys, urllib.request\n"
+        "calls = []\n"
+        "urllib.request.OpenerDirector.open = lambda self, url, *a, **k: calls.append(url)\n"
+        "import napari_seg_box.core.augment, albumentations\n"
+        "print(calls); sys.exit(1 if calls else 0)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "NO_ALBUMENTATIONS_UPDATE"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
