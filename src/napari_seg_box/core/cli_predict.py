@@ -13,7 +13,7 @@ def _add_predict_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--version", help="model version (default: newest; 'best' = best validation IoU)")
     p.add_argument("--tile-size", type=int, default=256, help="tile side in pixels, a multiple of 32 (default: %(default)s)")
     p.add_argument("--overlap", type=float, default=0.25, help="tile overlap fraction (default: %(default)s; 0.5 = quality)")
-    p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, help="tiles per forward pass (default: 4 on the CPU, 16 on a GPU)")
     p.add_argument("--tta", default="none", choices=["none", "flips", "d4"], help="test-time augmentation (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print a JSON summary for scripts (no progress bars)")
@@ -90,7 +90,8 @@ def register(sub) -> None:
     p.add_argument("--pixel-size", type=float, nargs="+", metavar="SIZE", help="pixel size (one value, or y x)")
     p.add_argument("--unit", default=None, help="unit of the pixel size (default: µm)")
     p.add_argument("--out", required=True, help="output folder for tables and plots")
-    p.add_argument("--scheduler", default="threads", help="sync, threads, processes, or a dask scheduler address (default: %(default)s)")
+    p.add_argument("--scheduler", default="threads", help="sync, threads, processes, or a dask scheduler address (default: %(default)s). Measuring holds "
+                   "Python's lock, so several --workers need processes or a cluster to use several cores")
     p.add_argument("--workers", type=int, default=1, help="parallel images for local schedulers (default: %(default)s)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--json", action="store_true", help="print a JSON summary for scripts (no progress bars)")

@@ -363,13 +363,31 @@ def _run_tasks(tasks, options, *, scheduler: str, workers: int, cancel=None):
     import dask
 
     workers = max(1, int(workers))
-    step = workers
-    for start in range(0, len(tasks), step):
-        check_cancel(cancel)
-        part = [dask.delayed(_quantify_task)(t, options) for t in tasks[start : start + step]]
-        done = dask.compute(*part, scheduler=scheduler, num_workers=workers)
-        for j, res in enumerate(done):
-            yield start + j, res
+    # One pool for the whole batch: dask would otherwise start a new one (new processes, each
+    # importing this package) for every compute call. A pool of n runs at most n tasks at once, so
+    # at most n images are in memory; results are small tables.
+    pool = None
+    if scheduler == "processes":
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    elif scheduler == "threads":
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(workers)
+    step = 4 * workers  # tasks per compute call: progress and cancel between calls
+    try:
+        for start in range(0, len(tasks), step):
+            check_cancel(cancel)
+            part = [dask.delayed(_quantify_task)(t, options) for t in tasks[start : start + step]]
+            kwargs = {"pool": pool} if pool is not None else {}
+            done = dask.compute(*part, scheduler=scheduler, **kwargs)
+            for j, res in enumerate(done):
+                yield start + j, res
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 # ---------------------------------------------------------------------- plots
