@@ -91,7 +91,10 @@ def test_tiling_geometry_and_gaussian():
         PredictConfig(tile_size=100)
     with pytest.raises(ConfigError, match="overlap"):
         PredictConfig(overlap=0.95)
+    with pytest.raises(ConfigError, match="batch_size"):
+        PredictConfig(batch_size=0)
     assert PredictConfig.from_dict(PredictConfig.quality().to_dict()).overlap == 0.5
+    assert PredictConfig.from_dict({"tile_size": 128, "batch_size": None, "unknown": 1}).batch_size is None
 
 
 def test_any_size_and_small_images(tiny):

@@ -40,7 +40,7 @@ class PredictConfig:
     ----------
     tile_size : side of the square tiles in pixels (a multiple of 32).
     overlap : fraction of a tile shared with its neighbour, in [0, 0.9]: 0.25 default, 0.5 quality.
-    batch_size : tiles sent to the device at once.
+    batch_size : tiles sent to the device at once; ``None`` (default): 4 on the CPU, 16 on a GPU.
     blending : ``"gaussian"`` (nnU-Net importance map) or ``"constant"`` (plain average).
     sigma_scale : Gaussian sigma as a fraction of the tile size (0.125 as nnU-Net / MONAI).
     tta : test-time augmentation: ``"none"``, ``"flips"`` (identity, horizontal, vertical, both) or
@@ -50,7 +50,7 @@ class PredictConfig:
 
     tile_size: int = 256
     overlap: float = 0.25
-    batch_size: int = 4
+    batch_size: int | None = None
     blending: str = "gaussian"
     sigma_scale: float = 0.125
     tta: str = "none"
@@ -65,8 +65,8 @@ class PredictConfig:
         self.tile_size = int(self.tile_size)
         if not 0.0 <= float(self.overlap) <= 0.9:
             raise ConfigError(f"overlap must be between 0 and 0.9 (got {self.overlap}): 0.25 is the default, 0.5 the quality option.")
-        if int(self.batch_size) < 1:
-            raise ConfigError(f"batch_size must be at least 1 (got {self.batch_size}).")
+        if self.batch_size is not None and int(self.batch_size) < 1:
+            raise ConfigError(f"batch_size must be at least 1 (got {self.batch_size}), or None for automatic.")
         if self.blending not in ("gaussian", "constant"):
             raise ConfigError(f"blending must be 'gaussian' or 'constant' (got {self.blending!r}).")
         if self.tta not in TTA_MODES:
@@ -217,13 +217,14 @@ def _tta_ops(mode: str, square: bool):
     return ops
 
 
-def _forward_probs(predictor: Predictor, batch: np.ndarray, tta: str) -> np.ndarray:
-    """(N, C, tY, tX) float32 -> (N, K, tY, tX) float32 probabilities (softmax; sigmoid when K == 1)."""
+def _forward_probs(predictor: Predictor, batch: np.ndarray, tta: str):
+    """(N, C, tY, tX) float32 -> (N, K, tY, tX) float32 probabilities on the predictor's device
+    (softmax; sigmoid when K == 1)."""
     import torch
 
     from .models import memory_format
 
-    x = torch.from_numpy(np.ascontiguousarray(batch)).to(predictor.device).contiguous(memory_format=memory_format(predictor.device))
+    x = torch.from_numpy(np.ascontiguousarray(batch)).to(predictor.device, non_blocking=True).contiguous(memory_format=memory_format(predictor.device))
     ops = _tta_ops(tta, batch.shape[2] == batch.shape[3])
     acc = None
     with torch.inference_mode():
@@ -232,9 +233,9 @@ def _forward_probs(predictor: Predictor, batch: np.ndarray, tta: str) -> np.ndar
             probs = torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
             probs = inv(probs)
             acc = probs if acc is None else acc + probs
-    if len(ops) > 1:
-        acc = acc / len(ops)
-    return acc.float().cpu().numpy()
+        if len(ops) > 1:
+            acc = acc / len(ops)
+        return acc.float()
 
 
 # ---------------------------------------------------------------------- sources and sinks
@@ -279,21 +280,28 @@ def _predict_plane(
     ``read_rows(y0, y1)`` returns float32 (y1-y0, X, C); ``write_rows(y0, probs)`` receives final
     (K, rows, X) float32 probabilities in order. Yields Progress events.
     """
+    import torch
+
     H, W = shape_yx
     K = predictor.outputs
     tY, tX = min(config.tile_size, H), min(config.tile_size, W)
     ys = tile_starts(H, tY, config.overlap)
     xs = tile_starts(W, tX, config.overlap)
-    weight = importance_map((tY, tX), blending=config.blending, sigma_scale=config.sigma_scale)
+    # blending runs on the predictor's device: on a GPU only finished rows come back to the host
+    dev = predictor.device
+    weight = torch.from_numpy(importance_map((tY, tX), blending=config.blending, sigma_scale=config.sigma_scale)).to(dev)
     tiles = [(y, x) for y in ys for x in xs]  # row-major; a batch may span two tile rows
     total = len(tiles)
     t0 = time.perf_counter()
     # accumulator band covering rows [band0, band0 + band_h)
     band_h = tY + (ys[1] - ys[0] if len(ys) > 1 else 0)
     state = {"band0": 0, "row": None}
-    acc = np.zeros((K, band_h, W), np.float32)
-    wsum = np.zeros((band_h, W), np.float32)
+    acc = torch.zeros((K, band_h, W), dtype=torch.float32, device=dev)
+    wsum = torch.zeros((band_h, W), dtype=torch.float32, device=dev)
     inputs: dict[int, np.ndarray] = {}  # tile row start -> (tY, W, C) input rows, kept while a batch needs them
+
+    def finished(n):
+        return (acc[:, :n] / wsum[None, :n]).cpu().numpy()
 
     def start_row(y):
         """Write out the rows that no tile from row ``y`` on touches, and slide the band down."""
@@ -301,21 +309,22 @@ def _predict_plane(
         band0 = state["band0"]
         if y > band0:
             n = y - band0
-            write_rows(band0, acc[:, :n] / wsum[None, :n])
-            acc = np.roll(acc, -n, axis=1)
-            wsum = np.roll(wsum, -n, axis=0)
+            write_rows(band0, finished(n))
+            acc = torch.roll(acc, -n, dims=1)
+            wsum = torch.roll(wsum, -n, dims=0)
             acc[:, -n:] = 0
             wsum[-n:] = 0
             state["band0"] = band0 = y
         if y + tY - band0 > acc.shape[1]:  # uneven steps: grow the band
             extra = y + tY - band0 - acc.shape[1]
-            acc = np.concatenate([acc, np.zeros((K, extra, W), np.float32)], axis=1)
-            wsum = np.concatenate([wsum, np.zeros((extra, W), np.float32)], axis=0)
+            acc = torch.cat([acc, acc.new_zeros((K, extra, W))], dim=1)
+            wsum = torch.cat([wsum, wsum.new_zeros((extra, W))], dim=0)
         state["row"] = y
 
-    for b0 in range(0, total, config.batch_size):
+    per_batch = config.batch_size or (4 if dev.type == "cpu" else 16)
+    for b0 in range(0, total, per_batch):
         check_cancel(cancel)
-        batch_tiles = tiles[b0 : b0 + config.batch_size]
+        batch_tiles = tiles[b0 : b0 + per_batch]
         for y in list(inputs):
             if y < batch_tiles[0][0]:
                 del inputs[y]
@@ -328,14 +337,13 @@ def _predict_plane(
             if y != state["row"]:
                 start_row(y)
             r = y - state["band0"]
-            acc[:, r : r + tY, x : x + tX] += p * weight
+            acc[:, r : r + tY, x : x + tX].addcmul_(p, weight)
             wsum[r : r + tY, x : x + tX] += weight
         done = b0 + len(batch_tiles)
         el = time.perf_counter() - t0
         yield Progress(done, total, stage=stage, eta_s=el / done * (total - done))
     band0 = state["band0"]
-    n = H - band0
-    write_rows(band0, acc[:, :n] / wsum[None, :n])
+    write_rows(band0, finished(H - band0))
 
 
 def _split_input(image: np.ndarray, in_channels: int, stack: bool | None) -> tuple[np.ndarray, bool]:
