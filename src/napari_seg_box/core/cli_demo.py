@@ -11,7 +11,7 @@ def register(sub) -> None:
         "quadrant, quantify, and write a report.",
     )
     p.add_argument("--out", default="demo_output", help="output folder (default: %(default)s)")
-    p.add_argument("--epochs", type=int, default=20, help="training epochs (default: %(default)s)")
+    p.add_argument("--epochs", type=int, help="training epochs (default: 20 on the CPU, 60 on a GPU)")
     p.add_argument("--gui", action="store_true", help="then open the project in napari with the four widgets docked")
     p.set_defaults(func=cmd_demo)
 
