@@ -216,3 +216,9 @@ def test_tuning_ties_go_to_the_middle_of_the_plateau():
     assert table["score"].idxmax() != best.name  # plain argmax would take the first tie, (0.3, 5), at the plateau's edge
     table.loc[table.index[-1], "score"] = 0.95  # a single best wins outright, wherever it lies
     assert most_robust_best(table, list(grid), grid) == table.index[-1]
+
+
+def test_objects_in_words():
+    assert PostprocessConfig(seed_distance=8).objects_in_words() == "watershed, seed distance 8 px"
+    assert PostprocessConfig(boundary=True).objects_in_words() == "boundary-seeded watershed"
+    assert PostprocessConfig(instances="components").objects_in_words() == "connected components"

@@ -162,3 +162,10 @@ def test_batch_zarr_and_store(tmp_path, nuclei_project):
     # the store's instances split touching nuclei: as many objects as instance ids
     n = sum(len(np.unique(nuclei_project.get_instances(name))) - 1 for name in ["q0", "q1", "q2", "q3"])
     assert len(qs.objects) == n
+
+
+def test_column_labels_for_people():
+    from napari_seg_box.core.quantify import column_label
+
+    assert column_label("area_um2") == "area (µm²)" and column_label("mean_area_px2") == "mean area (px²)"
+    assert column_label("coverage_percent") == "coverage (%)" and column_label("n_objects") == "n objects"

@@ -233,12 +233,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"best": best.to_dict(), "score": float(top["score"].iloc[0]), "metric": top["metric"].iloc[0], "combinations": len(table)})
         return 0
-    objects = {
-        "watershed": "boundary-seeded watershed" if best.boundary else f"watershed, seed distance {best.seed_distance}",
-        "components": "connected components",
-        "none": "no objects",
-    }[best.instances]
-    print(f"Best post-processing ({top['metric'].iloc[0]} {top['score'].iloc[0]:.3f}): threshold {best.threshold}, min size {best.min_size}, {objects}")
+    print(f"Best post-processing ({top['metric'].iloc[0]} {top['score'].iloc[0]:.3f}): threshold {best.threshold}, min size {best.min_size}, {best.objects_in_words()}")
     print(top.to_string(index=False))
     return 0
 

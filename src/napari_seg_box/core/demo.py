@@ -167,7 +167,6 @@ def _settings(meta: dict, pp) -> dict:
     """The settings of the run, chosen and automatic, in plain words."""
     cfg, chosen = meta["config"], meta["chosen"]
     auto = lambda key: " (automatic)" if cfg.get(key) is None else ""  # noqa: E731
-    split = {"watershed": f"watershed, seeds {pp.seed_distance} px apart", "components": "connected components", "none": "none"}[pp.instances]
     return {
         "network": f"U-Net with a {meta['encoder']} encoder",
         "loss": cfg["loss"].replace("_", "-") + (" + boundary class" if meta.get("boundary") else ""),
@@ -179,7 +178,7 @@ def _settings(meta: dict, pp) -> dict:
         "steps per epoch": f"{chosen['steps_per_epoch']}{auto('steps_per_epoch')}",
         "device": meta["device"],
         "training time": f"{meta['duration_s']:.0f} s",
-        "post-processing (tuned on validation)": f"threshold {pp.threshold}, minimum size {pp.min_size} px, objects by {split}",
+        "post-processing (tuned on validation)": f"threshold {pp.threshold}, minimum size {pp.min_size} px, objects: {pp.objects_in_words()}",
     }
 
 
@@ -190,6 +189,7 @@ def _report(out: Path, project, version, meta, pp, comparison, quant, predicted,
     import matplotlib.pyplot as plt
 
     from .evaluate import error_maps
+    from .quantify import column_label
     from .report import Report, error_overlay, overlay
 
     image = project.get_image(test)
@@ -239,12 +239,12 @@ def _report(out: Path, project, version, meta, pp, comparison, quant, predicted,
     plt.close(fig)
     rep.heading("Quantification")
     per_image = quant.images[["image", "class_name", "n_objects", "coverage_percent"] + [c for c in quant.images.columns if c.startswith("mean_area")]]
-    per_image = per_image.rename(columns=lambda c: c.replace("_percent", " (%)").replace("_px2", " (px²)").replace("_", " "))
+    per_image = per_image.rename(columns=column_label)
     rep.table(per_image, "Objects and coverage per image (predicted)")
     area_col = next(c for c in quant.objects.columns if c.startswith("area"))
     fig, ax = plt.subplots(figsize=(5, 3.2))
     ax.hist(quant.objects[area_col], bins=30)
-    ax.set_xlabel(area_col.replace("_px2", " (px²)").replace("_um2", " (µm²)").replace("_", " "))
+    ax.set_xlabel(column_label(area_col))
     ax.set_ylabel("nuclei")
     fig.tight_layout()
     rep.figure(fig, "Nucleus sizes over all images")

@@ -105,6 +105,12 @@ class PostprocessConfig:
         cfg.boundary = bool((meta or {}).get("boundary"))
         return cfg
 
+    def objects_in_words(self) -> str:
+        """How objects are made, for people (CLI output, reports)."""
+        if self.instances == "watershed":
+            return "boundary-seeded watershed" if self.boundary else f"watershed, seed distance {self.seed_distance} px"
+        return {"components": "connected components", "none": "no objects"}[self.instances]
+
 
 @dataclass
 class PostprocessResult:

@@ -18,6 +18,7 @@ read gives a row with its ``error`` and the batch goes on.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -32,6 +33,16 @@ QUANTIFY_FORMAT_VERSION = 1
 def _unit_name(unit: str | None) -> str:
     u = (unit or "px").strip()
     return {"µm": "um", "μm": "um", "micron": "um", "microns": "um", "micrometer": "um"}.get(u, u.replace(" ", "_"))
+
+
+def column_label(name: str) -> str:
+    """A table column's name for people: ``area_um2`` -> ``area (µm²)``, ``coverage_percent`` ->
+    ``coverage (%)``, ``n_objects`` -> ``n objects``."""
+    if name.endswith("_percent"):
+        name = name[: -len("_percent")] + " (%)"
+    elif m := re.fullmatch(r"(.+)_([A-Za-zµ]+)2", name):
+        name = f"{m[1]} ({'µm' if m[2] == 'um' else m[2]}²)"
+    return name.replace("_", " ")
 
 
 def _pixel_size(pixel_size) -> tuple[float, float] | None:
@@ -408,7 +419,7 @@ def plot_quantification(q: Quantification, folder) -> list[str]:
         ax = fig.add_subplot()
         for cname, grp in objs.groupby("class_name"):
             ax.hist(grp[col].to_numpy(dtype=float), bins=40, alpha=0.6, label=str(cname))
-        ax.set_xlabel(col.replace("_", " ").replace("um2", "µm²").replace("px2", "px²"))
+        ax.set_xlabel(column_label(col))
         ax.set_ylabel("objects")
         ax.set_title("Object area per class")
         ax.legend()

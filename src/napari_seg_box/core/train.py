@@ -552,6 +552,29 @@ class _Runtime:
         w = None if w is None else w.to(self.device, non_blocking=True)
         return x, y, w
 
+    def optimise(self, model, loss_fn, opt, x, y, w, *, grad_clip: float | None):
+        """One training step (forward, loss, backward, clipping, update) in this run's precision;
+        returns (logits, loss)."""
+        import torch
+
+        with self.autocast():
+            logits = model(x)
+            loss = loss_fn(logits, y, w)
+        opt.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(opt)
+        else:
+            loss.backward()
+        if grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(opt)
+            self.scaler.update()
+        else:
+            opt.step()
+        return logits, loss
+
     def describe(self) -> str:
         prec = {None: "float32"}.get(self.dtype, str(self.dtype).replace("torch.", ""))
         import torch
@@ -793,22 +816,7 @@ def iter_train(project, config: TrainConfig | None = None, *, cancel: threading.
                 while True:  # out of memory: halve the batch and retry this step with the same samples
                     x, y, w = rt.to(*(None if a is None else a[:batch] for a in host))
                     try:
-                        with rt.autocast():
-                            logits = model(x)
-                            loss = loss_fn(logits, y, w)
-                        opt.zero_grad(set_to_none=True)
-                        if rt.scaler is not None:
-                            rt.scaler.scale(loss).backward()
-                            rt.scaler.unscale_(opt)
-                        else:
-                            loss.backward()
-                        if cfg.grad_clip:
-                            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                        if rt.scaler is not None:
-                            rt.scaler.step(opt)
-                            rt.scaler.update()
-                        else:
-                            opt.step()
+                        logits, loss = rt.optimise(model, loss_fn, opt, x, y, w, grad_clip=cfg.grad_clip)
                         break
                     except (torch.cuda.OutOfMemoryError, RuntimeError) as err:
                         if not rt.cuda or not _too_big(err):

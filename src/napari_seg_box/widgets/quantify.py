@@ -26,6 +26,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..core.quantify import column_label
 from ._common import FrameTable, PlotCanvas, ProjectBox, Runner, fill_versions, guarded, report_error, report_info, save_csv_dialog, status_label
 
 SOURCES = {
@@ -43,7 +44,7 @@ def summary_plots(axes, objects, images) -> None:
         col = area_cols[0]
         for cname, grp in objects.groupby("class_name"):
             ax.hist(grp[col].to_numpy(dtype=float), bins=30, alpha=0.7, label=str(cname))
-        ax.set_xlabel(col.replace("_", " ").replace("um2", "µm²").replace("px2", "px²"))
+        ax.set_xlabel(column_label(col))
         ax.legend(fontsize=7)
     ax.set_ylabel("objects")
     ax.set_title("object area")
