@@ -112,8 +112,8 @@ def markdown(rows: list[dict]) -> str:
 
 
 def train_and_evaluate(project, cfg, object_class: str, *, tune: bool = True, postprocess=None):
-    from napari_seg_box.core.evaluate import evaluate_project
-    from napari_seg_box.core.postprocess import tune_postprocess
+    from napari_seg_box.workflows.evaluate import evaluate_project
+    from napari_seg_box.workflows.tune import tune_postprocess
     from napari_seg_box.core.train import train
 
     t = time.perf_counter()
@@ -138,7 +138,7 @@ def prediction_speed(project, version, repeats: int = 3) -> float:
 
 
 def cmd_isbi(args) -> list[dict]:
-    from napari_seg_box.core.baseline import evaluate_baseline
+    from napari_seg_box.workflows.evaluate import evaluate_baseline
     from napari_seg_box.core.train import TrainConfig
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -175,7 +175,7 @@ def cross_validate(tmp: str, name: str, cfg, folds, *, variants=None) -> dict:
     ``variants`` maps a row name to a post-processing override (None: the tuned settings).
     Returns {row name: [evaluation per fold]}, the training seconds of each fold and the last fold's model.
     """
-    from napari_seg_box.core.evaluate import evaluate_project
+    from napari_seg_box.workflows.evaluate import evaluate_project
     from napari_seg_box.core.postprocess import PostprocessConfig
 
     variants = variants or {name: None}
@@ -197,7 +197,7 @@ def cross_validate(tmp: str, name: str, cfg, folds, *, variants=None) -> dict:
 
 
 def baseline_row(tmp: str, folds) -> dict:
-    from napari_seg_box.core.baseline import evaluate_baseline
+    from napari_seg_box.workflows.evaluate import evaluate_baseline
 
     evs = [evaluate_baseline(nuclei_project(tmp, "baseline", test=f)) for f in folds]
     return pooled_row("classical Otsu + watershed", evs)

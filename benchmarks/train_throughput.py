@@ -66,7 +66,8 @@ def run_plain(project, cfg, steps: int) -> dict:
 
     from napari_seg_box.core.losses import make_loss
     from napari_seg_box.core.models import pick_device
-    from napari_seg_box.core.train import _prepare_data, _Sampler
+    from napari_seg_box.core.train.prepare import _prepare_data
+    from napari_seg_box.core.train.sampling import _Sampler
 
     device = pick_device(cfg.device)
     data = _prepare_data(project, cfg)

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from napari_seg_box.core.cli import main
+from napari_seg_box.cli import main
 
 from ._models import nuclei_project_with_model
 

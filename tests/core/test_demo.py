@@ -6,7 +6,7 @@ import json
 
 import pandas as pd
 
-from napari_seg_box.core.cli import main
+from napari_seg_box.cli import main
 
 
 def test_demo_runs_the_whole_loop(tmp_path, capsys):

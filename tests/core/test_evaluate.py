@@ -9,19 +9,17 @@ import numpy as np
 import pytest
 
 from napari_seg_box.core import DataError, StoreError
-from napari_seg_box.core.evaluate import (
+from napari_seg_box.core.evaluate import evaluate_pairs, list_evaluations
+from napari_seg_box.core.metrics import (
     AVERAGE_THRESHOLDS,
-    compare_models,
     error_maps,
-    evaluate_pairs,
-    evaluate_project,
-    list_evaluations,
     match_instances,
     object_metrics,
     pixel_confusion,
     pixel_metrics,
     pool_object_stats,
 )
+from napari_seg_box.workflows.evaluate import compare_models, evaluate_project
 
 from ._models import nuclei_project_with_model
 

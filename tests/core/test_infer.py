@@ -10,18 +10,10 @@ import pytest
 
 from napari_seg_box.core import ConfigError, DataError, Project, StoreError
 from napari_seg_box.core.errors import CancelledError
-from napari_seg_box.core.events import ItemDone, Progress
-from napari_seg_box.core.infer import (
-    PredictConfig,
-    Predictor,
-    importance_map,
-    iter_predict,
-    predict,
-    predict_files,
-    predict_large,
-    predict_project,
-    tile_starts,
-)
+from napari_seg_box.core.events import Progress
+from napari_seg_box.core.infer import PredictConfig, Predictor, iter_predict, predict, predict_large
+from napari_seg_box.core.tiling import importance_map, tile_starts
+from napari_seg_box.workflows.predict import predict_files, predict_project
 
 from ..conftest import nuclei
 from ._models import nuclei_project_with_model, save_tiny_model

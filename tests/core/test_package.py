@@ -21,10 +21,12 @@ PKG = Path(napari_seg_box.__file__).parent
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_core_import_loads_no_qt_napari_or_torch():
+def test_core_and_cli_import_load_no_qt_napari_or_torch():
     code = (
         "import sys, napari_seg_box.core as c\n"
-        "from napari_seg_box.core import store, io, data, events, cli\n"
+        "from napari_seg_box.core import store, io, data, events\n"
+        "import napari_seg_box.cli, napari_seg_box.workflows\n"
+        "napari_seg_box.cli.build_parser()\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('qtpy','napari','magicgui','superqt','PyQt6','PyQt5','PySide6','torch')]\n"
         "print(bad); sys.exit(1 if bad else 0)"
     )

@@ -10,12 +10,11 @@ from napari_seg_box.core import ConfigError, DataError
 from napari_seg_box.core.postprocess import (
     PostprocessConfig,
     export_imagej_rois,
-    most_robust_best,
     outlines,
     postprocess,
     semantic_labels,
-    tune_postprocess,
 )
+from napari_seg_box.workflows.tune import most_robust_best, tune_postprocess
 
 from ._models import nuclei_project_with_model
 

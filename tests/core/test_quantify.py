@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_seg_box.core import DataError, Project
+from napari_seg_box.core import DataError
 from napari_seg_box.core.events import ItemDone
 from napari_seg_box.core.quantify import iter_quantify, quantify_batch, quantify_labels
 
@@ -139,7 +139,7 @@ def test_batch_schedulers_agree(folder):
     procs = quantify_batch(files, scheduler="processes", workers=2)
     for other in (threads, procs):
         pd.testing.assert_frame_equal(ref.objects.reset_index(drop=True), other.objects.reset_index(drop=True))
-    from distributed import Client, LocalCluster
+    from distributed import LocalCluster
 
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
         dist = quantify_batch(files, scheduler=cluster.scheduler_address)
@@ -165,7 +165,7 @@ def test_batch_zarr_and_store(tmp_path, nuclei_project):
 
 
 def test_column_labels_for_people():
-    from napari_seg_box.core.quantify import column_label
+    from napari_seg_box.core.plots import column_label
 
     assert column_label("area_um2") == "area (µm²)" and column_label("mean_area_px2") == "mean area (px²)"
     assert column_label("coverage_percent") == "coverage (%)" and column_label("n_objects") == "n objects"

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from napari_seg_box.core.baseline import classical_segmentation
-from napari_seg_box.core.report import Report, error_overlay, overlay
+from napari_seg_box.workflows.report import Report, error_overlay, overlay
 
 from ..conftest import nuclei
 

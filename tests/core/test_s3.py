@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from napari_seg_box.core import Project, StoreError
-from napari_seg_box.core.cli import main as cli
+from napari_seg_box.cli import main as cli
 
 from ..conftest import isbi
 

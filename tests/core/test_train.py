@@ -212,7 +212,7 @@ def test_out_of_memory_halves_the_batch_and_retries_the_step(nuclei_project, mon
     background data thread is never asked for more batches than it makes (it hung before)."""
     import torch
 
-    from napari_seg_box.core import train as train_mod
+    from napari_seg_box.core.train import loop as train_mod
 
     init, build = train_mod._Runtime.__init__, train_mod.build_model
 
@@ -252,7 +252,7 @@ def test_other_losses_train(nuclei_project, loss):
 def test_boundary_class_learns_and_splits_along_boundaries(nuclei_project, tmp_path):
     """boundary=True: a third output learns the nuclei's outer pixels; metrics, labels and evaluation
     stay in the project's two classes; post-processing splits along the boundaries."""
-    from napari_seg_box.core.evaluate import evaluate_project
+    from napari_seg_box.workflows.evaluate import evaluate_project
     from napari_seg_box.core.infer import Predictor, predict, predict_large
     from napari_seg_box.core.postprocess import PostprocessConfig
     from napari_seg_box.core.train import boundary_mask
@@ -324,7 +324,10 @@ def test_lr_schedule_shapes():
 def test_lr_finder_in_range(nuclei_project):
     from napari_seg_box.core.losses import make_loss
     from napari_seg_box.core.models import ModelSpec, build_model
-    from napari_seg_box.core.train import _prepare_data, _Runtime, _Sampler, lr_find
+    from napari_seg_box.core.train import lr_find
+    from napari_seg_box.core.train.prepare import _prepare_data
+    from napari_seg_box.core.train.runtime import _Runtime
+    from napari_seg_box.core.train.sampling import _Sampler
 
     cfg = tiny()
     data = _prepare_data(nuclei_project, cfg)
@@ -339,7 +342,7 @@ def test_lr_finder_in_range(nuclei_project):
 def test_train_cli_prints_epochs_and_json(nuclei_project, capsys, tmp_path):
     import json
 
-    from napari_seg_box.core.cli import main
+    from napari_seg_box.cli import main
 
     tiny_args = ["--encoder", "resnet18", "--encoder-depth", "3", "--decoder-channels", "32", "16", "8", "--patch-size", "64", "--batch-size", "4", "--lr", "1e-3"]
     assert main(["train", nuclei_project.url, "--epochs", "2", "--steps-per-epoch", "2", *tiny_args]) == 0

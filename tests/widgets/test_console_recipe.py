@@ -7,7 +7,7 @@ import numpy as np
 # the runnable console recipe on the sample data (proposed for the README's "Python" section: keep in sync)
 RECIPE = '''
 import numpy as np
-from napari_seg_box.core import Project, TrainConfig, train_model, predict, evaluate_project, quantify_labels
+from napari_seg_box import Project, TrainConfig, train_model, predict, evaluate_project, quantify_labels
 from napari_seg_box.core.postprocess import postprocess
 
 image = np.asarray(viewer.layers["nuclei"].data)               # File > Open Sample > napari-seg-box

@@ -4,7 +4,6 @@ annotate (paint programmatically) -> train 2 epochs in the worker -> predict -> 
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from skimage.measure import label as connected_components
 
 from napari_seg_box.core import Project

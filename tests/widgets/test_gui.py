@@ -5,7 +5,7 @@ from __future__ import annotations
 
 def test_project_opens_with_widgets_docked(tmp_path, qtbot):
     from napari_seg_box._gui import WIDGETS, open_project_in_napari
-    from napari_seg_box.core.demo import build_demo_project
+    from napari_seg_box.workflows.demo import build_demo_project
 
     build_demo_project(tmp_path / "project.zarr")
     viewer = open_project_in_napari(tmp_path / "project.zarr", run=False)

@@ -58,27 +58,3 @@ def classical_segmentation(
     return labels.astype(np.int32)
 
 
-def evaluate_baseline(project, *, split: str = "test", **options):
-    """Score :func:`classical_segmentation` on the annotated ``split`` images of a two-class project.
-
-    The baseline's objects are class 2 (e.g. nucleus, cell interior), everything else class 1; the
-    scoring is the same as :func:`~napari_seg_box.core.evaluate.evaluate_project` (pixel metrics,
-    object matching against the store's instances or the labels' connected components).
-    ``options`` go to :func:`classical_segmentation`. Returns an ``Evaluation``.
-    """
-    from .errors import DataError
-    from .evaluate import evaluate_pairs, truth_instances
-
-    if project.n_classes != 2:
-        raise DataError("The classical baseline segments one object class: it needs a two-class project.")
-    items = []
-    for name in project.image_names(split):
-        truth = project.get_labels(name)
-        if truth is None:
-            continue
-        instances = classical_segmentation(project.get_image(name), **options)
-        semantic = np.where(instances > 0, 2, 1).astype(np.uint8)
-        items.append((name, truth, semantic, truth_instances(project, name, truth, classes=[2]), {2: instances}))
-    ev = evaluate_pairs(items, n_classes=2, class_names=project.class_names, object_classes=[2])
-    ev.summary["model_version"] = "classical baseline (smoothed Otsu + watershed)"
-    return ev

@@ -51,6 +51,17 @@ class EpochEnd:
     metrics: dict[str, Any]
     is_best: bool = False
 
+    def line(self) -> str:
+        """One line of figures (the CLI's and the demo's epoch log)."""
+        m = self.metrics
+        per = m.get("val_iou_per_class") or []
+        per_txt = " ".join("-" if v is None else f"{v:.3f}" for v in per)
+        return (
+            f"epoch {self.epoch:>3}/{self.epochs}  train loss {m['train_loss']:.4f} acc {m['train_acc']:.3f} IoU {m['train_iou']:.3f}"
+            f"  | val loss {m['val_loss']:.4f} acc {m['val_acc']:.3f} IoU {m['val_iou']:.3f} [{per_txt}]"
+            f"  {m['seconds']:.1f} s {m['images_per_s']:.1f} img/s{'  *best' if self.is_best else ''}"
+        )
+
 
 @dataclass(frozen=True)
 class Preview:

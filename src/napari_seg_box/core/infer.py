@@ -1,32 +1,23 @@
-"""Tiled prediction of images of any size, of stacks slice by slice, and of larger-than-memory arrays.
+"""Prediction with a model version: images of any size, stacks slice by slice, arrays larger than memory.
 
-The image is cut into square tiles (default 256 px) with overlap (default 25 %, 50 % as a quality
-option). Tile starts are spread evenly over each axis as in nnU-Net, so every tile lies inside the
-image; an axis shorter than a tile is reflect-padded to a multiple of 32 (:func:`data.pad_to_multiple`)
-and cropped back. Per-class probabilities of overlapping tiles are blended with a Gaussian importance
-map (sigma = tile / 8, as nnU-Net and MONAI's ``mode="gaussian"``), which removes seams.
-
-Tiles are processed in rows, top to bottom. Only a band of accumulators two tiles high and one image
-wide is held in memory; rows above the current tile row are final and are written to the output
-(a numpy array, or a zarr array for larger-than-memory inputs) as soon as no later tile touches them.
-The input is read band by band too, so a zarr/dask image of any height is predicted with bounded
-memory.
-
-Torch is imported lazily, inside the functions that run the network.
+A :class:`Predictor` is a model version loaded once (network, metadata, device). :func:`iter_predict`
+normalises an image as the model was trained, pads axes shorter than a tile, and runs the band-by-band
+tiled prediction of :mod:`.tiling`; :func:`iter_predict_large` does the same for a zarr / OME-Zarr /
+dask image, reading and writing band by band, so any height fits in bounded memory.
 """
 
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from .data import DEFAULT_PERCENTILES, normalize, pad_to_multiple
-from .errors import ConfigError, DataError, StoreError
-from .events import ItemDone, Message, Progress, check_cancel, run_to_end
+from .errors import ConfigError, DataError
+from .events import Message, Progress, check_cancel, run_to_end
+from .io import open_array
+from .tiling import _predict_plane
 
 PREDICT_FORMAT_VERSION = 1
 TTA_MODES = ("none", "flips", "d4")
@@ -169,75 +160,6 @@ def as_predictor(model, *, version: str | None = None, meta: dict | None = None,
     return Predictor(model, meta, dev)
 
 
-# ---------------------------------------------------------------------- tiling geometry
-def tile_starts(length: int, tile: int, overlap: float) -> list[int]:
-    """Evenly spread tile starts covering ``[0, length)`` with at least ``overlap`` (nnU-Net style)."""
-    if length <= tile:
-        return [0]
-    step = max(1, int(tile * (1 - overlap)))
-    n = math.ceil((length - tile) / step) + 1
-    actual = (length - tile) / (n - 1)
-    return [int(round(actual * i)) for i in range(n)]
-
-
-def importance_map(shape: tuple[int, int], *, blending: str = "gaussian", sigma_scale: float = 0.125) -> np.ndarray:
-    """(tY, tX) float32 blending weights: a Gaussian with max 1 (no zeros), or ones."""
-    if blending == "constant":
-        return np.ones(shape, np.float32)
-    axes = []
-    for n in shape:
-        c = (n - 1) / 2.0
-        sigma = max(n * sigma_scale, 1e-3)
-        x = np.arange(n, dtype=np.float64)
-        axes.append(np.exp(-((x - c) ** 2) / (2 * sigma * sigma)))
-    g = np.outer(axes[0], axes[1])
-    g /= g.max()
-    g = np.maximum(g, g[g > 0].min() if np.any(g > 0) else 1e-6)
-    return g.astype(np.float32)
-
-
-def _tta_ops(mode: str, square: bool):
-    """List of (forward, inverse) functions on (N, C, Y, X) tensors."""
-    import torch
-
-    ops = [(lambda t: t, lambda t: t)]
-    if mode in ("flips", "d4"):
-        ops += [
-            (lambda t: torch.flip(t, (3,)), lambda t: torch.flip(t, (3,))),
-            (lambda t: torch.flip(t, (2,)), lambda t: torch.flip(t, (2,))),
-            (lambda t: torch.flip(t, (2, 3)), lambda t: torch.flip(t, (2, 3))),
-        ]
-    if mode == "d4" and square:
-        ops += [
-            (lambda t: torch.rot90(t, 1, (2, 3)), lambda t: torch.rot90(t, -1, (2, 3))),
-            (lambda t: torch.rot90(t, 3, (2, 3)), lambda t: torch.rot90(t, -3, (2, 3))),
-            (lambda t: torch.flip(torch.rot90(t, 1, (2, 3)), (3,)), lambda t: torch.rot90(torch.flip(t, (3,)), -1, (2, 3))),
-            (lambda t: torch.flip(torch.rot90(t, 1, (2, 3)), (2,)), lambda t: torch.rot90(torch.flip(t, (2,)), -1, (2, 3))),
-        ]
-    return ops
-
-
-def _forward_probs(predictor: Predictor, batch: np.ndarray, tta: str):
-    """(N, C, tY, tX) float32 -> (N, K, tY, tX) float32 probabilities on the predictor's device
-    (softmax; sigmoid when K == 1)."""
-    import torch
-
-    from .models import memory_format
-
-    x = torch.from_numpy(np.ascontiguousarray(batch)).to(predictor.device, non_blocking=True).contiguous(memory_format=memory_format(predictor.device))
-    ops = _tta_ops(tta, batch.shape[2] == batch.shape[3])
-    acc = None
-    with torch.inference_mode():
-        for fwd, inv in ops:
-            logits = predictor.network(fwd(x))
-            probs = torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
-            probs = inv(probs)
-            acc = probs if acc is None else acc + probs
-        if len(ops) > 1:
-            acc = acc / len(ops)
-        return acc.float()
-
-
 # ---------------------------------------------------------------------- sources and sinks
 def _channels_of(shape: Sequence[int]) -> int:
     return 1 if len(shape) == 2 else int(shape[2])
@@ -262,88 +184,6 @@ def _percentile_bounds(array, percentiles: tuple[float, float]) -> tuple[np.ndar
     sample = sample.astype(np.float32).reshape(-1, _channels_of(array.shape))
     lo, hi = np.percentile(sample, percentiles, axis=0)
     return lo.astype(np.float32), hi.astype(np.float32)
-
-
-def _predict_plane(
-    predictor: Predictor,
-    read_rows,
-    shape_yx: tuple[int, int],
-    channels: int,
-    write_rows,
-    config: PredictConfig,
-    *,
-    cancel=None,
-    stage: str = "predict",
-) -> Iterator[Any]:
-    """Core band-by-band tiled prediction of one (already normalised / padded) plane.
-
-    ``read_rows(y0, y1)`` returns float32 (y1-y0, X, C); ``write_rows(y0, probs)`` receives final
-    (K, rows, X) float32 probabilities in order. Yields Progress events.
-    """
-    import torch
-
-    H, W = shape_yx
-    K = predictor.outputs
-    tY, tX = min(config.tile_size, H), min(config.tile_size, W)
-    ys = tile_starts(H, tY, config.overlap)
-    xs = tile_starts(W, tX, config.overlap)
-    # blending runs on the predictor's device: on a GPU only finished rows come back to the host
-    dev = predictor.device
-    weight = torch.from_numpy(importance_map((tY, tX), blending=config.blending, sigma_scale=config.sigma_scale)).to(dev)
-    tiles = [(y, x) for y in ys for x in xs]  # row-major; a batch may span two tile rows
-    total = len(tiles)
-    t0 = time.perf_counter()
-    # accumulator band covering rows [band0, band0 + band_h)
-    band_h = tY + (ys[1] - ys[0] if len(ys) > 1 else 0)
-    state = {"band0": 0, "row": None}
-    acc = torch.zeros((K, band_h, W), dtype=torch.float32, device=dev)
-    wsum = torch.zeros((band_h, W), dtype=torch.float32, device=dev)
-    inputs: dict[int, np.ndarray] = {}  # tile row start -> (tY, W, C) input rows, kept while a batch needs them
-
-    def finished(n):
-        return (acc[:, :n] / wsum[None, :n]).cpu().numpy()
-
-    def start_row(y):
-        """Write out the rows that no tile from row ``y`` on touches, and slide the band down."""
-        nonlocal acc, wsum
-        band0 = state["band0"]
-        if y > band0:
-            n = y - band0
-            write_rows(band0, finished(n))
-            acc = torch.roll(acc, -n, dims=1)
-            wsum = torch.roll(wsum, -n, dims=0)
-            acc[:, -n:] = 0
-            wsum[-n:] = 0
-            state["band0"] = band0 = y
-        if y + tY - band0 > acc.shape[1]:  # uneven steps: grow the band
-            extra = y + tY - band0 - acc.shape[1]
-            acc = torch.cat([acc, acc.new_zeros((K, extra, W))], dim=1)
-            wsum = torch.cat([wsum, wsum.new_zeros((extra, W))], dim=0)
-        state["row"] = y
-
-    per_batch = config.batch_size or (4 if dev.type == "cpu" else 16)
-    for b0 in range(0, total, per_batch):
-        check_cancel(cancel)
-        batch_tiles = tiles[b0 : b0 + per_batch]
-        for y in list(inputs):
-            if y < batch_tiles[0][0]:
-                del inputs[y]
-        for y, _ in batch_tiles:
-            if y not in inputs:
-                inputs[y] = read_rows(y, y + tY)
-        batch = np.stack([inputs[y][:, x : x + tX].transpose(2, 0, 1) for y, x in batch_tiles]).astype(np.float32, copy=False)
-        probs = _forward_probs(predictor, batch, config.tta)
-        for p, (y, x) in zip(probs, batch_tiles):
-            if y != state["row"]:
-                start_row(y)
-            r = y - state["band0"]
-            acc[:, r : r + tY, x : x + tX].addcmul_(p, weight)
-            wsum[r : r + tY, x : x + tX] += weight
-        done = b0 + len(batch_tiles)
-        el = time.perf_counter() - t0
-        yield Progress(done, total, stage=stage, eta_s=el / done * (total - done))
-    band0 = state["band0"]
-    write_rows(band0, finished(H - band0))
 
 
 def _split_input(image: np.ndarray, in_channels: int, stack: bool | None) -> tuple[np.ndarray, bool]:
@@ -572,143 +412,3 @@ def predict_large(source, out, model, **kwargs):
     return run_to_end(iter_predict_large(source, out, model, **kwargs))
 
 
-def open_array(source):
-    """A lazily indexable (Y, X[, C]) array from a zarr/dask array or a zarr / OME-Zarr path."""
-    if hasattr(source, "shape") and hasattr(source, "__getitem__"):
-        return source
-    import zarr
-
-    try:
-        node = zarr.open(str(source), mode="r")
-    except Exception as err:
-        raise DataError(f"Cannot open {source} as zarr: {err}") from err
-    if isinstance(node, zarr.Array):
-        return node
-    attrs = dict(node.attrs)
-    ome = attrs.get("ome", attrs)
-    ms = ome.get("multiscales")
-    if not ms:
-        keys = list(node.array_keys())
-        if not keys:
-            raise DataError(f"{source} holds no zarr array.")
-        return node[keys[0]]
-    arr = node[ms[0]["datasets"][0]["path"]]
-    axes = [a["name"] if isinstance(a, dict) else a for a in ms[0].get("axes", [])]
-    # drop leading singleton axes lazily (t, c, z of length 1)
-    if arr.ndim > 2:
-        import dask.array as da
-
-        d = da.from_zarr(arr)
-        idx = tuple(0 if (n == 1 and (not axes or axes[i] not in ("y", "x"))) else slice(None) for i, n in enumerate(d.shape))
-        d = d[idx]
-        kept = [axes[i] for i, n in enumerate(arr.shape) if not isinstance(idx[i], int)] if axes else []
-        if "c" in kept and d.ndim == 3:
-            d = da.moveaxis(d, kept.index("c"), -1)
-        return d
-    return arr
-
-
-# ---------------------------------------------------------------------- batches
-def iter_predict_project(
-    project,
-    version: str | None = None,
-    *,
-    names: Sequence[str] | None = None,
-    split: str | None = None,
-    config: PredictConfig | None = None,
-    predictor: Predictor | None = None,
-    cancel=None,
-    **config_kwargs,
-) -> Iterator[Any]:
-    """Predict images of a project store (default: all; or ``names`` / one ``split``).
-
-    Yields :class:`Progress` and one :class:`ItemDone` per image (``error`` set when it failed, and
-    the batch goes on). Returns ``{name: (K, Y, X) probabilities}`` of the images that succeeded.
-    """
-    config = _make_config(config, config_kwargs)
-    predictor = predictor or Predictor.from_project(project, version, device=config.device)
-    names = list(names) if names is not None else project.image_names(split)
-    out: dict[str, np.ndarray] = {}
-    for i, name in enumerate(names):
-        check_cancel(cancel)
-        try:
-            probs = yield from iter_predict(project.get_image(name), predictor, config=config, stack=False, cancel=cancel)
-        except (DataError, StoreError) as err:
-            yield ItemDone(i, len(names), name, error=str(err))
-            continue
-        out[name] = probs
-        yield ItemDone(i, len(names), name)
-    return out
-
-
-def predict_project(project, version: str | None = None, **kwargs) -> dict[str, np.ndarray]:
-    """Blocking :func:`iter_predict_project`."""
-    return run_to_end(iter_predict_project(project, version, **kwargs))
-
-
-def iter_predict_files(
-    inputs,
-    out_dir,
-    model,
-    *,
-    version: str | None = None,
-    config: PredictConfig | None = None,
-    postprocess=None,
-    save_probabilities: bool = False,
-    cancel=None,
-    **config_kwargs,
-) -> Iterator[Any]:
-    """Predict image files (folder, glob, list, zarr) and write label TIFFs into ``out_dir``.
-
-    Each image gives ``<out_dir>/<stem>_labels.tif`` (semantic labels, 1..K) and
-    ``<stem>_instances.tif`` (post-processed objects); with ``save_probabilities`` also
-    ``<stem>_probabilities.tif`` (K, Y, X float32). An unreadable image is reported in its row and the
-    batch goes on. Returns a list of dicts (one row per input: name, path, outputs, n_objects, error).
-    """
-    import os
-
-    import tifffile
-
-    from .io import _expand, _stem, read_image
-    from .postprocess import PostprocessConfig, postprocess as run_postprocess
-
-    config = _make_config(config, config_kwargs)
-    predictor = as_predictor(model, version=version, device=config.device)
-    pp = postprocess if postprocess is not None else PostprocessConfig.for_model(predictor.meta)
-    if isinstance(pp, dict):
-        pp = PostprocessConfig.from_dict(pp)
-    paths = _expand(inputs)
-    os.makedirs(out_dir, exist_ok=True)
-    rows = []
-    for i, path in enumerate(paths):
-        check_cancel(cancel)
-        stem = _stem(path)
-        row = {"name": stem, "path": path, "labels": None, "instances": None, "n_objects": None, "error": None}
-        try:
-            image = read_image(path)
-            probs = yield from iter_predict(image, predictor, config=config, cancel=cancel)
-            if probs.ndim == 4:
-                results = [run_postprocess(p, pp) for p in probs]
-                sem = np.stack([r.semantic for r in results])
-                inst = np.stack([r.instances for r in results])
-            else:
-                r = run_postprocess(probs, pp)
-                sem, inst = r.semantic, r.instances
-            row["labels"] = os.path.join(out_dir, f"{stem}_labels.tif")
-            row["instances"] = os.path.join(out_dir, f"{stem}_instances.tif")
-            tifffile.imwrite(row["labels"], sem, compression="zlib")
-            tifffile.imwrite(row["instances"], inst.astype(np.uint32), compression="zlib")
-            if save_probabilities:
-                tifffile.imwrite(os.path.join(out_dir, f"{stem}_probabilities.tif"), probs.astype(np.float32), compression="zlib")
-            row["n_objects"] = int(len(np.unique(inst)) - (1 if (inst == 0).any() else 0))
-            yield ItemDone(i, len(paths), stem, result=row)
-        except (DataError, StoreError) as err:
-            row["error"] = str(err)
-            yield ItemDone(i, len(paths), stem, result=row, error=str(err))
-        rows.append(row)
-    return rows
-
-
-def predict_files(inputs, out_dir, model, **kwargs) -> list[dict]:
-    """Blocking :func:`iter_predict_files`."""
-    return run_to_end(iter_predict_files(inputs, out_dir, model, **kwargs))

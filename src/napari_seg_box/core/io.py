@@ -331,3 +331,39 @@ def export_annotations(project, out_dir: str | os.PathLike, *, names: Iterable[s
             tifffile.imwrite(path, inst, compression="zlib")
             written.append(path)
     return written
+
+
+def open_array(source):
+    """A lazily indexable (Y, X[, C]) array from a zarr/dask array or a zarr / OME-Zarr path."""
+    if hasattr(source, "shape") and hasattr(source, "__getitem__"):
+        return source
+    import zarr
+
+    try:
+        node = zarr.open(str(source), mode="r")
+    except Exception as err:
+        raise DataError(f"Cannot open {source} as zarr: {err}") from err
+    if isinstance(node, zarr.Array):
+        return node
+    attrs = dict(node.attrs)
+    ome = attrs.get("ome", attrs)
+    ms = ome.get("multiscales")
+    if not ms:
+        keys = list(node.array_keys())
+        if not keys:
+            raise DataError(f"{source} holds no zarr array.")
+        return node[keys[0]]
+    arr = node[ms[0]["datasets"][0]["path"]]
+    axes = [a["name"] if isinstance(a, dict) else a for a in ms[0].get("axes", [])]
+    # drop leading singleton axes lazily (t, c, z of length 1)
+    if arr.ndim > 2:
+        import dask.array as da
+
+        d = da.from_zarr(arr)
+        idx = tuple(0 if (n == 1 and (not axes or axes[i] not in ("y", "x"))) else slice(None) for i, n in enumerate(d.shape))
+        d = d[idx]
+        kept = [axes[i] for i, n in enumerate(arr.shape) if not isinstance(idx[i], int)] if axes else []
+        if "c" in kept and d.ndim == 3:
+            d = da.moveaxis(d, kept.index("c"), -1)
+        return d
+    return arr

@@ -18,9 +18,9 @@ read gives a row with its ``error`` and the batch goes on.
 from __future__ import annotations
 
 import os
-import re
+
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -33,16 +33,6 @@ QUANTIFY_FORMAT_VERSION = 1
 def _unit_name(unit: str | None) -> str:
     u = (unit or "px").strip()
     return {"µm": "um", "μm": "um", "micron": "um", "microns": "um", "micrometer": "um"}.get(u, u.replace(" ", "_"))
-
-
-def column_label(name: str) -> str:
-    """A table column's name for people: ``area_um2`` -> ``area (µm²)``, ``coverage_percent`` ->
-    ``coverage (%)``, ``n_objects`` -> ``n objects``."""
-    if name.endswith("_percent"):
-        name = name[: -len("_percent")] + " (%)"
-    elif m := re.fullmatch(r"(.+)_([A-Za-zµ]+)2", name):
-        name = f"{m[1]} ({'µm' if m[2] == 'um' else m[2]}²)"
-    return name.replace("_", " ")
 
 
 def _pixel_size(pixel_size) -> tuple[float, float] | None:
@@ -82,6 +72,8 @@ class Quantification:
                 df.to_parquet(p, index=False)
                 paths.append(p)
         if plots:
+            from .plots import plot_quantification
+
             paths += plot_quantification(self, folder)
         return paths
 
@@ -233,7 +225,7 @@ def tasks_from(source=None, *, images=None, project=None) -> list[QuantifyTask]:
     if project is not None:
         opts = tuple(sorted((project._opts or {}).items())) if hasattr(project, "_opts") else ()
         return [QuantifyTask(n, store=project.url, store_options=opts) for n in project.image_names() if project.image_record(n).has_labels]
-    from .io import _expand, _mask_key, _stem, read_ome_zarr
+    from .io import _expand, _mask_key, _stem
 
     if source is None:
         raise DataError("Give label images to quantify (a folder, glob, list of files or a zarr), or a project store.")
@@ -401,122 +393,3 @@ def _run_tasks(tasks, options, *, scheduler: str, workers: int, cancel=None):
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-# ---------------------------------------------------------------------- plots
-def plot_quantification(q: Quantification, folder) -> list[str]:
-    """PNG plots (matplotlib Agg): area histogram per class, objects and coverage per image."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
-    os.makedirs(folder, exist_ok=True)
-    paths = []
-    objs = q.objects
-    area_cols = [c for c in objs.columns if c.startswith("area_") and c != "area_px"]
-    if len(objs) and area_cols:
-        col = area_cols[0]
-        fig = Figure(figsize=(6, 4), dpi=100)
-        ax = fig.add_subplot()
-        for cname, grp in objs.groupby("class_name"):
-            ax.hist(grp[col].to_numpy(dtype=float), bins=40, alpha=0.6, label=str(cname))
-        ax.set_xlabel(column_label(col))
-        ax.set_ylabel("objects")
-        ax.set_title("Object area per class")
-        ax.legend()
-        p = os.path.join(str(folder), "area_histogram.png")
-        fig.savefig(p)
-        paths.append(p)
-    imgs = q.images[q.images["error"].isna()] if "error" in q.images else q.images
-    imgs = imgs[imgs["class_name"].astype(str) != ""]
-    if len(imgs):
-        for value, ylabel, fname in (("n_objects", "objects", "counts_per_image.png"), ("coverage_percent", "coverage (% of area)", "coverage_per_image.png")):
-            table = imgs.pivot_table(index="image", columns="class_name", values=value, aggfunc="sum", sort=False).fillna(0)
-            fig = Figure(figsize=(max(6, 0.25 * len(table) + 2), 4), dpi=100)
-            ax = fig.add_subplot()
-            table.plot.bar(ax=ax)
-            ax.set_ylabel(ylabel)
-            ax.set_xlabel("image")
-            fig.tight_layout()
-            p = os.path.join(str(folder), fname)
-            fig.savefig(p)
-            paths.append(p)
-    return paths
-
-
-def iter_segment_and_quantify(
-    project,
-    version: str | None = None,
-    *,
-    names: Sequence[str] | None = None,
-    files=None,
-    postprocess=None,
-    predict_config=None,
-    pixel_size=None,
-    unit: str | None = None,
-    keep_labels: bool = True,
-    cancel=None,
-) -> Iterator[Any]:
-    """Segment images with a model version and measure their objects (a generator, no Qt).
-
-    Parameters
-    ----------
-    project : the project store holding the model (and, without ``files``, the images).
-    names : images of the store (default: all); or ``files``: a folder, glob or list of image files.
-    postprocess : :class:`PostprocessConfig` (default: the one tuned with the model version).
-    pixel_size, unit : physical pixel size (default: the store's, per image); None measures in pixels.
-    keep_labels : also return the instance label image of each image (for display).
-
-    Yields :class:`Progress` (tiles) and :class:`ItemDone` per image (``error`` when it failed; the
-    batch goes on). Returns ``(Quantification, {name: (Y, X) instance labels})``.
-    """
-    import pandas as pd
-
-    from .errors import DataError, StoreError
-    from .events import ItemDone, check_cancel
-    from .infer import Predictor, iter_predict
-    from .io import _expand, _stem, read_image
-    from .postprocess import PostprocessConfig, postprocess as run_postprocess
-
-    predictor = Predictor.from_project(project, version)
-    pp = postprocess if postprocess is not None else PostprocessConfig.for_model(predictor.meta)
-    if files is not None:
-        paths = _expand(files)
-        items = [(_stem(p), (lambda p=p: read_image(p)), None, p) for p in paths]
-    else:
-        names = list(names) if names is not None else project.image_names()
-        items = [(n, (lambda n=n: project.get_image(n)), project.image_record(n).pixel_size, None) for n in names]
-    if not items:
-        raise DataError("No images to quantify: choose a folder or files with images, or add images to the project.")
-    objects, rows, errors, labels = [], [], [], {}
-    for i, (name, load, ps, path) in enumerate(items):
-        check_cancel(cancel)
-        try:
-            image = load()
-            probs = yield from iter_predict(image, predictor, config=predict_config, stack=False, cancel=cancel)
-            res = run_postprocess(probs, pp)
-            q = quantify_labels(
-                res.semantic, image, instances=res.instances, pixel_size=ps or pixel_size,
-                unit=unit or project.unit, class_names=predictor.class_names, name=name,
-            )
-            if path:
-                q.images["path"] = path
-            objects.append(q.objects)
-            rows.append(q.images)
-            if keep_labels:
-                labels[name] = res.instances
-            yield ItemDone(i, len(items), name)
-        except (DataError, StoreError) as err:
-            errors.append({"image": name, "error": str(err)})
-            rows.append(pd.DataFrame([{"image": name, "n_objects": np.nan, "coverage_percent": np.nan, "error": str(err)}]))
-            yield ItemDone(i, len(items), name, error=str(err))
-    objs = [o for o in objects if len(o)]
-    table = pd.concat(objs, ignore_index=True) if objs else pd.DataFrame(columns=["image", "class", "class_name", "label"])
-    images = pd.concat(rows, ignore_index=True)
-    unit_cols = [c for c in table.columns if c.startswith("perimeter_")]
-    q = Quantification(table, images, unit=unit_cols[0][len("perimeter_") :] if unit_cols else "px", errors=errors)
-    return q, labels
-
-
-def segment_and_quantify(project, version: str | None = None, **kwargs):
-    """Blocking :func:`iter_segment_and_quantify`: ``(Quantification, {name: instance labels})``."""
-    return run_to_end(iter_segment_and_quantify(project, version, **kwargs))

@@ -370,7 +370,7 @@ class PredictWidget(QWidget):
     def evaluate(self, split: str | None = None):
         """``iter_evaluate_project(project, version, split=..., postprocess=...)`` in a thread worker."""
         from ..core.errors import DataError, SegBoxError
-        from ..core.evaluate import iter_evaluate_project
+        from ..workflows.evaluate import iter_evaluate_project
 
         if self.predict_runner.running or self.eval_runner.running:
             raise SegBoxError("A prediction or evaluation is running: wait for it or cancel it.")

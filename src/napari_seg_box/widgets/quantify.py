@@ -17,7 +17,6 @@ from qtpy.QtWidgets import (
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
-    QLabel,
     QLineEdit,
     QProgressBar,
     QPushButton,
@@ -26,7 +25,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..core.quantify import column_label
+from ..core.plots import column_label
 from ._common import FrameTable, PlotCanvas, ProjectBox, Runner, fill_versions, guarded, report_error, report_info, save_csv_dialog, status_label
 
 SOURCES = {
@@ -193,7 +192,7 @@ class QuantifyWidget(QWidget):
                 if not files:
                     raise DataError("Choose a folder or image files to measure (Folder… / Files…).")
                 kwargs["files"] = files
-            from ..core.quantify import iter_segment_and_quantify
+            from ..workflows.segment import iter_segment_and_quantify
 
             func, args = iter_segment_and_quantify, (project, version)
         self._source_used = source

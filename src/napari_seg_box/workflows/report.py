@@ -51,7 +51,7 @@ def array_png(rgb: np.ndarray) -> bytes:
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
     """Display version of an image: percentile-stretched to uint8 (Y, X)."""
-    from .data import normalize
+    from ..core.data import normalize
 
     img = normalize(image).mean(axis=-1)
     return (np.clip(img, 0, 1) * 255).astype(np.uint8)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .cli import add_store_options, open_project, print_json, storage_options
+from ._common import add_store_options, open_project, print_json, storage_options
 
 
 def register(sub) -> None:
@@ -55,7 +55,7 @@ def register(sub) -> None:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from .store import Project
+    from ..core.store import Project
 
     classes = [c.strip() for c in args.classes.split(",") if c.strip()]
     pixel_size = None
@@ -67,7 +67,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from .io import import_images
+    from ..core.io import import_images
 
     project = open_project(args)
     names = import_images(
@@ -120,7 +120,7 @@ def cmd_split(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .io import export_annotations
+    from ..core.io import export_annotations
 
     written = export_annotations(open_project(args), args.out, instances=args.instances)
     print(f"Wrote {len(written)} file(s) to {args.out}.")

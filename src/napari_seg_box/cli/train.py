@@ -7,14 +7,14 @@ import json
 import sys
 import threading
 
-from .cli import add_store_options, open_project, print_json
+from ._common import add_store_options, open_project, print_json
 
 
 def register(sub) -> None:
-    from .augment import PRESETS
-    from .losses import LOSSES
-    from .models import ENCODERS
-    from .train import SCHEDULES
+    from ..core.augment import PRESETS
+    from ..core.losses import LOSSES
+    from ..core.models import ENCODERS
+    from ..core.train import SCHEDULES
 
     p = sub.add_parser(
         "train",
@@ -59,8 +59,8 @@ _FIELDS = [
 
 
 def _config(args):
-    from .errors import ConfigError
-    from .train import TrainConfig
+    from ..core.errors import ConfigError
+    from ..core.train import TrainConfig
 
     settings: dict = {}
     if args.config:
@@ -76,23 +76,11 @@ def _config(args):
     return TrainConfig.from_dict(settings)
 
 
-def format_epoch(ev) -> str:
-    """One line of figures for an :class:`EpochEnd` event."""
-    m = ev.metrics
-    per = m.get("val_iou_per_class") or []
-    per_txt = " ".join("-" if v is None else f"{v:.3f}" for v in per)
-    return (
-        f"epoch {ev.epoch:>3}/{ev.epochs}  train loss {m['train_loss']:.4f} acc {m['train_acc']:.3f} IoU {m['train_iou']:.3f}"
-        f"  | val loss {m['val_loss']:.4f} acc {m['val_acc']:.3f} IoU {m['val_iou']:.3f} [{per_txt}]"
-        f"  {m['seconds']:.1f} s {m['images_per_s']:.1f} img/s{'  *best' if ev.is_best else ''}"
-    )
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .events import EpochEnd, Message, StepLoss
-    from .train import iter_train
+    from ..core.events import EpochEnd, Message, StepLoss
+    from ..core.train import iter_train
 
     cfg = _config(args)
     project = open_project(args)
@@ -126,7 +114,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 if bar is not None:
                     bar.close()
                     bar = None
-                out(format_epoch(ev))
+                out(ev.line())
             elif isinstance(ev, Message):
                 out(ev.text)
     finally:

@@ -9,7 +9,18 @@ from pathlib import Path
 
 import numpy as np
 
-from .store import Project
+from ..core.baseline import classical_segmentation
+from ..core.events import EpochEnd, Message, run_to_end
+from ..core.metrics import error_maps
+from ..core.models import pick_device
+from ..core.plots import column_label
+from ..core.samples import load_nuclei
+from ..core.store import Project
+from ..core.train import TrainConfig, iter_train
+from .evaluate import evaluate_baseline, evaluate_project
+from .report import Report, error_overlay, overlay
+from .segment import segment_and_quantify
+from .tune import tune_postprocess
 
 NUCLEI_SPLITS = {"q0": "train", "q1": "train", "q2": "validation", "q3": "test"}
 
@@ -17,8 +28,6 @@ NUCLEI_SPLITS = {"q0": "train", "q1": "train", "q2": "validation", "q3": "test"}
 def build_demo_project(url: str | os.PathLike) -> Project:
     """A project from the bundled DSB2018 nuclei image cut into quadrants: two for training, one
     for validation, one held out as test (with instance ground truth for object metrics)."""
-    from .._sample_data import load_nuclei
-
     project = Project.create(url, classes=["background", "nucleus"], colors=["#555555", "#ffcc00"], exist_ok=True)
     if project.image_names():
         return project
@@ -45,9 +54,6 @@ def demo_config(epochs: int | None = None):
     on an H100, where 20 epochs scored below the classical baseline's F1 in three runs of three, 60
     above it in three of three: ``benchmarks/results/demo_epochs_h100.txt``).
     """
-    from .models import pick_device
-    from .train import TrainConfig
-
     if epochs is None:
         epochs = 20 if pick_device("auto").type == "cpu" else 60
     return TrainConfig(epochs=epochs, encoder="resnet18", patch_size=128, batch_size=8, steps_per_epoch=8, loss="edge_weighted", patience=0)
@@ -61,15 +67,7 @@ def run_demo(out: str | os.PathLike = "demo_output", *, epochs: int | None = Non
     """
     import pandas as pd
 
-    from .baseline import classical_segmentation, evaluate_baseline
-    from .cli_train import format_epoch
-    from .evaluate import evaluate_project
-    from .events import EpochEnd, Message, run_to_end
     import tifffile
-
-    from .postprocess import tune_postprocess
-    from .quantify import segment_and_quantify
-    from .train import iter_train
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -85,7 +83,7 @@ def run_demo(out: str | os.PathLike = "demo_output", *, epochs: int | None = Non
 
     def on_event(ev):
         if isinstance(ev, EpochEnd):
-            log("[train] " + format_epoch(ev))
+            log("[train] " + ev.line())
         elif isinstance(ev, Message):
             log("[train] " + ev.text)
 
@@ -188,9 +186,6 @@ def _report(out: Path, project, version, meta, pp, comparison, quant, predicted,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .evaluate import error_maps
-    from .quantify import column_label
-    from .report import Report, error_overlay, overlay
 
     image = project.get_image(test)
     truth = project.get_instances(test)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
-from .cli import add_store_options, open_project, print_json
+from ._common import add_store_options, drive, open_project, print_json
 
 
 def _add_predict_options(p: argparse.ArgumentParser) -> None:
@@ -20,7 +19,7 @@ def _add_predict_options(p: argparse.ArgumentParser) -> None:
 
 
 def _predict_config(args):
-    from .infer import PredictConfig
+    from ..core.infer import PredictConfig
 
     return PredictConfig(tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size, tta=args.tta, device=args.device)
 
@@ -98,61 +97,30 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_quantify)
 
 
-def _drive(gen, *, quiet: bool, desc: str):
-    """Run a core generator with a tqdm bar (per-item for batches, per-tile otherwise)."""
-    from tqdm import tqdm
-
-    from .events import ItemDone, Message, Progress
-
-    bar = None
-    try:
-        while True:
-            try:
-                ev = next(gen)
-            except StopIteration as stop:
-                return stop.value
-            if quiet:
-                continue
-            if isinstance(ev, Progress):
-                if bar is None or bar.total != ev.total or (bar.desc != (ev.stage or desc)):
-                    if bar is not None:
-                        bar.close()
-                    bar = tqdm(total=ev.total, desc=ev.stage or desc, file=sys.stderr, leave=False)
-                bar.n = ev.done
-                bar.refresh()
-            elif isinstance(ev, ItemDone):
-                status = f"error: {ev.error}" if ev.error else "done"
-                (tqdm.write if bar is not None else print)(f"[{ev.index + 1}/{ev.total}] {ev.name}: {status}", file=sys.stderr)
-            elif isinstance(ev, Message):
-                (tqdm.write if bar is not None else print)(ev.text, file=sys.stderr)
-    finally:
-        if bar is not None:
-            bar.close()
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .infer import Predictor, iter_predict_files, iter_predict_large, iter_predict_project
-    from .postprocess import PostprocessConfig, postprocess
+    from ..core.infer import Predictor, iter_predict_large
+    from ..workflows.predict import iter_predict_files, iter_predict_project
+    from ..core.postprocess import PostprocessConfig, postprocess
 
     project = open_project(args)
     cfg = _predict_config(args)
     predictor = Predictor.from_project(project, args.version, device=args.device)
     if args.large:
         if not args.images or len(args.images) != 1:
-            from .errors import DataError
+            from ..core.errors import DataError
 
             raise DataError("--large takes exactly one zarr/OME-Zarr image in --images.")
-        group = _drive(iter_predict_large(args.images[0], args.out, predictor, config=cfg, write_probabilities=args.probabilities), quiet=args.json, desc="tiles")
+        group = drive(iter_predict_large(args.images[0], args.out, predictor, config=cfg, write_probabilities=args.probabilities), quiet=args.json, desc="tiles")
         summary = {"model_version": predictor.version, "output": args.out, "shape": list(group["labels"].shape)}
     elif args.images:
-        rows = _drive(iter_predict_files(args.images, args.out, predictor, config=cfg, save_probabilities=args.probabilities), quiet=args.json, desc="tiles")
+        rows = drive(iter_predict_files(args.images, args.out, predictor, config=cfg, save_probabilities=args.probabilities), quiet=args.json, desc="tiles")
         summary = {"model_version": predictor.version, "output": args.out, "images": rows, "failed": sum(r["error"] is not None for r in rows)}
     else:
         import tifffile
 
-        probs = _drive(iter_predict_project(project, predictor=predictor, split=args.split, config=cfg), quiet=args.json, desc="tiles")
+        probs = drive(iter_predict_project(project, predictor=predictor, split=args.split, config=cfg), quiet=args.json, desc="tiles")
         pp = PostprocessConfig.for_model(predictor.meta)
         os.makedirs(args.out, exist_ok=True)
         rows = []
@@ -173,11 +141,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .baseline import evaluate_baseline
-    from .evaluate import _finite, compare_models, iter_evaluate_project
+    from ..core.evaluate import _finite
+    from ..workflows.evaluate import compare_models, evaluate_baseline, iter_evaluate_project
 
     project = open_project(args)
-    ev = _drive(iter_evaluate_project(project, args.version, split=args.split, predict_config=_predict_config(args)), quiet=args.json, desc="tiles")
+    ev = drive(iter_evaluate_project(project, args.version, split=args.split, predict_config=_predict_config(args)), quiet=args.json, desc="tiles")
     if args.csv:
         ev.to_csv(args.csv)
     base = evaluate_baseline(project, split=args.split) if args.baseline else None
@@ -214,7 +182,7 @@ def _print_scores(summary: dict) -> None:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from .postprocess import iter_tune_postprocess
+    from ..workflows.tune import iter_tune_postprocess
 
     project = open_project(args)
     grid = {}
@@ -226,7 +194,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         grid["seed_distance"] = args.seed_distances
     if args.instances:
         grid["instances"] = args.instances
-    best, table = _drive(
+    best, table = drive(
         iter_tune_postprocess(project, args.version, grid=grid, predict_config=_predict_config(args), save=not args.no_save), quiet=args.json, desc="tune"
     )
     top = table.sort_values("score", ascending=False).head(5)
@@ -239,12 +207,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_quantify(args: argparse.Namespace) -> int:
-    from .errors import DataError
-    from .quantify import iter_quantify
+    from ..core.errors import DataError
+    from ..core.quantify import iter_quantify
 
     project = None
     if args.store:
-        from .store import Project
+        from ..core.store import Project
 
         project = Project.open(args.store, storage_options={"endpoint_url": args.endpoint_url} if args.endpoint_url else None)
     elif not args.labels:
@@ -253,7 +221,7 @@ def cmd_quantify(args: argparse.Namespace) -> int:
     if args.pixel_size:
         pixel_size = args.pixel_size[0] if len(args.pixel_size) == 1 else args.pixel_size
     source = None if project else (args.labels if len(args.labels) > 1 else args.labels[0])
-    q = _drive(
+    q = drive(
         iter_quantify(source, images=args.images, project=project, kind=args.kind, pixel_size=pixel_size, unit=args.unit, scheduler=args.scheduler, workers=args.workers),
         quiet=args.json,
         desc="images",

@@ -17,7 +17,7 @@ def register(sub) -> None:
 
 
 def cmd_demo(args) -> int:
-    from .demo import run_demo
+    from ..workflows.demo import run_demo
 
     import os
 

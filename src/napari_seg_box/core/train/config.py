@@ -1,0 +1,133 @@
+"""The training configuration: everything that defines a run, validated once, saved with every model version."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from ..errors import ConfigError
+from ..losses import LOSSES
+from ..models import ENCODERS
+
+
+TRAIN_CONFIG_VERSION = 1
+
+
+SCHEDULES = ("onecycle", "cosine", "constant")
+
+
+_DECODER = (256, 128, 64, 32, 16)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run. ``None`` means *choose automatically*.
+
+    Parameters
+    ----------
+    epochs : number of epochs (the one setting a novice chooses).
+    encoder : smp encoder, one of :data:`~napari_seg_box.core.models.ENCODERS`.
+    encoder_depth, decoder_channels : U-Net size (smaller = faster); decoder default ``(256..16)``.
+    encoder_weights_file : local safetensors/.pth file with pretrained encoder weights.
+    finetune_from : a model version of the project to start from (transfer learning).
+    patch_size : training patch side (multiple of 32).
+    batch_size, learning_rate, steps_per_epoch : optimisation sizes.
+    augmentation : ``none | light | standard | strong``; ``elastic`` adds elastic deformation.
+    loss : ``dice_ce | ce | focal | edge_weighted``; ``edge_w0``/``edge_sigma`` shape the edge weights.
+    boundary : also learn a *boundary* class, the outer ``boundary_width`` pixels of every object
+        (projects with one object class; objects from the stored instances, else the connected
+        regions of the object class). Post-processing then splits touching objects along the
+        predicted boundaries (seeds = object interiors), which separates crowded, irregular objects
+        better than the distance-transform watershed. Metrics and labels fold the boundary back into
+        the object class: the model still segments the project's classes.
+    schedule : ``onecycle | cosine | constant`` learning-rate schedule.
+    weight_decay, grad_clip : AdamW weight decay, gradient-norm clipping (0 = off).
+    patience : early stopping after this many epochs without a better validation IoU (0 = off).
+    foreground_fraction : share of patches centred on a non-background annotated pixel.
+    validation_fraction : share of images (or of each image's annotated rows) kept for validation.
+    device : ``auto | cpu | cuda | cuda:N | mps``.
+    mixed_precision : ``auto | bf16 | fp16 | off`` (CUDA only; never autocast on CPU).
+    seed : the run is reproducible on CPU for a given seed.
+    """
+
+    epochs: int = 50
+    encoder: str = "resnet34"
+    encoder_depth: int = 5
+    decoder_channels: tuple[int, ...] | None = None
+    encoder_weights_file: str | None = None
+    finetune_from: str | None = None
+    patch_size: int | None = None
+    batch_size: int | None = None
+    learning_rate: float | None = None
+    steps_per_epoch: int | None = None
+    augmentation: str = "standard"
+    elastic: bool = False
+    loss: str = "dice_ce"
+    edge_w0: float = 10.0
+    edge_sigma: float = 5.0
+    boundary: bool = False
+    boundary_width: int = 2
+    schedule: str = "onecycle"
+    weight_decay: float = 1e-4
+    grad_clip: float = 1.0
+    patience: int = 15
+    foreground_fraction: float = 0.5
+    validation_fraction: float = 0.2
+    device: str = "auto"
+    mixed_precision: str = "auto"
+    seed: int = 0
+    format_version: int = field(default=TRAIN_CONFIG_VERSION, repr=False)
+
+    def __post_init__(self):
+        from ..augment import PRESETS
+
+        if self.decoder_channels is not None:
+            self.decoder_channels = tuple(int(c) for c in self.decoder_channels)
+        if not isinstance(self.epochs, int) or self.epochs < 1:
+            raise ConfigError(f"epochs must be a whole number >= 1, got {self.epochs!r}.")
+        if self.encoder not in ENCODERS:
+            raise ConfigError(f"Unknown encoder {self.encoder!r}: choose one of {', '.join(ENCODERS)}.")
+        if not 3 <= self.encoder_depth <= 5:
+            raise ConfigError(f"encoder_depth must be 3, 4 or 5, got {self.encoder_depth}.")
+        if self.decoder_channels is not None and len(self.decoder_channels) != self.encoder_depth:
+            raise ConfigError(f"decoder_channels needs {self.encoder_depth} values (one per encoder stage), got {len(self.decoder_channels)}.")
+        if self.patch_size is not None and (self.patch_size < 32 or self.patch_size % 32):
+            raise ConfigError(f"patch_size must be a multiple of 32 (the U-Net halves it 5 times), got {self.patch_size}: try {max(32, round(self.patch_size / 32) * 32)}.")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}.")
+        if self.learning_rate is not None and not 0 < self.learning_rate < 1:
+            raise ConfigError(f"learning_rate must be between 0 and 1, got {self.learning_rate}.")
+        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
+            raise ConfigError(f"steps_per_epoch must be >= 1, got {self.steps_per_epoch}.")
+        if self.augmentation not in PRESETS:
+            raise ConfigError(f"Unknown augmentation {self.augmentation!r}: choose one of {', '.join(PRESETS)}.")
+        if self.loss not in LOSSES:
+            raise ConfigError(f"Unknown loss {self.loss!r}: choose one of {', '.join(LOSSES)}.")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"Unknown schedule {self.schedule!r}: choose one of {', '.join(SCHEDULES)}.")
+        if self.mixed_precision not in ("auto", "bf16", "fp16", "off"):
+            raise ConfigError(f"mixed_precision must be auto, bf16, fp16 or off, got {self.mixed_precision!r}.")
+        if not 0 <= self.foreground_fraction <= 1 or not 0 < self.validation_fraction < 1:
+            raise ConfigError("foreground_fraction must be in [0, 1] and validation_fraction in (0, 1).")
+        if not isinstance(self.boundary_width, int) or not 1 <= self.boundary_width <= 10:
+            raise ConfigError(f"boundary_width must be a whole number of pixels from 1 to 10, got {self.boundary_width!r}.")
+        if self.patience < 0 or self.grad_clip < 0 or self.weight_decay < 0:
+            raise ConfigError("patience, grad_clip and weight_decay must be >= 0.")
+        if self.format_version > TRAIN_CONFIG_VERSION:
+            raise ConfigError("This training configuration comes from a newer napari-seg-box: update it.")
+
+    @property
+    def decoder(self) -> tuple[int, ...]:
+        return self.decoder_channels or _DECODER[5 - self.encoder_depth :]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["decoder_channels"] = list(self.decoder) if self.decoder_channels is not None else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError(f"Unknown training settings: {', '.join(sorted(unknown))}. Known: {', '.join(sorted(known))}.")
+        return cls(**d)

@@ -1,0 +1,210 @@
+"""Training data preparation: annotated images -> normalised regions, targets, weights, validation split."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..data import DEFAULT_PERCENTILES, labels_to_target, normalize
+from ..errors import ConfigError, DataError
+from ..losses import IGNORE, edge_weight_map
+from .config import TrainConfig
+
+
+_VAL_TILE = 512  # validation regions are cut into crops of at most this size
+
+
+# ---------------------------------------------------------------------- data
+@dataclass
+class _Item:
+    """One training or validation region: normalised image, target, optional edge weights."""
+
+    name: str
+    image: np.ndarray  # (Y, X, C) float32
+    target: np.ndarray  # (Y, X) int16, IGNORE = unlabelled
+    weight: np.ndarray | None = None
+    coords: np.ndarray | None = None  # (N, 2) annotated pixels (subsampled)
+    fg_coords: np.ndarray | None = None  # annotated non-background pixels
+
+    @property
+    def annotated(self) -> int:
+        return int((self.target != IGNORE).sum())
+
+
+@dataclass
+class _Data:
+    train: list[_Item]
+    val: list[_Item]
+    classes: list[str]
+    channels: int
+    fingerprint: str
+    train_names: list[str]
+    val_names: list[str]
+    split: str  # how validation was chosen
+    object_diameter: float | None
+
+
+def _fingerprint(pairs) -> str:
+    h = hashlib.sha256()
+    for name, image, labels in pairs:
+        h.update(name.encode())
+        h.update(str(image.shape).encode() + str(image.dtype).encode())
+        h.update(np.ascontiguousarray(image).tobytes())
+        h.update(np.ascontiguousarray(labels).tobytes())
+    return h.hexdigest()
+
+
+def _instances_for(project, name: str, labels: np.ndarray) -> np.ndarray:
+    """Instance ids for edge weights: stored instances, else connected components of non-background."""
+    from skimage.measure import label
+
+    inst = project.get_instances(name)
+    if inst is not None:
+        return inst
+    return label(labels >= 2, connectivity=1)
+
+
+BOUNDARY = 2  # target index of the boundary class (after background 0 and the object class 1)
+
+
+def boundary_mask(instances: np.ndarray, width: int = 2) -> np.ndarray:
+    """(Y, X) bool: the outer ``width`` pixels of every object of an instance image (touching
+    objects each keep their own boundary pixels; object pixels next to background are boundary)."""
+    from scipy import ndimage as ndi
+    from skimage.segmentation import find_boundaries
+
+    inside = instances > 0
+    edge = find_boundaries(instances, connectivity=1, mode="inner") & inside
+    if width > 1:
+        edge = ndi.binary_dilation(edge, iterations=width - 1, mask=inside)
+    return edge
+
+
+def _fold_boundary(t):
+    """Class indices with the boundary (2) counted as the object (1): metrics are of the project's classes."""
+    return t.clamp(max=1)
+
+
+def _object_diameter(labels_list) -> float | None:
+    from skimage.measure import label, regionprops
+
+    diam = []
+    for labels in labels_list:
+        for r in regionprops(label(labels >= 2, connectivity=1)):
+            if r.area >= 9:
+                diam.append(r.equivalent_diameter_area)
+    return float(np.median(diam)) if diam else None
+
+
+def _coords(mask: np.ndarray, rng: np.random.Generator, limit: int = 200_000) -> np.ndarray:
+    c = np.argwhere(mask).astype(np.int32)
+    if len(c) > limit:
+        c = c[rng.choice(len(c), limit, replace=False)]
+    return c
+
+
+def _split_rows(target: np.ndarray, fraction: float) -> int:
+    """Row where the bottom ``fraction`` of the annotated pixels begins."""
+    per_row = (target != IGNORE).sum(axis=1)
+    cum = np.cumsum(per_row)
+    return int(np.searchsorted(cum, cum[-1] * (1 - fraction)))
+
+
+def _prepare_data(project, cfg: TrainConfig) -> _Data:
+    from ..store import iter_training_pairs
+
+    pairs = [(n, im, lb) for n, im, lb in iter_training_pairs(project, ("train", "validation")) if (lb > 0).any()]
+    if not pairs:
+        raise DataError(
+            "No annotated images to train on: paint some labels (0 = unlabelled; 1.. = classes) on at least one "
+            "train or validation image of the project, then save them."
+        )
+    K = project.n_classes
+    if K < 2:
+        raise DataError("Training needs at least two classes (for example background and nucleus): add a class to the project.")
+    if cfg.boundary and K != 2:
+        raise ConfigError(
+            f"The boundary class works with one object class (a two-class project), but this project has {K} classes: "
+            "train without boundary=True (the watershed still splits touching objects), or use a two-class project."
+        )
+    channels = {1 if im.ndim == 2 else im.shape[-1] for _, im, _ in pairs}
+    if len(channels) > 1:
+        raise DataError(f"The annotated images have different channel counts {sorted(channels)}: train on images with the same channels.")
+    rng = np.random.default_rng(cfg.seed)
+    fingerprint = _fingerprint(pairs)
+    diameter = _object_diameter([lb for _, _, lb in pairs])
+    split_of = {r.name: r.split for r in project.images()}
+
+    def item(name, image, labels):
+        target = labels_to_target(labels, ignore_index=IGNORE).astype(np.int16)
+        weight = None
+        if cfg.loss == "edge_weighted" or cfg.boundary:
+            instances = _instances_for(project, name, labels)
+        if cfg.loss == "edge_weighted":
+            weight = edge_weight_map(instances, target, w0=cfg.edge_w0, sigma=cfg.edge_sigma)
+        if cfg.boundary:  # class index 2: the object's outer pixels
+            target[boundary_mask(instances, cfg.boundary_width) & (target == 1)] = BOUNDARY
+        return _Item(name, normalize(image, percentiles=DEFAULT_PERCENTILES), target, weight)
+
+    items = [item(*p) for p in pairs]
+    marked = [it for it in items if split_of.get(it.name) == "validation"]
+    if marked:
+        train = [it for it in items if split_of.get(it.name) != "validation"]
+        val, split = marked, f"{len(marked)} image(s) marked validation"
+        if not train:
+            raise DataError("Every annotated image is marked 'validation': mark at least one as 'train'.")
+    elif len(items) >= 4:
+        n_val = max(1, round(len(items) * cfg.validation_fraction))
+        order = rng.permutation(len(items))
+        val = [items[i] for i in sorted(order[:n_val])]
+        train = [items[i] for i in sorted(order[n_val:])]
+        split = f"automatic: {n_val} of {len(items)} images"
+    else:
+        train, val = [], []
+        for it in items:
+            cut = _split_rows(it.target, cfg.validation_fraction)
+            top, bottom = slice(0, cut), slice(cut, None)
+            if cut < 16 or it.target.shape[0] - cut < 16 or not (it.target[bottom] != IGNORE).any():
+                train.append(it)
+                continue
+            w = it.weight
+            train.append(_Item(it.name, it.image[top], it.target[top], None if w is None else w[top]))
+            val.append(_Item(f"{it.name} (rows {cut}-)", it.image[bottom], it.target[bottom], None if w is None else w[bottom]))
+        if not val:
+            raise DataError(
+                "No validation is possible: the annotations are too small to keep a part aside. Annotate a second image "
+                "(or a larger area), or mark an annotated image as 'validation'."
+            )
+        split = "automatic: bottom ~20% of each image's annotated rows"
+    if not any(it.annotated for it in train):
+        raise DataError("The training part has no annotated pixels: annotate more, or mark fewer images as validation.")
+    background_only = all((it.target[it.target != IGNORE] == 0).all() for it in train)
+    if background_only:
+        raise DataError("Only background (class 1) is annotated in the training images: paint some objects too.")
+    for it in train:
+        it.coords = _coords(it.target != IGNORE, rng)
+        it.fg_coords = _coords(it.target >= 1, rng)
+    val = [crop for it in val for crop in _tiles(it)]
+    return _Data(
+        train=[it for it in train if it.annotated],
+        val=[it for it in val if it.annotated],
+        classes=project.class_names,
+        channels=channels.pop(),
+        fingerprint=fingerprint,
+        train_names=sorted({it.name for it in train}),
+        val_names=sorted({it.name.split(" (rows")[0] for it in val}),
+        split=split,
+        object_diameter=diameter,
+    )
+
+
+def _tiles(it: _Item) -> list[_Item]:
+    H, W = it.target.shape
+    out = []
+    for y in range(0, H, _VAL_TILE):
+        for x in range(0, W, _VAL_TILE):
+            sl = (slice(y, y + _VAL_TILE), slice(x, x + _VAL_TILE))
+            out.append(_Item(it.name, it.image[sl], it.target[sl], None if it.weight is None else it.weight[sl]))
+    return out

@@ -1,0 +1,119 @@
+"""The device side of a training run: precision, memory layout, one optimisation step, the schedule."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..models import device_name, memory_format, pick_device
+from ..losses import IGNORE
+from .config import TrainConfig
+
+
+# ---------------------------------------------------------------------- optimisation helpers
+def lr_at(step: int, total: int, max_lr: float, schedule: str) -> float:
+    """Learning rate at ``step`` of ``total``: one-cycle (cosine warm-up 30 %, cosine decay), cosine, constant."""
+    t = min(step / max(total - 1, 1), 1.0)
+    if schedule == "constant":
+        return max_lr
+    if schedule == "cosine":
+        warm = 0.05
+        if t < warm:
+            return max_lr * (0.1 + 0.9 * t / warm)
+        return max_lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * (t - warm) / (1 - warm))))
+    warm = 0.3
+    if t < warm:
+        return max_lr / 25 + (max_lr - max_lr / 25) * 0.5 * (1 - math.cos(math.pi * t / warm))
+    return max_lr / 1e3 + (max_lr - max_lr / 1e3) * 0.5 * (1 + math.cos(math.pi * (t - warm) / (1 - warm)))
+
+
+def _accumulate_confusion(conf_t, pred, target, k: int) -> None:
+    """Add (truth, prediction) pairs of labelled pixels to a flat (K*K + 1) counter on the device, without a sync."""
+    idx = (target * k + pred).masked_fill_(target == IGNORE, k * k)
+    conf_t.scatter_add_(0, idx.reshape(-1), idx.new_ones(idx.numel()))
+
+
+def _too_big(err: BaseException) -> bool:
+    """A CUDA out-of-memory error, or a tensor too large for a kernel (both: a smaller batch helps)."""
+    text = str(err)
+    return "out of memory" in text or "INT_MAX" in text or type(err).__name__ == "OutOfMemoryError"
+
+
+def _scores(conf: np.ndarray) -> tuple[float, float, list[float | None]]:
+    """Pixel accuracy, mean IoU over the classes present, IoU per class (None where absent)."""
+    tp = np.diag(conf).astype(np.float64)
+    total = conf.sum()
+    acc = float(tp.sum() / total) if total else 0.0
+    union = conf.sum(0) + conf.sum(1) - tp
+    present = conf.sum(1) > 0
+    per = [float(tp[i] / union[i]) if present[i] and union[i] else None for i in range(len(tp))]
+    vals = [v for v in per if v is not None]
+    return acc, float(np.mean(vals)) if vals else 0.0, per
+
+
+class _Runtime:
+    """Device, precision and memory layout of a run."""
+
+    def __init__(self, cfg: TrainConfig):
+        import torch
+
+        self.device = pick_device(cfg.device)
+        self.cuda = self.device.type == "cuda"
+        self.dtype = None
+        if self.cuda and cfg.mixed_precision != "off":
+            if cfg.mixed_precision == "fp16" or (cfg.mixed_precision == "auto" and not torch.cuda.is_bf16_supported()):
+                self.dtype = torch.float16
+            else:
+                self.dtype = torch.bfloat16
+        self.scaler = torch.amp.GradScaler("cuda") if self.dtype == torch.float16 else None
+        self.memory_format = memory_format(self.device)
+        if self.cuda:
+            torch.backends.cudnn.benchmark = True
+
+    def autocast(self):
+        import contextlib
+
+        import torch
+
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=self.dtype)
+
+    def to(self, x, y=None, w=None):
+        import torch
+
+        x, y, w = (a if a is None or isinstance(a, torch.Tensor) else torch.from_numpy(a) for a in (x, y, w))
+        x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        y = None if y is None else y.to(self.device, non_blocking=True)
+        w = None if w is None else w.to(self.device, non_blocking=True)
+        return x, y, w
+
+    def optimise(self, model, loss_fn, opt, x, y, w, *, grad_clip: float | None):
+        """One training step (forward, loss, backward, clipping, update) in this run's precision;
+        returns (logits, loss)."""
+        import torch
+
+        with self.autocast():
+            logits = model(x)
+            loss = loss_fn(logits, y, w)
+        opt.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(opt)
+        else:
+            loss.backward()
+        if grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(opt)
+            self.scaler.update()
+        else:
+            opt.step()
+        return logits, loss
+
+    def describe(self) -> str:
+        prec = {None: "float32"}.get(self.dtype, str(self.dtype).replace("torch.", ""))
+        import torch
+
+        return f"{device_name(self.device)}, {prec}" + (", channels_last" if self.memory_format == torch.channels_last else "")

@@ -1,0 +1,89 @@
+"""Segment-and-quantify: predict images with a model version, post-process, measure every object."""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from ..core.errors import DataError, StoreError
+from ..core.events import ItemDone, check_cancel, run_to_end
+from ..core.infer import Predictor, iter_predict
+from ..core.io import _expand, _stem, read_image
+from ..core.postprocess import PostprocessConfig
+from ..core.postprocess import postprocess as run_postprocess
+from ..core.quantify import Quantification, quantify_labels
+
+
+def iter_segment_and_quantify(
+    project,
+    version: str | None = None,
+    *,
+    names: Sequence[str] | None = None,
+    files=None,
+    postprocess=None,
+    predict_config=None,
+    pixel_size=None,
+    unit: str | None = None,
+    keep_labels: bool = True,
+    cancel=None,
+) -> Iterator[Any]:
+    """Segment images with a model version and measure their objects (a generator, no Qt).
+
+    Parameters
+    ----------
+    project : the project store holding the model (and, without ``files``, the images).
+    names : images of the store (default: all); or ``files``: a folder, glob or list of image files.
+    postprocess : :class:`PostprocessConfig` (default: the one tuned with the model version).
+    pixel_size, unit : physical pixel size (default: the store's, per image); None measures in pixels.
+    keep_labels : also return the instance label image of each image (for display).
+
+    Yields :class:`Progress` (tiles) and :class:`ItemDone` per image (``error`` when it failed; the
+    batch goes on). Returns ``(Quantification, {name: (Y, X) instance labels})``.
+    """
+    import pandas as pd
+
+
+    predictor = Predictor.from_project(project, version)
+    pp = postprocess if postprocess is not None else PostprocessConfig.for_model(predictor.meta)
+    if files is not None:
+        paths = _expand(files)
+        items = [(_stem(p), (lambda p=p: read_image(p)), None, p) for p in paths]
+    else:
+        names = list(names) if names is not None else project.image_names()
+        items = [(n, (lambda n=n: project.get_image(n)), project.image_record(n).pixel_size, None) for n in names]
+    if not items:
+        raise DataError("No images to quantify: choose a folder or files with images, or add images to the project.")
+    objects, rows, errors, labels = [], [], [], {}
+    for i, (name, load, ps, path) in enumerate(items):
+        check_cancel(cancel)
+        try:
+            image = load()
+            probs = yield from iter_predict(image, predictor, config=predict_config, stack=False, cancel=cancel)
+            res = run_postprocess(probs, pp)
+            q = quantify_labels(
+                res.semantic, image, instances=res.instances, pixel_size=ps or pixel_size,
+                unit=unit or project.unit, class_names=predictor.class_names, name=name,
+            )
+            if path:
+                q.images["path"] = path
+            objects.append(q.objects)
+            rows.append(q.images)
+            if keep_labels:
+                labels[name] = res.instances
+            yield ItemDone(i, len(items), name)
+        except (DataError, StoreError) as err:
+            errors.append({"image": name, "error": str(err)})
+            rows.append(pd.DataFrame([{"image": name, "n_objects": np.nan, "coverage_percent": np.nan, "error": str(err)}]))
+            yield ItemDone(i, len(items), name, error=str(err))
+    objs = [o for o in objects if len(o)]
+    table = pd.concat(objs, ignore_index=True) if objs else pd.DataFrame(columns=["image", "class", "class_name", "label"])
+    images = pd.concat(rows, ignore_index=True)
+    unit_cols = [c for c in table.columns if c.startswith("perimeter_")]
+    q = Quantification(table, images, unit=unit_cols[0][len("perimeter_") :] if unit_cols else "px", errors=errors)
+    return q, labels
+
+
+def segment_and_quantify(project, version: str | None = None, **kwargs):
+    """Blocking :func:`iter_segment_and_quantify`: ``(Quantification, {name: instance labels})``."""
+    return run_to_end(iter_segment_and_quantify(project, version, **kwargs))
