@@ -146,12 +146,13 @@ def cmd_isbi(args) -> list[dict]:
         # only the encoder and epochs are set: patch, batch, learning rate and steps are automatic
         cfg = TrainConfig(epochs=args.epochs, encoder=args.encoder, batch_size=args.batch, steps_per_epoch=args.steps, loss=args.loss)
         version, seconds, ev = train_and_evaluate(project, cfg, "interior")
-        meta = project.model_metadata(version)
+        info = project.model_version(version)
         t = time.perf_counter()
         base = evaluate_baseline(project)
         base_s = time.perf_counter() - t
         base_cc = evaluate_baseline(project, watershed=False)
-        print(f"U-Net {args.encoder}: {meta['epochs_run']} epochs, {seconds:.0f} s on {meta['device']}; settings {meta['chosen']}; post-processing {meta['postprocess']['config']}")
+        tr = info.training
+        print(f"U-Net {args.encoder}: {tr.epochs_run} epochs, {seconds:.0f} s on {tr.device}; settings {tr.chosen}; post-processing {info.postprocess.to_dict()}")
         rows = [
             {**row(f"U-Net {args.encoder} ({seconds / 60:.1f} min training)", ev, "interior")},
             {**row(f"classical Otsu + watershed ({base_s:.1f} s)", base, "interior")},
@@ -176,7 +177,6 @@ def cross_validate(tmp: str, name: str, cfg, folds, *, variants=None) -> dict:
     Returns {row name: [evaluation per fold]}, the training seconds of each fold and the last fold's model.
     """
     from napari_seg_box.workflows.evaluate import evaluate_project
-    from napari_seg_box.core.postprocess import PostprocessConfig
 
     variants = variants or {name: None}
     out = {k: [] for k in variants}
@@ -185,12 +185,12 @@ def cross_validate(tmp: str, name: str, cfg, folds, *, variants=None) -> dict:
         project = nuclei_project(tmp, name.replace(" ", "_"), test=f)
         version, s, ev = train_and_evaluate(project, cfg, "nucleus")
         seconds.append(s)
-        tuned = PostprocessConfig.for_model(project.model_metadata(version))
+        tuned = project.model_version(version).postprocess
         for row_name, override in variants.items():
             if override is None:
                 out[row_name].append(ev)
             else:
-                pp = PostprocessConfig.from_dict({**tuned.to_dict(), **override})
+                pp = tuned.replace(**override)
                 out[row_name].append(evaluate_project(project, version, postprocess=pp, save=False))
         print(f"  {name} fold {f}: F1@0.5 {ev.summary['objects']['nucleus']['f1@0.5']:.3f} ({s:.0f} s); tuned {tuned.to_dict()}", flush=True)
     return {"evaluations": out, "train_s": seconds, "project": project, "version": version}

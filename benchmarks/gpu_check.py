@@ -42,12 +42,12 @@ def main(parts=("train", "oom", "predict")) -> int:
             project.add_image(name, image, labels=(1 + (inst > 0)).astype(np.uint8), instances=inst, split=split)
 
         version = run_to_end(iter_train(project, TrainConfig(epochs=10, encoder="resnet34", augmentation="light")))
-        meta = project.model_metadata(version)
-        say("1.", meta["device"], "| chosen", meta["chosen"], "| best", meta["best_metrics"], f"| {meta['duration_s']:.0f} s")
-        if "float16" not in meta["device"] or "channels_last" not in meta["device"]:
-            failures.append(f"mixed precision / channels_last not used: {meta['device']}")
-        if meta["best_metrics"]["val_iou"] < 0.8:
-            failures.append(f"validation IoU {meta['best_metrics']['val_iou']:.3f} < 0.8")
+        t = project.model_version(version).training
+        say("1.", t.device, "| chosen", t.chosen, "| best", t.best, f"| {t.duration_s:.0f} s")
+        if "float16" not in t.device or "channels_last" not in t.device:
+            failures.append(f"mixed precision / channels_last not used: {t.device}")
+        if t.best["val_iou"] < 0.8:
+            failures.append(f"validation IoU {t.best['val_iou']:.3f} < 0.8")
 
         if "oom" in parts:
             messages = []
@@ -60,8 +60,9 @@ def main(parts=("train", "oom", "predict")) -> int:
             cfg = TrainConfig(epochs=1, encoder="resnet34", patch_size=512, batch_size=512, steps_per_epoch=2, learning_rate=1e-3, augmentation="light")
             v2 = run_to_end(iter_train(project, cfg), on_event)
             halved = [m for m in messages if "halved" in m]
-            say("2.", len(halved), "halvings | final batch", project.model_metadata(v2)["chosen"]["batch_size"])
-            if not halved or project.model_metadata(v2)["chosen"]["batch_size"] >= 512:
+            final = project.model_version(v2).training.chosen["batch_size"]
+            say("2.", len(halved), "halvings | final batch", final)
+            if not halved or final >= 512:
                 failures.append("out-of-memory did not halve the batch")
 
         image = project.get_image("q3")

@@ -3,7 +3,7 @@
 Returns ``None`` for anything that is not a project store (other zarr files included), so it never
 takes files away from other readers. Each image of the store opens as an image layer (lazy zarr
 array) plus a labels layer with the project's class colours, linked to the store through the layer
-metadata (``segbox_store``, ``segbox_image``) so the writer and the widgets can save back.
+metadata (:mod:`.layers`) so the writer and the widgets can save back.
 """
 
 from __future__ import annotations
@@ -19,40 +19,23 @@ def get_reader(path):
     return read_project if Project.is_project(str(path)) else None
 
 
-def label_colormap(project) -> dict:
-    """napari labels colours: {value: colour} for the project's classes, 0 transparent."""
-    colors = {0: "transparent", None: "transparent"}
-    colors.update({c.value: c.color for c in project.classes})
-    return colors
-
-
 def project_layers(project, names=None) -> list[tuple]:
     """Layer data tuples for images of a project (all by default), with linked labels layers."""
     import numpy as np
 
+    from .layers import class_colors, layer_scale, link
+
     layers = []
     for name in names or project.image_names():
         rec = project.image_record(name)
-        meta = {"segbox_store": project.url, "segbox_image": name}
-        scale = rec.pixel_size or (1.0, 1.0)
+        scale = layer_scale(rec)
         image = project.image_array(name)
-        layers.append((image, {"name": name, "metadata": dict(meta), "scale": scale, "rgb": rec.channels == 3}, "image"))
+        layers.append((image, {"name": name, "metadata": link(project.url, name), "scale": scale, "rgb": rec.channels == 3}, "image"))
         labels = project.get_labels(name)
         if labels is None:
-            labels = np.zeros(rec.shape[:2], dtype=np.uint8)
-        layers.append(
-            (
-                labels,
-                {
-                    "name": f"{name} annotations",
-                    "metadata": dict(meta),
-                    "scale": scale,
-                    "colormap": label_colormap(project),
-                    "opacity": 0.6,
-                },
-                "labels",
-            )
-        )
+            labels = np.zeros(rec.spatial_shape, dtype=np.uint8)
+        meta = {"name": f"{name} annotations", "metadata": link(project.url, name), "scale": scale, "colormap": class_colors(project), "opacity": 0.6}
+        layers.append((labels, meta, "labels"))
     return layers
 
 

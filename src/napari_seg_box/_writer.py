@@ -15,7 +15,9 @@ def write_labels(path: str, data, meta: dict) -> list[str]:
 
     from .core.store import Project
 
-    image = (meta.get("metadata") or {}).get("segbox_image")
+    from .layers import IMAGE_KEY
+
+    image = (meta.get("metadata") or {}).get(IMAGE_KEY)
     if not image:
         raise StoreError(
             "This labels layer is not linked to an image of a project store: open the store in napari "

@@ -7,37 +7,23 @@ import numpy as np
 TINY = dict(encoder="resnet18", encoder_depth=3, decoder_channels=(32, 16, 8))
 
 
-def save_tiny_model(project, *, in_channels: int = 1, classes: int = 2, seed: int = 0, model=None, postprocess=None) -> str:
-    """Save a tiny resnet18 U-Net as a model version of ``project``; returns the version id."""
+def save_tiny_model(project, *, in_channels: int = 1, classes: int = 2, seed: int = 0, model=None, tuning=None, boundary_width=None) -> str:
+    """Save a tiny resnet18 U-Net as a model version of ``project`` (through the store's one version
+    writer, as training does); returns the version id. ``classes`` counts the network's outputs."""
     import torch
 
     from napari_seg_box.core.models import ModelSpec, build_model, weights_to_bytes
+    from napari_seg_box.core.versions import ModelVersion
 
     spec = ModelSpec(in_channels=in_channels, classes=classes, **TINY)
     if model is None:
         torch.manual_seed(seed)
         model = build_model(spec)
     model.eval()
-    meta = {
-        "format_version": 1,
-        "model": spec.to_dict(),
-        "encoder": spec.encoder,
-        "class_names": project.class_names[:classes] if len(project.class_names) >= classes else [f"c{i}" for i in range(classes)],
-        "normalization": {"kind": "percentile", "percentiles": [1.0, 99.8]},
-        "patch_size": 64,
-        "config": {},
-        "training_data": {"fingerprint": "0" * 64, "train_images": [], "validation_images": []},
-        "history": [],
-        "best_metrics": {"epoch": 0, "val_iou": 0.0, "val_loss": 0.0, "val_acc": 0.0},
-        "status": "completed",
-        "device": "cpu",
-        "duration_s": 0.0,
-        "packages": {},
-        "postprocess": postprocess or {},
-    }
-    version = project.new_version_id()
-    project.save_model_version(version, weights_to_bytes(model), meta)
-    return version
+    n = classes - (boundary_width is not None)
+    names = project.class_names[:n] if len(project.class_names) >= n else [f"c{i}" for i in range(n)]
+    info = ModelVersion(spec, tuple(names), boundary_width=boundary_width, patch_size=64, tuning=tuning)
+    return project.save_model_version(weights_to_bytes(model), info).version
 
 
 def fit_tiny_model(images, labels, *, steps: int = 60, patch: int = 64, seed: int = 0, lr: float = 3e-3):

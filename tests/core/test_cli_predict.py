@@ -37,7 +37,7 @@ def test_predict_evaluate_tune_quantify_on_store(nuclei_project, tmp_path, capsy
     code, tuned = run_json(["tune", url, "--thresholds", "0.4", "0.6", "--min-sizes", "10", "--seed-distances", "5", "--instances", "watershed", "--tile-size", "128", "--json"], capsys)
     assert code == 0 and tuned["combinations"] == 2 and tuned["score"] > 0.6 and tuned["best"]["instances"] == "watershed"
     project.refresh()
-    assert project.model_metadata(v)["postprocess"]["config"]["threshold"] == tuned["best"]["threshold"]
+    assert project.model_version(v).tuning.config.threshold == tuned["best"]["threshold"]
     # evaluate on the held-out quadrant
     code, ev = run_json(["evaluate", url, "--tile-size", "128", "--json", "--csv", str(tmp_path / "csv"), "--baseline"], capsys)
     assert code == 0

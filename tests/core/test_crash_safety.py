@@ -17,14 +17,17 @@ WRITER = textwrap.dedent(
     """
     import sys, numpy as np
     from napari_seg_box.core import Project
+    from napari_seg_box.core.models import ModelSpec
+    from napari_seg_box.core.versions import ModelVersion, Training
     p = Project.open(sys.argv[1])
+    spec = ModelSpec("resnet18", 1, 2, 3, (32, 16, 8))
     i = 0
     print("ready", flush=True)
     while True:
         i += 1
         p.set_labels("big", np.full((2048, 2048), 1 + i % 2, np.uint8))
-        v = p.new_version_id()
-        p.save_model_version(v, bytes([int(v[1:]) % 251]) * 3_000_000, {"round": int(v[1:])})
+        n = int(p.new_version_id()[1:])
+        p.save_model_version(bytes([n % 251]) * 3_000_000, ModelVersion(spec, ("a", "b"), training=Training(run=str(n))))
     """
 )
 
@@ -46,5 +49,6 @@ def test_sigkill_while_saving_keeps_previous_state(tmp_path):
         labels = q.get_labels("big")
         assert labels is not None and labels.shape == (2048, 2048)
         assert len(np.unique(labels)) == 1 and labels[0, 0] in (1, 2), "labels are one whole revision"
-        for meta in q.model_versions():  # every listed version is complete
-            assert q.model_weights(meta["version"]) == bytes([meta["round"] % 251]) * 3_000_000
+        for entry in q.model_versions():  # every listed version is complete
+            info = q.model_version(entry.version)
+            assert q.model_weights(info) == bytes([int(info.training.run) % 251]) * 3_000_000

@@ -86,7 +86,9 @@ def test_tiling_geometry_and_gaussian():
     with pytest.raises(ConfigError, match="batch_size"):
         PredictConfig(batch_size=0)
     assert PredictConfig.from_dict(PredictConfig.quality().to_dict()).overlap == 0.5
-    assert PredictConfig.from_dict({"tile_size": 128, "batch_size": None, "unknown": 1}).batch_size is None
+    assert PredictConfig.from_dict({"tile_size": 128, "batch_size": None}).batch_size is None
+    with pytest.raises(ConfigError, match="Unknown prediction settings: unknown"):  # one rule for every config
+        PredictConfig.from_dict({"tile_size": 128, "unknown": 1})
 
 
 def test_any_size_and_small_images(tiny):

@@ -78,9 +78,18 @@ def test_import_multipage_tiff_stack(tmp_path, shared_data):
     tifffile.imwrite(tmp_path / "stack_labels.tif", masks)
     p = Project.create(tmp_path / "p.zarr")
     names = import_images(p, tmp_path / "stack.tif", tmp_path / "stack_labels.tif")
-    assert names == [f"stack_z{z:03d}" for z in range(5)]
-    np.testing.assert_array_equal(p.get_image("stack_z003"), stack[3])
-    np.testing.assert_array_equal(p.get_labels("stack_z004"), 1 + (masks[4] > 0))
+    assert names == ["stack"]  # one image, a stack of 5 planes (not 5 images)
+    assert (p.image_record("stack").axes, p.image_record("stack").shape) == ("zyx", (5, 512, 512))
+    np.testing.assert_array_equal(p.get_image("stack")[3], stack[3])
+    np.testing.assert_array_equal(p.get_labels("stack")[4], 1 + (masks[4] > 0))
+    # the same stack as 3 planes of one project image, and a 3-plane image as channels when asked
+    q = Project.create(tmp_path / "q.zarr")
+    tifffile.imwrite(tmp_path / "three.tif", stack[:3])
+    assert import_images(q, tmp_path / "three.tif", stack=True) == ["three"]
+    assert q.image_record("three").axes == "zyx"
+    r = Project.create(tmp_path / "r.zarr")
+    import_images(r, tmp_path / "three.tif")
+    assert (r.image_record("three").axes, r.image_record("three").channels) == ("yxc", 3)
 
 
 def test_import_ome_zarr_with_labels(tmp_path, shared_data):

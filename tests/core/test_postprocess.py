@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_seg_box.core import ConfigError, DataError
+from napari_seg_box.core import ConfigError, DataError, Project
 from napari_seg_box.core.postprocess import (
     PostprocessConfig,
     export_imagej_rois,
@@ -97,8 +97,13 @@ def test_multiclass_semantic_and_config_validation():
         postprocess(np.zeros((10, 10)))
     cfg = PostprocessConfig(threshold=0.4, erosion=1, object_classes=(2,))
     assert PostprocessConfig.from_dict(cfg.to_dict()) == cfg
-    assert PostprocessConfig.for_model({"postprocess": {"config": cfg.to_dict()}}) == cfg
-    assert PostprocessConfig.for_model({"postprocess": {}}) == PostprocessConfig()
+    with pytest.raises(ConfigError, match="Unknown post-processing settings: treshold"):
+        PostprocessConfig.from_dict({"treshold": 0.4})  # a typo is named, not dropped
+    with pytest.raises(AttributeError):
+        cfg.threshold = 0.9  # frozen once validated
+    assert cfg.replace(threshold=0.6).threshold == 0.6 and cfg.threshold == 0.4
+    with pytest.raises(ConfigError, match="threshold"):
+        cfg.replace(threshold=2.0)
 
 
 def test_outlines_and_imagej_rois(tmp_path):
@@ -131,10 +136,10 @@ def test_tune_postprocess_saves_into_model_version(nuclei_project):
     assert set(table["instances"]) == {"watershed", "components"}
     assert table["score"].max() > 0.6  # object F1 @ 0.5 on the validation quadrant q2
     assert best.threshold in (0.3, 0.5, 0.7) and best.seed_distance in (3, 8)
-    meta = project.model_metadata(v)
-    assert meta["postprocess"]["config"] == best.to_dict()
-    assert meta["postprocess"]["images"] == ["q2"]
-    assert PostprocessConfig.for_model(meta) == best
+    tuning = project.model_version(v).tuning
+    assert tuning.config == best and tuning.images == ("q2",) and tuning.metric == "object_f1@0.5"
+    assert Project.open(project.url).model_version(v).postprocess == best  # what predict/evaluate/quantify use
+    assert [e.tuned for e in project.model_versions()] == [True]
     # the scores differ across the grid: the search is real
     assert table["score"].max() > table["score"].min()
 
@@ -175,9 +180,8 @@ def test_boundary_model_splits_touching_objects_along_boundaries():
     np.testing.assert_allclose(folded.sum(0), 1.0, atol=1e-6)
     assert (semantic_labels(folded) == np.where(inst > 0, 2, 1)).all()
 
-    cfg = PostprocessConfig.for_model({"boundary": {"width": 2}})
-    assert cfg.boundary and not PostprocessConfig.for_model({}).boundary
-    res = postprocess(probs, cfg, min_size=0)
+    cfg = PostprocessConfig()
+    res = postprocess(probs, cfg, boundary=True, min_size=0)
     assert res.n_objects == 2
     assert (res.semantic == np.where(inst > 0, 2, 1)).all()  # the boundary is part of the object
     for i in (1, 2):
@@ -186,9 +190,9 @@ def test_boundary_model_splits_touching_objects_along_boundaries():
         assert iou > 0.95, (i, iou)
     # without the boundary the same foreground is one object (components) or split by distance
     assert postprocess(folded, instances="components", min_size=0).n_objects == 1
-    assert postprocess(probs, cfg, instances="components", min_size=0).n_objects == 1
+    assert postprocess(probs, cfg, boundary=True, instances="components", min_size=0).n_objects == 1
     with pytest.raises(DataError, match="boundary"):
-        postprocess(probs[:2], cfg)
+        postprocess(probs[:2], cfg, boundary=True)
 
 
 def test_boundary_split_keeps_objects_without_interior():
@@ -219,5 +223,5 @@ def test_tuning_ties_go_to_the_middle_of_the_plateau():
 
 def test_objects_in_words():
     assert PostprocessConfig(seed_distance=8).objects_in_words() == "watershed, seed distance 8 px"
-    assert PostprocessConfig(boundary=True).objects_in_words() == "boundary-seeded watershed"
+    assert PostprocessConfig().objects_in_words(boundary=True) == "boundary-seeded watershed"
     assert PostprocessConfig(instances="components").objects_in_words() == "connected components"

@@ -11,6 +11,7 @@ from napari_seg_box.core import Project, StoreError
 from napari_seg_box.cli import main as cli
 
 from ..conftest import isbi
+from .test_store import tiny_version
 
 pytestmark = pytest.mark.s3
 
@@ -54,7 +55,7 @@ def test_s3_round_trip_and_no_credentials_stored(s3_env, shared_data):
     opts = {"endpoint_url": s3_env}
     p = Project.create("s3://lab/projects/em", classes=["membrane", "cell"], storage_options=opts)
     p.add_image("slice4", image, labels=1 + (mask > 0), split="test")
-    p.save_model_version("v001", b"\x00weights", {"encoder": "resnet18"})
+    p.save_model_version(b"\x00weights", tiny_version(p, 0.5))
 
     q = Project.open("s3://lab/projects/em", storage_options=opts)
     np.testing.assert_array_equal(q.get_image("slice4"), image)

@@ -66,33 +66,55 @@ def test_labels_revisions_replace_old_arrays(project, shared_data):
     assert project.get_labels("a") is None and not project.exists(rev2)
 
 
-def test_stack_adds_slices_and_multichannel_is_channel_last(tmp_path):
+def test_stack_is_one_image_and_multichannel_is_channel_last(tmp_path):
     rng = np.random.default_rng(0)
     p = Project.create(tmp_path / "s.zarr")
-    names = p.add_stack("stack", rng.integers(0, 255, (3, 64, 64), dtype=np.uint8), labels=np.ones((3, 64, 64), np.uint8))
-    assert names == ["stack_z000", "stack_z001", "stack_z002"]
-    assert p.get_labels("stack_z002").shape == (64, 64)
+    stack = rng.integers(0, 255, (6, 64, 64), dtype=np.uint8)
+    labels = np.zeros((6, 64, 64), np.uint8)
+    labels[2, :10] = 2  # a few annotated planes, the rest unlabelled
+    labels[4, :, :5] = 1
+    assert p.add_image("stack", stack, labels=labels, pixel_size=(0.5, 0.1, 0.1)) == "stack"
+    rec = p.image_record("stack")
+    assert (rec.axes, rec.shape, rec.spatial_shape, rec.spacing, rec.pixel_size) == ("zyx", (6, 64, 64), (6, 64, 64), (0.5, 0.1, 0.1), (0.1, 0.1))
+    np.testing.assert_array_equal(p.get_image("stack"), stack)
+    assert p.annotation_stats("stack").tolist() == [320, 640]
+    from napari_seg_box.core.store import iter_annotated_planes
+
+    planes = list(iter_annotated_planes(p))
+    assert [pl.name for pl in planes] == ["stack[z=2]", "stack[z=4]"]  # unannotated planes are not training data
+    np.testing.assert_array_equal(planes[0].pixels, stack[2])
     q = Project.create(tmp_path / "c.zarr")
     q.add_image("two", rng.random((2, 64, 48)).astype(np.float32))  # channel-first in, channel-last stored
     assert q.image_record("two").shape == (64, 48, 2) and q.image_record("two").channels == 2
+    q.add_image("three", rng.random((64, 48, 2)).astype(np.float32))
+    with pytest.raises(DataError, match="channel"):
+        q.add_image("gray", rng.random((64, 48)).astype(np.float32))
+
+
+def tiny_version(project, val_iou: float):
+    from napari_seg_box.core.models import ModelSpec
+    from napari_seg_box.core.versions import ModelVersion, Training
+
+    spec = ModelSpec("resnet18", 1, 2, 3, (32, 16, 8))
+    return ModelVersion(spec, tuple(project.class_names), training=Training(best={"epoch": 1, "val_iou": val_iou}))
 
 
 def test_model_versions_checksum_and_order(project):
     assert project.new_version_id() == "v001"
-    project.save_model_version("v001", b"weights-one", {"encoder": "resnet18", "best_metrics": {"val_iou": 0.5}})
-    project.save_model_version(project.new_version_id(), b"weights-two", {"encoder": "resnet34", "best_metrics": {"val_iou": 0.7}})
-    assert [m["version"] for m in project.model_versions()] == ["v001", "v002"]
-    assert project.resolve_version(None) == "v002" and project.resolve_version("best") == "v002"
+    first = project.save_model_version(b"weights-one", tiny_version(project, 0.7))
+    second = project.save_model_version(b"weights-two", tiny_version(project, 0.5))
+    assert (first.version, second.version) == ("v001", "v002") and second.created and len(second.weights_sha256) == 64
+    assert [e.version for e in project.model_versions()] == ["v001", "v002"]
+    assert project.resolve_version(None) == "v002" and project.resolve_version("best") == "v001"
     assert project.model_weights("v001") == b"weights-one"
+    assert Project.open(project.url).model_version("v002") == second  # what was saved is what is read
     project.write_bytes("models/v001/weights.safetensors", b"tampered")
     with pytest.raises(StoreError, match="damaged"):
         project.model_weights("v001")
     with pytest.raises(StoreError, match="No model version 'v9'"):
-        project.model_metadata("v9")
-    with pytest.raises(StoreError, match="already exists"):
-        project.save_model_version("v002", b"other", {})
-    with pytest.raises(StoreError, match="Invalid model version"):
-        project.save_model_version("../x", b"", {})
+        project.model_version("v9")
+    with pytest.raises(StoreError, match="takes a ModelVersion"):
+        project.save_model_version(b"other", {"encoder": "resnet18"})
 
 
 def test_set_classes_keeps_used_classes(project, shared_data):
@@ -177,10 +199,13 @@ def test_paths_cannot_escape_the_store(project, tmp_path):
     with pytest.raises(StoreError, match="leaves the project store"):
         project.read_bytes("images/../../escaped.txt")
     assert not (tmp_path / "escaped.txt").exists()
-    # image names are free text but never become paths outside the store
-    project.add_image("../../evil name", np.zeros((32, 32), np.uint8))
-    assert not any(p.name.startswith("evil") for p in tmp_path.iterdir())
-    assert project.get_image("../../evil name").shape == (32, 32)
+    # image names are free text but never paths: they name output files
+    for bad in ("../../evil name", "/abs", "a/b", "", " padded", "a\nb", ".."):
+        with pytest.raises(DataError, match="name"):
+            project.add_image(bad, np.zeros((32, 32), np.uint8))
+    assert project.image_names() == []
+    project.add_image("nuclei (DAPI) #1 – µm", np.zeros((32, 32), np.uint8))
+    assert project.image_names() == ["nuclei (DAPI) #1 – µm"]
 
 
 def test_unknown_image_and_split(project):
@@ -196,8 +221,8 @@ def test_unknown_image_and_split(project):
 def test_bad_images(project):
     with pytest.raises(DataError, match="too small"):
         project.add_image("tiny", np.zeros((4, 4), np.uint8))
-    with pytest.raises(DataError, match="stack"):
-        project.add_image("stack", np.zeros((10, 64, 64), np.uint8))
+    with pytest.raises(DataError, match="channel_axis"):
+        project.add_image("odd", np.zeros((10, 64, 64, 20), np.uint8))
     with pytest.raises(DataError, match="numbers"):
         project.add_image("text", np.array([["a"] * 16] * 16))
     assert project.image_names() == []

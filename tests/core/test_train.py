@@ -38,17 +38,18 @@ def test_training_learns_on_real_nuclei(nuclei_project):
     steps = [e for e in events if isinstance(e, StepLoss)]
     assert [e.epoch for e in epochs] == [1, 2, 3, 4]
     assert np.mean([s.loss for s in steps[-10:]]) < 0.6 * np.mean([s.loss for s in steps[:5]])
-    meta = nuclei_project.model_metadata(version)
-    assert meta["best_metrics"]["val_iou"] > 0.75, meta["history"]
-    assert meta["status"] == "completed" and meta["epochs_run"] == 4
-    assert 1e-4 <= meta["chosen"]["learning_rate"] <= 1e-2  # from the LR finder
-    for key in ("format_version", "model", "encoder", "class_names", "normalization", "patch_size", "config", "training_data", "history", "best_metrics", "device", "duration_s", "packages"):
-        assert key in meta, key
-    assert meta["class_names"] == ["background", "nucleus"]
-    assert meta["training_data"]["train_images"] == ["q0", "q1"]
-    assert meta["training_data"]["validation_images"] == ["q2"]  # marked; q3 (test) never used
-    assert len(meta["training_data"]["fingerprint"]) == 64
-    h = meta["history"][-1]
+    info = nuclei_project.model_version(version)
+    t = info.training
+    assert t.best["val_iou"] > 0.75, t.history
+    assert t.status == "completed" and t.epochs_run == 4
+    assert 1e-4 <= t.chosen["learning_rate"] <= 1e-2  # from the LR finder
+    assert TrainConfig.from_dict(t.config) == cfg  # the whole configuration is saved with the version
+    assert t.duration_s > 0 and t.device.startswith("CPU") and "torch" in info.provenance.packages
+    assert info.class_names == ("background", "nucleus") and info.task == "segmentation" and not info.boundary
+    assert info.provenance.train_images == ("q0", "q1")
+    assert info.provenance.validation_images == ("q2",)  # marked; q3 (test) never used
+    assert len(info.provenance.data_fingerprint) == 64
+    h = t.history[-1]
     for key in ("train_loss", "val_loss", "train_acc", "val_acc", "train_iou", "val_iou", "val_iou_per_class", "seconds", "images_per_s"):
         assert key in h, key
     assert len(h["val_iou_per_class"]) == 2
@@ -63,9 +64,9 @@ def test_same_seed_same_model_and_reload_identical(nuclei_project):
 
     v1 = train(nuclei_project, tiny(epochs=1, steps_per_epoch=3))
     v2 = train(nuclei_project, tiny(epochs=1, steps_per_epoch=3))
-    m1, m2 = nuclei_project.model_metadata(v1), nuclei_project.model_metadata(v2)
-    assert m1["weights_sha256"] == m2["weights_sha256"]
-    assert m1["history"][0]["train_loss"] == m2["history"][0]["train_loss"]
+    m1, m2 = nuclei_project.model_version(v1), nuclei_project.model_version(v2)
+    assert m1.weights_sha256 == m2.weights_sha256
+    assert m1.training.history[0]["train_loss"] == m2.training.history[0]["train_loss"]
     x = torch.from_numpy(np.random.default_rng(0).normal(size=(1, 1, 64, 64)).astype(np.float32))
     a, _ = load_model(nuclei_project, v1, device="cpu")
     b, _ = load_model(nuclei_project, v1, device="cpu")
@@ -88,8 +89,8 @@ def test_cancel_keeps_best_and_resume_continues(nuclei_project):
             cancel.set()
     # stopped within one step of the request (losses are reported one step late, so step 3 was in flight)
     assert [e.step for e in events if isinstance(e, StepLoss) and e.epoch == 2] == [1, 2, 3]
-    meta = nuclei_project.model_metadata(version)
-    assert meta["status"] == "stopped" and meta["best_metrics"]["epoch"] == 1
+    meta = nuclei_project.model_version(version).training
+    assert meta.status == "stopped" and meta.best["epoch"] == 1
     from napari_seg_box.core.infer import Predictor, predict
 
     probs = predict(nuclei_project.get_image("q3"), Predictor.from_project(nuclei_project, version, device="cpu"))
@@ -100,10 +101,11 @@ def test_cancel_keeps_best_and_resume_continues(nuclei_project):
     version2, events2 = collect(iter_train(nuclei_project, resume=True))
     first = next(e for e in events2 if isinstance(e, StepLoss))
     assert first.epoch == 2  # continues after the last finished epoch
-    meta2 = nuclei_project.model_metadata(version2)
-    assert version2 != version and meta2["status"] == "completed"
-    assert [h["epoch"] for h in meta2["history"]] == [1, 2, 3]
-    assert meta2["history"][0] == meta["history"][0]
+    meta2 = nuclei_project.model_version(version2).training
+    assert version2 != version and meta2.status == "completed"
+    assert [h["epoch"] for h in meta2.history] == [1, 2, 3]
+    assert meta2.history[0] == meta.history[0]
+    assert meta2.duration_s > meta.duration_s  # the time before the stop counts (it was lost before)
     assert unfinished_runs(nuclei_project) == []
     with pytest.raises(StoreError, match="no unfinished training run"):
         next(iter_train(nuclei_project, resume=True))
@@ -139,7 +141,7 @@ def test_sparse_scribbles_train(tmp_path, shared_data):
     name, image, inst = quads[2]
     project.add_image(name, image, labels=(1 + (inst > 0)).astype(np.uint8), split="validation")  # dense truth
     version = train(project, tiny(epochs=4, steps_per_epoch=8, patch_size=96))
-    per_class = max(project.model_metadata(version)["history"], key=lambda h: h["val_iou"])["val_iou_per_class"]
+    per_class = max(project.model_version(version).training.history, key=lambda h: h["val_iou"])["val_iou_per_class"]
     assert per_class[1] > 0.55, per_class  # nucleus IoU on dense held-out truth
 
 
@@ -151,9 +153,9 @@ def test_isbi_multiclass_and_automatic_region_split(tmp_path, shared_data):
     labels[(image < 40) & (mask > 0)] = 3  # a third class: dark interior
     project.add_image("em0", image[:256, :256], labels=labels[:256, :256])
     version, events = collect(iter_train(project, tiny(epochs=1, steps_per_epoch=3)))
-    meta = project.model_metadata(version)
-    assert meta["model"]["classes"] == 3 and len(meta["history"][0]["val_iou_per_class"]) == 3
-    assert "bottom" in meta["training_data"]["validation"]
+    info = project.model_version(version)
+    assert info.spec.classes == 3 and len(info.training.history[0]["val_iou_per_class"]) == 3
+    assert "bottom" in info.provenance.validation
     assert any("Validation: automatic" in getattr(e, "text", "") for e in events)
 
 
@@ -163,22 +165,23 @@ def test_automatic_image_split_and_settings(tmp_path, shared_data):
         project.add_image(name, image, labels=(1 + (inst > 0)).astype(np.uint8), split="train")
     cfg = TrainConfig(epochs=1, steps_per_epoch=2, learning_rate=1e-3, **TINY)  # patch and batch automatic
     version, events = collect(iter_train(project, cfg))
-    meta = project.model_metadata(version)
-    assert len(meta["training_data"]["validation_images"]) == 1 and len(meta["training_data"]["train_images"]) == 3
-    patch = meta["chosen"]["patch_size"]  # about 6 nucleus diameters (~25 px), a multiple of 32
+    info = project.model_version(version)
+    assert len(info.provenance.validation_images) == 1 and len(info.provenance.train_images) == 3
+    chosen = info.training.chosen
+    patch = chosen["patch_size"]  # about 6 nucleus diameters (~25 px), a multiple of 32
     assert patch % 32 == 0 and 128 <= patch <= 192
-    assert meta["chosen"]["batch_size"] == (8 if patch <= 128 else 4)  # CPU defaults
+    assert chosen["batch_size"] == (8 if patch <= 128 else 4)  # CPU defaults
     assert any("automatic: patch size, batch size" in getattr(e, "text", "") for e in events)
 
 
 def test_finetune_starts_from_the_version(nuclei_project):
     base = train(nuclei_project, tiny(epochs=3, steps_per_epoch=8))
-    base_iou = nuclei_project.model_metadata(base)["best_metrics"]["val_iou"]
+    base_iou = nuclei_project.model_version(base).best["val_iou"]
     tuned = train(nuclei_project, tiny(epochs=1, steps_per_epoch=1, learning_rate=1e-6, finetune_from=base))
     scratch = train(nuclei_project, tiny(epochs=1, steps_per_epoch=1, learning_rate=1e-6))
-    iou = {v: nuclei_project.model_metadata(v)["best_metrics"]["val_iou"] for v in (tuned, scratch)}
+    iou = {v: nuclei_project.model_version(v).best["val_iou"] for v in (tuned, scratch)}
     assert iou[tuned] > base_iou - 0.05 and iou[tuned] > iou[scratch] + 0.2, (base_iou, iou)
-    assert nuclei_project.model_metadata(tuned)["finetuned_from"] == base
+    assert nuclei_project.model_version(tuned).provenance.finetuned_from == base
 
 
 def test_finetune_into_other_channels_is_refused(nuclei_project, tmp_path):
@@ -203,7 +206,7 @@ def test_efficientnet_learns_in_few_steps(nuclei_project):
         model = build_model(ModelSpec(encoder=encoder, encoder_depth=3, decoder_channels=(32, 16, 8)))
         assert {m.momentum for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {0.1}, encoder
     version = train(nuclei_project, tiny(epochs=4, steps_per_epoch=10, patch_size=96, encoder="efficientnet-b0"))
-    assert nuclei_project.model_metadata(version)["best_metrics"]["val_iou"] > 0.7
+    assert nuclei_project.model_version(version).best["val_iou"] > 0.7
 
 
 def test_out_of_memory_halves_the_batch_and_retries_the_step(nuclei_project, monkeypatch):
@@ -235,16 +238,16 @@ def test_out_of_memory_halves_the_batch_and_retries_the_step(nuclei_project, mon
     version, events = collect(iter_train(nuclei_project, tiny(batch_size=8, steps_per_epoch=2, epochs=2)))
     halved = [e.text for e in events if isinstance(e, Message) and "halved" in e.text]
     assert halved == ["GPU out of memory: batch size halved to 4; training continues.", "GPU out of memory: batch size halved to 2; training continues."]
-    meta = nuclei_project.model_metadata(version)
-    assert meta["chosen"]["batch_size"] == 2
-    assert [h["epoch"] for h in meta["history"]] == [1, 2]
+    meta = nuclei_project.model_version(version).training
+    assert meta.chosen["batch_size"] == 2
+    assert [h["epoch"] for h in meta.history] == [1, 2]
     assert len([e for e in events if isinstance(e, StepLoss)]) == 4
 
 
 @pytest.mark.parametrize("loss", ["focal", "edge_weighted", "ce"])
 def test_other_losses_train(nuclei_project, loss):
     version = train(nuclei_project, tiny(epochs=3, steps_per_epoch=8, loss=loss))
-    history = nuclei_project.model_metadata(version)["history"]
+    history = nuclei_project.model_version(version).training.history
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert max(h["val_iou"] for h in history) > 0.6, history
 
@@ -254,16 +257,14 @@ def test_boundary_class_learns_and_splits_along_boundaries(nuclei_project, tmp_p
     stay in the project's two classes; post-processing splits along the boundaries."""
     from napari_seg_box.workflows.evaluate import evaluate_project
     from napari_seg_box.core.infer import Predictor, predict, predict_large
-    from napari_seg_box.core.postprocess import PostprocessConfig
     from napari_seg_box.core.train import boundary_mask
 
     version = train(nuclei_project, tiny(epochs=4, steps_per_epoch=10, patch_size=96, boundary=True))
-    meta = nuclei_project.model_metadata(version)
-    assert meta["model"]["classes"] == 3 and meta["boundary"] == {"width": 2}
-    assert meta["class_names"] == ["background", "nucleus"]
-    assert len(meta["history"][-1]["val_iou_per_class"]) == 2  # folded: the project's classes
-    assert meta["best_metrics"]["val_iou"] > 0.7, meta["history"]
-    assert PostprocessConfig.for_model(meta).boundary
+    info = nuclei_project.model_version(version)
+    assert info.spec.classes == 3 and info.boundary and info.boundary_width == 2
+    assert info.class_names == ("background", "nucleus")
+    assert len(info.training.history[-1]["val_iou_per_class"]) == 2  # folded: the project's classes
+    assert info.best["val_iou"] > 0.7, info.training.history
 
     predictor = Predictor.from_project(nuclei_project, version, device="cpu")
     assert (predictor.outputs, predictor.classes, predictor.boundary) == (3, 2, True)
@@ -355,7 +356,7 @@ def test_train_cli_prints_epochs_and_json(nuclei_project, capsys, tmp_path):
     assert main(["train", nuclei_project.url, "--config", str(settings), *tiny_args, "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["version"] == "v002" and summary["epochs_run"] == 1
-    assert nuclei_project.model_metadata("v002")["config"]["augmentation"] == "none"
+    assert nuclei_project.model_version("v002").training.config["augmentation"] == "none"
 
     assert main(["train", nuclei_project.url, "--patch-size", "100"]) == 1
     assert "multiple of 32" in capsys.readouterr().err

@@ -35,5 +35,5 @@ def test_console_recipe(viewer, tmp_path, monkeypatch):
     n = len(np.unique(layer.data)) - 1
     assert layer.data.shape == (512, 512)
     assert len(layer.features) == n and set(layer.features["index"]) == set(np.unique(layer.data)) - {0}
-    assert namespace["project"].model_metadata(namespace["version"])["status"] == "completed"
+    assert namespace["project"].model_version(namespace["version"]).training.status == "completed"
     assert (tmp_path / "nuclei.zarr" / "results" / "evaluations").is_dir()

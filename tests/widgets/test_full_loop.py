@@ -48,9 +48,9 @@ def test_full_loop_on_sample_data(viewer, qtbot, tmp_path):
     wait_done(qtbot, train.runner)
     version = train.last_version
     assert version == "v001" and len(train.history) == 2
-    meta = project.model_metadata(version)
-    assert meta["status"] == "completed" and meta["training_data"]["validation_images"] == ["nuclei q2"]
-    assert "nuclei q3" not in meta["training_data"]["train_images"]  # the test image is never trained on
+    info = project.model_version(version)
+    assert info.training.status == "completed" and info.provenance.validation_images == ("nuclei q2",)
+    assert "nuclei q3" not in info.provenance.train_images  # the test image is never trained on
     assert list(train.versions.frame["version"]) == ["v001"]
 
     # 3. predict the test image and post-process it

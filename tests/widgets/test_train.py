@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from qtpy.QtCore import QTimer
 
-from napari_seg_box.core import Project
+from napari_seg_box.core import Project, TrainConfig
 from napari_seg_box.widgets.train import TrainWidget
 from tests.widgets.conftest import wait_done
 
@@ -37,7 +37,8 @@ def make_widget(viewer, project, **cfg):
 def test_train_two_epochs_curves_and_versions(viewer, qtbot, project):
     w = make_widget(viewer, project, epochs=2)
     cfg = w.config()
-    assert (cfg.encoder, cfg.encoder_depth, cfg.decoder_channels, cfg.patch_size, cfg.epochs) == ("resnet18", 3, (32, 16, 8), 64, 2)
+    assert (cfg.encoder, cfg.encoder_depth, cfg.decoder, cfg.patch_size, cfg.epochs) == ("resnet18", 3, (32, 16, 8), 64, 2)
+    assert TrainWidget(viewer).config() == TrainConfig()  # the dock starts from the core's defaults
     assert not cfg.boundary
     w.set_config(boundary=True)
     assert w.boundary_check.isChecked() and w.config().boundary
@@ -57,19 +58,19 @@ def test_train_two_epochs_curves_and_versions(viewer, qtbot, project):
     gaps = np.diff(ticks)
     assert len(ticks) > 20 and gaps.max() < 0.25, f"longest gap {gaps.max():.3f} s over {len(ticks)} ticks"
     assert w.last_version == "v001"
-    meta = Project.open(project.url).model_metadata("v001")
-    assert meta["status"] == "completed" and len(meta["history"]) == 2
+    meta = Project.open(project.url).model_version("v001").training
+    assert meta.status == "completed" and len(meta.history) == 2
     # curves: training and validation lines with one point per epoch on each of the three plots
     assert len(w.history) == 2
     w.plot.wait()
     assert w.plot.image_label.pixmap() is not None and not w.plot.image_label.pixmap().isNull()
     for ax in w.plot.axes:
         assert [len(line.get_xdata()) for line in ax.get_lines()] == [2, 2]
-    np.testing.assert_allclose(w.plot.axes[0].get_lines()[1].get_ydata(), [h["val_loss"] for h in meta["history"]])
+    np.testing.assert_allclose(w.plot.axes[0].get_lines()[1].get_ydata(), [h["val_loss"] for h in meta.history])
     assert w.progress.value() == w.progress.maximum() == 8
     rows = w.versions.frame
     assert list(rows["version"]) == ["v001"] and rows["status"][0] == "completed"
-    assert rows["val IoU"][0] == pytest.approx(meta["best_metrics"]["val_iou"])
+    assert rows["val IoU"][0] == pytest.approx(meta.best["val_iou"])
     assert 0.0 <= rows["val IoU"][0] <= 1.0
     assert "Training finished: model version v001" in w.status.text()
     assert w.finetune_combo.findData("v001") > 0  # fine-tuning can start from it
@@ -81,9 +82,9 @@ def test_stop_during_training_keeps_a_version(viewer, qtbot, project):
     qtbot.waitUntil(lambda: len(w.history) >= 1, timeout=180000)
     w.stop_btn.click()
     wait_done(qtbot, w.runner, 120000)
-    meta = Project.open(project.url).model_metadata(w.last_version)
-    assert meta["status"] == "stopped"
-    assert 1 <= len(meta["history"]) < 40
+    meta = Project.open(project.url).model_version(w.last_version).training
+    assert meta.status == "stopped"
+    assert 1 <= len(meta.history) < 40
     assert list(w.versions.frame["status"]) == ["stopped"]
     assert w.start_btn.isEnabled() and not w.stop_btn.isEnabled()
 

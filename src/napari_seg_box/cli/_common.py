@@ -29,9 +29,9 @@ def open_project(args: argparse.Namespace):
 
 
 def print_json(obj: Any) -> None:
-    from ..core.store import _json_default
+    from ..core.storage import json_default
 
-    print(json.dumps(obj, indent=2, default=_json_default))
+    print(json.dumps(obj, indent=2, default=json_default))
 
 
 def drive(gen, *, quiet: bool, desc: str):

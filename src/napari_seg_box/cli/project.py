@@ -24,7 +24,10 @@ def register(sub) -> None:
     add_store_options(p)
     p.add_argument("--images", nargs="+", required=True, help="image files, folders or glob patterns")
     p.add_argument("--masks", nargs="+", help="mask files, folders or glob patterns (matched to images by name)")
-    p.add_argument("--split", default="train", choices=["train", "validation", "test"], help="split of the imported images (default: %(default)s)")
+    p.add_argument(
+        "--split", choices=["train", "validation", "test"],
+        help="split of the imported images (default: train; an image replaced with --overwrite keeps its split)",
+    )  # fmt: skip
     p.add_argument(
         "--mask-kind",
         default="auto",
@@ -32,6 +35,10 @@ def register(sub) -> None:
         help="how mask values are read (default: %(default)s; see the README)",
     )
     p.add_argument("--channel-axis", type=int, help="axis holding channels in multichannel images")
+    p.add_argument(
+        "--stack", action=argparse.BooleanOptionalAction, default=None,
+        help="read 3D arrays as stacks of planes (--stack) or as channels (--no-stack); default: decided from the shape",
+    )  # fmt: skip
     p.add_argument("--prefix", default="", help="prefix for the image names in the store")
     p.add_argument("--overwrite", action="store_true", help="replace images of the same name")
     p.set_defaults(func=cmd_import)
@@ -77,11 +84,12 @@ def cmd_import(args: argparse.Namespace) -> int:
         split=args.split,
         mask_kind=args.mask_kind,
         channel_axis=args.channel_axis,
+        stack=args.stack,
         prefix=args.prefix,
         overwrite=args.overwrite,
     )
     annotated = sum(project.image_record(n).has_labels for n in names)
-    print(f"Imported {len(names)} image(s) into {project.url} as {args.split} ({annotated} with annotations).")
+    print(f"Imported {len(names)} image(s) into {project.url} ({annotated} with annotations).")
     return 0
 
 
@@ -100,7 +108,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     s = summary["splits"]
     print(f"Images: {len(summary['images'])} (train {s['train']}, validation {s['validation']}, test {s['test']})")
     for im in summary["images"]:
-        shape = "x".join(str(v) for v in im["shape"])
+        shape = "x".join(str(v) for v in im["shape"]) + f" {im['axes']}"
         gt = ", instances" if im["has_instances"] else ""
         print(f"  {im['name']:<30} {im['split']:<10} {shape:<12} {im['dtype']:<8} {im['annotated_pixels']:>10,d} annotated px{gt}")
     print(f"Model versions: {len(summary['model_versions'])}")
@@ -113,8 +121,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_split(args: argparse.Namespace) -> int:
     project = open_project(args)
-    for name in args.names:
-        project.set_split(name, args.split)
+    project.set_split(args.names, args.split)  # all or none
     print(f"Marked {len(args.names)} image(s) as {args.split}.")
     return 0
 

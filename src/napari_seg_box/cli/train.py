@@ -120,21 +120,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
-    meta = project.model_metadata(version)
-    summary = {
-        "version": version,
-        "status": meta["status"],
-        "best_metrics": meta["best_metrics"],
-        "epochs_run": meta["epochs_run"],
-        "chosen": meta["chosen"],
-        "device": meta["device"],
-        "duration_s": meta["duration_s"],
-        "history": meta["history"],
-    }
+    t = project.model_version(version).training
     if args.json:
-        print_json(summary)
+        keys = ("status", "epochs_run", "chosen", "device", "duration_s", "history")
+        print_json({"version": version, "best_metrics": t.best, **{k: getattr(t, k) for k in keys}})
     else:
-        b = meta["best_metrics"]
-        print(f"model version {version}: {meta['status']}, best epoch {b['epoch']}, validation IoU {b['val_iou']:.3f}, accuracy {b['val_acc']:.3f} ({meta['duration_s']:.0f} s)")
+        b = t.best
+        print(f"model version {version}: {t.status}, best epoch {b['epoch']}, validation IoU {b['val_iou']:.3f}, accuracy {b['val_acc']:.3f} ({t.duration_s:.0f} s)")
     return 0
 

@@ -30,13 +30,28 @@ def normalize(image: np.ndarray, *, percentiles: tuple[float, float] = DEFAULT_P
         image = image[..., None]
     if image.ndim != 3:
         raise DataError(f"Expected a (Y, X) or (Y, X, C) image, got shape {image.shape}.")
-    img = image.astype(np.float32, copy=False)
-    # subsample large images for the percentile estimate: same result to within noise, much faster
-    step = max(1, int(np.sqrt(img.shape[0] * img.shape[1] / 1_000_000)))
-    sample = img[::step, ::step].reshape(-1, img.shape[-1])
-    lo, hi = np.percentile(sample, percentiles, axis=0)
-    out = (img - lo) / np.maximum(hi - lo, eps)
+    lo, hi = percentile_bounds(image, percentiles)
+    out = (image.astype(np.float32, copy=False) - lo) / np.maximum(hi - lo, eps)
     return out.astype(np.float32, copy=False)
+
+
+def percentile_bounds(array, percentiles: tuple[float, float] = DEFAULT_PERCENTILES) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel (low, high) percentiles of a (Y, X) or (Y, X, C) image, from a regular subsample
+    of at most ~1 Mpx: images up to 1 Mpx use every pixel, larger ones every ``step``-th row and
+    column (the same percentiles to within sampling noise, much faster). Lazy arrays (zarr, dask) are
+    read band by band so that only the sample is held. The one rule of training, prediction in
+    memory and prediction of images larger than memory.
+    """
+    h, w = array.shape[:2]
+    channels = 1 if len(array.shape) == 2 else int(array.shape[2])
+    step = max(1, int(np.ceil(np.sqrt(h * w / 1_000_000))))
+    if isinstance(array, np.ndarray):
+        sample = array[::step, ::step]
+    else:
+        band = max(step, (4096 // step) * step)
+        sample = np.concatenate([np.asarray(array[y0 : min(h, y0 + band) : step, ::step]) for y0 in range(0, h, band)], axis=0)
+    lo, hi = np.percentile(sample.astype(np.float32).reshape(-1, channels), percentiles, axis=0)
+    return lo.astype(np.float32), hi.astype(np.float32)
 
 
 def labels_to_target(labels: np.ndarray, *, ignore_index: int = -100) -> np.ndarray:

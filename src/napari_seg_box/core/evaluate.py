@@ -126,19 +126,19 @@ def evaluate_pairs(
     return Evaluation(summary, per_image, per_class, pd.DataFrame(obj_rows), confusion, error_maps=maps)
 
 
-def truth_instances(project, name: str, labels: np.ndarray | None, *, classes: Iterable[int]) -> dict[int, np.ndarray]:
-    """Ground-truth objects of ``name`` per object class: the store's instances where present
+def truth_instances(labels: np.ndarray, instances: np.ndarray | None, *, classes: Iterable[int]) -> dict[int, np.ndarray]:
+    """Ground-truth objects per object class: the stored ``instances`` where there are some
     (restricted to pixels of that class), else connected components of the class in ``labels``."""
-    inst = project.get_instances(name) if project is not None else None
     out = {}
     for c in classes:
-        if labels is None:
-            continue
-        if inst is not None:
-            out[c] = np.where(labels == c, inst, 0).astype(np.int64)
-        else:
-            out[c] = components(labels == c)
+        out[c] = np.where(labels == c, instances, 0).astype(np.int64) if instances is not None else components(labels == c)
     return out
+
+
+def objects_of_class(result, c: int) -> np.ndarray:
+    """The predicted objects of class ``c`` of a :class:`~.postprocess.PostprocessResult` (others 0)."""
+    ids = [i for i, cc in result.instance_classes.items() if cc == c]
+    return np.where(np.isin(result.instances, ids), result.instances, 0)
 
 
 def save_evaluation(project, ev: Evaluation) -> str:

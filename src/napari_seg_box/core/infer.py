@@ -8,23 +8,26 @@ dask image, reading and writing band by band, so any height fits in bounded memo
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from .data import DEFAULT_PERCENTILES, normalize, pad_to_multiple
+from .data import normalize, pad_to_multiple, percentile_bounds
+from .config import Config, as_config
 from .errors import ConfigError, DataError
 from .events import Message, Progress, check_cancel, run_to_end
 from .io import open_array
+from .layout import read_axes, to_canonical
+from .postprocess import PostprocessConfig, PostprocessResult, fold_boundary, postprocess
 from .tiling import _predict_plane
+from .versions import ModelVersion
 
-PREDICT_FORMAT_VERSION = 1
 TTA_MODES = ("none", "flips", "d4")
 
 
-@dataclass
-class PredictConfig:
+@dataclass(frozen=True)
+class PredictConfig(Config):
     """Settings of tiled prediction.
 
     Parameters
@@ -46,14 +49,18 @@ class PredictConfig:
     sigma_scale: float = 0.125
     tta: str = "none"
     device: str = "auto"
-    format_version: int = PREDICT_FORMAT_VERSION
+    format_version: int = 1
+
+    WHAT = "prediction settings"
 
     def __post_init__(self):
+        self._check_format()
         if isinstance(self.tta, bool):
-            self.tta = "d4" if self.tta else "none"
+            self._set("tta", "d4" if self.tta else "none")
         if int(self.tile_size) < 32 or int(self.tile_size) % 32:
             raise ConfigError(f"tile_size must be a positive multiple of 32 (got {self.tile_size}): try 256 or 512.")
-        self.tile_size = int(self.tile_size)
+        self._set("tile_size", int(self.tile_size))
+        self._set("overlap", float(self.overlap))
         if not 0.0 <= float(self.overlap) <= 0.9:
             raise ConfigError(f"overlap must be between 0 and 0.9 (got {self.overlap}): 0.25 is the default, 0.5 the quality option.")
         if self.batch_size is not None and int(self.batch_size) < 1:
@@ -64,8 +71,6 @@ class PredictConfig:
             raise ConfigError(f"tta must be one of {', '.join(TTA_MODES)} (got {self.tta!r}).")
         if not 0 < float(self.sigma_scale) <= 1:
             raise ConfigError(f"sigma_scale must be in (0, 1] (got {self.sigma_scale}).")
-        if self.format_version > PREDICT_FORMAT_VERSION:
-            raise ConfigError("This prediction config was written by a newer napari-seg-box: update it.")
 
     @classmethod
     def quality(cls, **kwargs) -> "PredictConfig":
@@ -74,22 +79,19 @@ class PredictConfig:
         kwargs.setdefault("tta", "flips")
         return cls(**kwargs)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "PredictConfig":
-        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
-
 
 # ---------------------------------------------------------------------- the model side
 @dataclass
 class Predictor:
-    """A loaded model version ready to predict: the network, its metadata and device."""
+    """A model version loaded once, ready to predict: its network, its description and device.
+
+    Workflows build one per run and pass it along (the store is read once). It knows the facts of
+    its model: classes, normalisation, whether a boundary output follows the classes, and the
+    post-processing tuned for it (:meth:`postprocess` applies them).
+    """
 
     model: Any
-    meta: dict
+    info: ModelVersion
     device: Any = None
     network: Any = field(init=False, repr=False)
 
@@ -100,56 +102,71 @@ class Predictor:
         self.network = inference_network(self.model, self.device)
 
     @classmethod
-    def from_project(cls, project, version: str | None = None, *, device: str = "auto") -> "Predictor":
+    def from_project(cls, project, version: str | ModelVersion | None = None, *, device: str = "auto") -> Predictor:
         """Load ``version`` (default: newest; ``"best"`` for the best validation IoU) from ``project``."""
         from .models import load_model, pick_device
 
         dev = pick_device(device)
-        model, meta = load_model(project, version, device=dev)
-        return cls(model, meta, dev)
+        model, info = load_model(project, version, device=dev)
+        return cls(model, info, dev)
 
     @property
     def in_channels(self) -> int:
-        return int(self.meta["model"]["in_channels"])
+        return self.info.in_channels
 
     @property
     def outputs(self) -> int:
         """Channels of the probabilities: the classes, plus a last *boundary* channel for boundary models."""
-        return int(self.meta["model"]["classes"])
+        return self.info.spec.classes
 
     @property
     def boundary(self) -> bool:
         """Whether the model also predicts object boundaries (the last probability channel)."""
-        return bool(self.meta.get("boundary"))
+        return self.info.boundary
 
     @property
     def classes(self) -> int:
         """The project's classes this model segments."""
-        return self.outputs - self.boundary
+        return self.info.n_classes
 
     @property
     def class_names(self) -> list[str]:
-        names = self.meta.get("class_names")
-        return list(names) if names else [f"class {i + 1}" for i in range(self.classes)]
+        return list(self.info.class_names)
 
     @property
     def percentiles(self) -> tuple[float, float]:
-        norm = self.meta.get("normalization") or {}
-        return tuple(norm.get("percentiles", DEFAULT_PERCENTILES))
+        return self.info.normalization.percentiles
 
     @property
     def version(self) -> str | None:
-        return self.meta.get("version")
+        return self.info.version
+
+    @property
+    def default_postprocess(self) -> PostprocessConfig:
+        """The post-processing tuned for this model, else the defaults."""
+        return self.info.postprocess
+
+    def postprocess(self, probabilities: np.ndarray, config: PostprocessConfig | dict | None = None, **overrides) -> PostprocessResult:
+        """:func:`~.postprocess.postprocess` with this model's facts (its boundary output) and, by
+        default, its tuned settings; ``config`` / keyword arguments replace settings, never facts."""
+        config = self.default_postprocess if config is None else config
+        return postprocess(probabilities, config, boundary=self.boundary, **overrides)
+
+    def labels(self, probabilities: np.ndarray) -> np.ndarray:
+        """Argmax project labels (1..K, uint8) of (outputs, Y, X) probabilities; a boundary counts as its object."""
+        probs = fold_boundary(probabilities) if self.boundary else probabilities
+        return (np.argmax(probs, axis=0) + 1).astype(np.uint8)
 
 
-def as_predictor(model, *, version: str | None = None, meta: dict | None = None, device: str = "auto") -> Predictor:
-    """Accept a :class:`Predictor`, a project store (loads ``version``), or a torch module + ``meta``."""
+def as_predictor(model, *, version: str | None = None, info: ModelVersion | dict | None = None, device: str = "auto") -> Predictor:
+    """Accept a :class:`Predictor`, a project store (loads ``version``), or a torch module with its
+    :class:`~.versions.ModelVersion` (``info``; a ``model.json`` dict is read as one)."""
     if isinstance(model, Predictor):
         return model
-    if hasattr(model, "model_metadata") and hasattr(model, "model_weights"):
+    if hasattr(model, "model_version") and hasattr(model, "model_weights"):
         return Predictor.from_project(model, version, device=device)
-    if meta is None:
-        raise ConfigError("Pass the model's metadata (meta=...) with a bare network, or pass the project store and a version.")
+    if info is None:
+        raise ConfigError("Pass the model's description (info=ModelVersion) with a bare network, or pass the project store and a version.")
     import torch
 
     try:
@@ -157,7 +174,7 @@ def as_predictor(model, *, version: str | None = None, meta: dict | None = None,
     except StopIteration:  # pragma: no cover
         dev = torch.device("cpu")
     model.eval()
-    return Predictor(model, meta, dev)
+    return Predictor(model, info if isinstance(info, ModelVersion) else ModelVersion.from_json(info), dev)
 
 
 # ---------------------------------------------------------------------- sources and sinks
@@ -165,52 +182,12 @@ def _channels_of(shape: Sequence[int]) -> int:
     return 1 if len(shape) == 2 else int(shape[2])
 
 
-def _percentile_bounds(array, percentiles: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel (low, high) percentiles from a regular subsample of at most ~1 Mpx.
-
-    Images up to 1 Mpx use every pixel, as :func:`data.normalize`; larger ones a strided sample (the
-    percentiles of the same image to within sampling noise), read band by band.
-    """
-    h, w = array.shape[:2]
-    step = max(1, int(np.ceil(np.sqrt(h * w / 1_000_000))))
-    if isinstance(array, np.ndarray):
-        sample = array[::step, ::step]
-    else:  # zarr / dask: read band by band so that only the sample is held
-        parts = []
-        band = max(step, (4096 // step) * step)
-        for y0 in range(0, h, band):
-            parts.append(np.asarray(array[y0 : min(h, y0 + band) : step, ::step]))
-        sample = np.concatenate(parts, axis=0)
-    sample = sample.astype(np.float32).reshape(-1, _channels_of(array.shape))
-    lo, hi = np.percentile(sample, percentiles, axis=0)
-    return lo.astype(np.float32), hi.astype(np.float32)
-
-
-def _split_input(image: np.ndarray, in_channels: int, stack: bool | None) -> tuple[np.ndarray, bool]:
-    """Decide whether ``image`` is a stack of slices; return it as (Z, Y, X[, C]) and the flag."""
-    image = np.asarray(image) if not hasattr(image, "shape") else image
-    nd = len(image.shape)
-    if stack is None:
-        if nd == 2:
-            stack = False
-        elif nd == 4:
-            stack = True
-        elif nd == 3:
-            channels_last = image.shape[-1] <= 4 and image.shape[0] > 4
-            stack = not channels_last and not (in_channels > 1 and image.shape[-1] == in_channels)
-        else:
-            raise DataError(f"Expected a 2D image (Y, X[, C]) or a stack (Z, Y, X[, C]); got shape {tuple(image.shape)}.")
-    if nd not in (2, 3, 4) or (stack and nd == 2) or (not stack and nd == 4):
-        raise DataError(f"Cannot read shape {tuple(image.shape)} as {'a stack' if stack else 'an image'}: expected (Y, X[, C]) or (Z, Y, X[, C]).")
-    return image, bool(stack)
-
-
 def _check_image(image_shape: Sequence[int], predictor: Predictor) -> None:
     from .models import check_channels
 
     if len(image_shape) < 2 or min(image_shape[:2]) < 1:
         raise DataError(f"The image is empty (shape {tuple(image_shape)}): nothing to predict.")
-    check_channels(predictor.meta, _channels_of(image_shape))
+    check_channels(predictor.info, _channels_of(image_shape))
 
 
 # ---------------------------------------------------------------------- in-memory prediction
@@ -219,9 +196,10 @@ def iter_predict(
     model,
     *,
     version: str | None = None,
-    meta: dict | None = None,
-    config: PredictConfig | None = None,
+    info: ModelVersion | dict | None = None,
+    config: PredictConfig | dict | None = None,
     stack: bool | None = None,
+    channel_axis: int | None = None,
     cancel=None,
     **config_kwargs,
 ) -> Iterator[Any]:
@@ -230,9 +208,10 @@ def iter_predict(
     Parameters
     ----------
     image : (Y, X) or (Y, X, C) array, or a (Z, Y, X[, C]) stack; any numeric dtype, any size.
-    model : a :class:`Predictor`, a project store (with ``version``), or a torch module with ``meta``.
+    model : a :class:`Predictor`, a project store (with ``version``), or a torch module with ``info``.
     config : :class:`PredictConfig`; keyword arguments (``tile_size=...``) override its fields.
-    stack : force reading a 3D array as a stack (True) or as channels (False); default: guess.
+    stack, channel_axis : how a 3D array reads (:func:`~.layout.read_axes`: the same rule as the
+        store; by default a short first axis is channels for a multichannel model, planes otherwise).
     cancel : ``threading.Event`` checked between tiles.
 
     Yields
@@ -243,13 +222,14 @@ def iter_predict(
     -------
     (K, Y, X) float32 probabilities, or (Z, K, Y, X) for a stack. A boundary model (trained with
     ``boundary=True``) adds a last channel, the probability of an object's boundary (K + 1 in all);
-    :func:`~.postprocess.postprocess` with the model's settings uses it to split objects.
+    :meth:`Predictor.postprocess` uses it to split objects.
     """
-    config = _make_config(config, config_kwargs)
-    predictor = as_predictor(model, version=version, meta=meta, device=config.device)
-    image, is_stack = _split_input(image, predictor.in_channels, stack)
-    if not is_stack:
-        return (yield from _predict_2d(np.asarray(image), predictor, config, cancel=cancel))
+    config = as_config(PredictConfig, config, config_kwargs)
+    predictor = as_predictor(model, version=version, info=info, device=config.device)
+    layout = read_axes(np.shape(image), stack=stack, channel_axis=channel_axis, channels=predictor.in_channels)
+    image = to_canonical(image, layout)
+    if not layout.is_stack:
+        return (yield from _predict_2d(image, predictor, config, cancel=cancel))
     out = None
     for z in range(image.shape[0]):
         check_cancel(cancel)
@@ -260,15 +240,6 @@ def iter_predict(
         out[z] = probs
     yield Progress(image.shape[0], image.shape[0], stage="slices")
     return out
-
-
-def _make_config(config, kwargs) -> PredictConfig:
-    config = config or PredictConfig()
-    if isinstance(config, dict):
-        config = PredictConfig.from_dict(config)
-    if kwargs:
-        config = PredictConfig.from_dict({**config.to_dict(), **kwargs})
-    return config
 
 
 def _predict_2d(image: np.ndarray, predictor: Predictor, config: PredictConfig, *, cancel=None, stage: str = "predict"):
@@ -305,8 +276,8 @@ def iter_predict_large(
     model,
     *,
     version: str | None = None,
-    meta: dict | None = None,
-    config: PredictConfig | None = None,
+    info: ModelVersion | dict | None = None,
+    config: PredictConfig | dict | None = None,
     write_probabilities: bool = True,
     probability_dtype: str = "float16",
     chunk: int = 1024,
@@ -332,8 +303,8 @@ def iter_predict_large(
     """
     import zarr
 
-    config = _make_config(config, config_kwargs)
-    predictor = as_predictor(model, version=version, meta=meta, device=config.device)
+    config = as_config(PredictConfig, config, config_kwargs)
+    predictor = as_predictor(model, version=version, info=info, device=config.device)
     array = open_array(source)
     shape = tuple(array.shape)
     if len(shape) not in (2, 3):
@@ -352,11 +323,11 @@ def iter_predict_large(
     if H < config.tile_size or W < config.tile_size:  # small: in memory
         yield Message("The image is smaller than one tile: predicted in memory.")
         probs = yield from _predict_2d(np.asarray(array[...]), predictor, config, cancel=cancel)
-        labels_arr[...] = _labels(probs, predictor)
+        labels_arr[...] = predictor.labels(probs)
         if probs_arr is not None:
             probs_arr[...] = probs.astype(probability_dtype)
         return group
-    lo, hi = _percentile_bounds(array, predictor.percentiles)
+    lo, hi = percentile_bounds(array, predictor.percentiles)
     scale = 1.0 / np.maximum(hi - lo, 1e-6)
 
     def read_rows(y0, y1):
@@ -379,7 +350,7 @@ def iter_predict_large(
         y0 = state["start"]
         for x0 in range(0, W, ch[1]):  # chunk column by chunk column: small temporaries
             part = buf[:, :n, x0 : x0 + ch[1]]
-            labels_arr[y0 : y0 + n, x0 : x0 + ch[1]] = _labels(part, predictor)
+            labels_arr[y0 : y0 + n, x0 : x0 + ch[1]] = predictor.labels(part)
             if probs_arr is not None:
                 probs_arr[:, y0 : y0 + n, x0 : x0 + ch[1]] = part.astype(probability_dtype)
         rest = buf[:, n:]
@@ -396,15 +367,6 @@ def iter_predict_large(
     yield from _predict_plane(predictor, read_rows, (H, W), _channels_of(shape), write_rows, config, cancel=cancel, stage="predict (blocks)")
     flush(final=True)
     return group
-
-
-def _labels(probs: np.ndarray, predictor: Predictor) -> np.ndarray:
-    """Argmax project labels (1..K, uint8) of (outputs, Y, X) probabilities; a boundary counts as its object."""
-    from .postprocess import fold_boundary
-
-    if predictor.boundary:
-        probs = fold_boundary(probs)
-    return (np.argmax(probs, axis=0) + 1).astype(np.uint8)
 
 
 def predict_large(source, out, model, **kwargs):

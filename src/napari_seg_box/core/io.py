@@ -25,6 +25,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from .errors import DataError
+from .layout import canonical_axes, channels_of, read_axes, spatial_shape, to_canonical
 
 IMAGE_EXTS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 MASK_SUFFIXES = ("_mask", "_masks", "_label", "_labels", "-mask", "-labels", "_gt")
@@ -249,65 +250,61 @@ def import_images(
     images: str | os.PathLike | Sequence,
     masks: str | os.PathLike | Sequence | None = None,
     *,
-    split: str = "train",
+    split: str | None = None,
     mask_kind: str = "auto",
     channel_axis: int | None = None,
+    stack: bool | None = None,
     prefix: str = "",
     overwrite: bool = False,
 ) -> list[str]:
     """Import image files (and masks) into ``project``; returns the names added.
 
-    Everything is read and checked before anything is written, so a bad file leaves the project
-    as it was.
+    A multipage TIFF or any 3D array without a short channel axis is one image, a stack of planes
+    (:func:`.layout.read_axes`; ``channel_axis`` / ``stack`` override the reading), with its mask
+    read plane by plane. ``split`` defaults to ``train`` for new images; a replaced image
+    (``overwrite``) keeps its split. Everything is read and checked (names, shapes, channels,
+    classes) before anything is written, so a bad file leaves the project as it was.
     """
+    from .manifest import check_name
+
     pairs = find_pairs(images, masks)
     loaded = []
+    known = {r.name: r.channels for r in project.images()}
+    channels = set(known.values())
     for pair in pairs:
+        name = check_name(prefix + pair.name)
+        if name in known and not overwrite:
+            raise DataError(f"An image named {name!r} is already in the project: import with --overwrite (Python: overwrite=True) to replace it, or use --prefix.")
         image = read_image(pair.image)
+        layout = read_axes(image.shape, channel_axis=channel_axis, stack=stack, channels=channels.copy().pop() if len(channels) == 1 else None)
+        space = spatial_shape(to_canonical(image, layout).shape, canonical_axes(image, layout))
+        channels.add(channels_of(to_canonical(image, layout).shape, canonical_axes(image, layout)))
         labels = instances = None
         if pair.mask:
             mask = read_image(pair.mask)
-            if mask.ndim == 3 and image.ndim == 3 and mask.shape[0] == image.shape[0] and mask.shape[-1] not in (3, 4):
-                per_slice = [interpret_mask(m, kind=mask_kind, n_classes=project.n_classes) for m in mask]
-                labels = np.stack([p[0] for p in per_slice])
-                instances = None if per_slice[0][1] is None else np.stack([p[1] for p in per_slice])
+            if layout.is_stack and mask.ndim == 3 and mask.shape[0] == space[0] and mask.shape[-1] not in (3, 4):
+                per_plane = [interpret_mask(m, kind=mask_kind, n_classes=project.n_classes) for m in mask]
+                labels = np.stack([p[0] for p in per_plane])
+                instances = None if per_plane[0][1] is None else np.stack([p[1] for p in per_plane])
             else:
                 labels, instances = interpret_mask(mask, kind=mask_kind, n_classes=project.n_classes)
-            if labels.shape[-2:] != image.shape[:2] and labels.shape[-2:] != image.shape[-2:] and labels.shape != image.shape[:2]:
-                raise DataError(f"Mask {pair.mask} has shape {labels.shape} but image {pair.image} has {image.shape}.")
-        loaded.append((pair, image, labels, instances))
+            if labels.shape != space:
+                raise DataError(f"Mask {pair.mask} has shape {labels.shape} but image {pair.image} has {image.shape} (labels {space} expected).")
+        loaded.append((name, pair, image, layout, labels, instances))
+    if len(channels) > 1:
+        raise DataError(
+            f"These images have different channel counts ({', '.join(map(str, sorted(channels)))}, with the project's): one model needs "
+            "one kind of image. Convert them (e.g. RGB to grayscale) or import them into separate projects. Nothing was imported."
+        )
     names = []
-    for pair, image, labels, instances in loaded:
-        name = prefix + pair.name
-        if _is_stack(image, channel_axis):
-            for z in range(image.shape[0]):
-                names.append(
-                    project.add_image(
-                        f"{name}_z{z:03d}",
-                        image[z],
-                        labels=None if labels is None else labels[z],
-                        instances=None if instances is None else instances[z],
-                        split=split,
-                        source=f"{pair.image}#page={z}",
-                        overwrite=overwrite,
-                    )
-                )
-        else:
-            names.append(
-                project.add_image(
-                    name, image, labels=labels, instances=instances, split=split,
-                    channel_axis=channel_axis, source=pair.image, overwrite=overwrite,
-                )
+    for name, pair, image, layout, labels, instances in loaded:
+        names.append(
+            project.add_image(
+                name, image, labels=labels, instances=instances, split=split, stack=layout.is_stack,
+                channel_axis=layout.channel_axis, source=pair.image, overwrite=overwrite,
             )
+        )  # fmt: skip
     return names
-
-
-def _is_stack(image: np.ndarray, channel_axis: int | None) -> bool:
-    if channel_axis is not None:
-        return image.ndim == 4
-    if image.ndim == 4:
-        return True
-    return image.ndim == 3 and image.shape[-1] > 4 and image.shape[0] > 4
 
 
 def export_annotations(project, out_dir: str | os.PathLike, *, names: Iterable[str] | None = None, instances: bool = False) -> list[str]:

@@ -10,9 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from .errors import ConfigError, DataError, StoreError
-
-MODEL_FORMAT_VERSION = 1
+from .errors import ConfigError, DataError
 
 # plain-word choices for the widgets (AIMIC-style: accurate vs light), smp encoder names
 ENCODERS = {
@@ -120,31 +118,30 @@ def weights_to_bytes(model) -> bytes:
     return save(state)
 
 
-def load_model(project, version: str | None = None, *, device=None):
-    """Rebuild the network of a model version from the store. Returns ``(model, metadata)``.
+def load_model(project, version=None, *, device=None):
+    """Rebuild the network of a model version from the store: ``(model, ModelVersion)``.
 
-    The model is in eval mode, on ``device`` (default: :func:`pick_device`).
+    ``version``: an id, ``"latest"``/None, ``"best"``, or a :class:`~.versions.ModelVersion` already
+    read. The model is in eval mode, on ``device`` (default: :func:`pick_device`). Reads the
+    version's description (once per project handle) and its weights, checked against their SHA-256.
     """
     from safetensors.torch import load as load_bytes
 
-    meta = project.model_metadata(version)
-    if meta.get("format_version", 1) > MODEL_FORMAT_VERSION:
-        raise StoreError(f"Model version {meta['version']} was saved by a newer napari-seg-box: update it to load this model.")
-    spec = ModelSpec.from_dict(meta["model"])
-    model = build_model(spec)
-    state = load_bytes(project.model_weights(meta["version"]))
-    model.load_state_dict(state)
+    from .versions import ModelVersion
+
+    info = version if isinstance(version, ModelVersion) else project.model_version(version)
+    model = build_model(info.spec)
+    model.load_state_dict(load_bytes(project.model_weights(info)))
     model.eval()
     model.to(device or pick_device())
-    return model, meta
+    return model, info
 
 
-def check_channels(meta: dict, channels: int) -> None:
-    """Raise a clear error when data with ``channels`` channels cannot go into this model."""
-    expected = int(meta["model"]["in_channels"])
-    if channels != expected:
+def check_channels(info, channels: int) -> None:
+    """Raise a clear error when data with ``channels`` channels cannot go into the model ``info``."""
+    if channels != info.in_channels:
         raise DataError(
-            f"Model version {meta.get('version')} expects {expected}-channel images but this image has {channels}: "
+            f"Model version {info.version} expects {info.in_channels}-channel images but this image has {channels}: "
             "use a model trained on images like these, or convert the image (e.g. to grayscale)."
         )
 

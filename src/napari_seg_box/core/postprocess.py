@@ -23,19 +23,19 @@ Also: outlines as polygons (for a napari shapes layer), ImageJ ROI zip export (`
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from .config import Config, as_config
 from .errors import ConfigError, DataError
 
-POSTPROCESS_FORMAT_VERSION = 1
 INSTANCE_MODES = ("none", "components", "watershed")
 
 
-@dataclass
-class PostprocessConfig:
-    """Settings of :func:`postprocess` (saved with a model version under ``postprocess``).
+@dataclass(frozen=True)
+class PostprocessConfig(Config):
+    """Settings of :func:`postprocess` (tuned ones are saved with the model version).
 
     Parameters
     ----------
@@ -49,8 +49,12 @@ class PostprocessConfig:
     instances : ``"none"`` (semantic only), ``"components"`` or ``"watershed"``.
     seed_distance : minimum distance in pixels between watershed seeds.
     object_classes : label values (2..K) that form objects; default: every class except 1.
-    boundary : the probabilities end with a boundary channel (set from the model by :meth:`for_model`).
+
+    Whether the probabilities end with a boundary channel is a fact of the model, not a setting: it
+    is the ``boundary`` argument of :func:`postprocess` (``Predictor.postprocess`` passes it).
     """
+
+    WHAT = "post-processing settings"
 
     threshold: float = 0.5
     erosion: int = 0
@@ -62,50 +66,34 @@ class PostprocessConfig:
     instances: str = "watershed"
     seed_distance: int = 5
     object_classes: tuple[int, ...] | None = None
-    boundary: bool = False
-    format_version: int = POSTPROCESS_FORMAT_VERSION
+    format_version: int = 1
 
     def __post_init__(self):
-        if not 0.0 < float(self.threshold) < 1.0:
+        self._check_format()
+        try:
+            threshold = float(self.threshold)
+            ints = {name: int(getattr(self, name)) for name in ("erosion", "opening", "min_size", "seed_distance")}
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"threshold must be a number and erosion, opening, min_size, seed_distance whole numbers: {err}.") from err
+        if not 0.0 < threshold < 1.0:
             raise ConfigError(f"threshold must be between 0 and 1 (got {self.threshold}).")
-        for name in ("erosion", "opening", "min_size"):
-            if int(getattr(self, name)) < 0:
-                raise ConfigError(f"{name} must be >= 0 (got {getattr(self, name)}).")
-            setattr(self, name, int(getattr(self, name)))
+        self._set("threshold", threshold)
+        for name, value in ints.items():
+            if value < (1 if name == "seed_distance" else 0):
+                raise ConfigError(f"{name} must be >= {1 if name == 'seed_distance' else 0} (got {value}).")
+            self._set(name, value)
         if self.instances not in INSTANCE_MODES:
             raise ConfigError(f"instances must be one of {', '.join(INSTANCE_MODES)} (got {self.instances!r}).")
-        if int(self.seed_distance) < 1:
-            raise ConfigError(f"seed_distance must be >= 1 (got {self.seed_distance}).")
-        self.seed_distance = int(self.seed_distance)
         if self.object_classes is not None:
-            self.object_classes = tuple(int(c) for c in self.object_classes)
-            if any(c < 1 for c in self.object_classes):
+            classes = tuple(int(c) for c in self.object_classes)
+            if any(c < 1 for c in classes):
                 raise ConfigError("object_classes are label values 1..K.")
-        if self.format_version > POSTPROCESS_FORMAT_VERSION:
-            raise ConfigError("This post-processing config was written by a newer napari-seg-box: update it.")
+            self._set("object_classes", classes)
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["object_classes"] = list(self.object_classes) if self.object_classes is not None else None
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "PostprocessConfig":
-        return cls(**{k: v for k, v in (d or {}).items() if k in cls.__dataclass_fields__})
-
-    @classmethod
-    def for_model(cls, meta: dict | None) -> "PostprocessConfig":
-        """The tuned settings saved with a model version (its ``postprocess`` key), else defaults;
-        ``boundary`` follows the model."""
-        saved = (meta or {}).get("postprocess") or {}
-        cfg = cls.from_dict(saved.get("config", saved)) if saved else cls()
-        cfg.boundary = bool((meta or {}).get("boundary"))
-        return cfg
-
-    def objects_in_words(self) -> str:
-        """How objects are made, for people (CLI output, reports)."""
+    def objects_in_words(self, *, boundary: bool = False) -> str:
+        """How objects are made, for people (CLI output, reports); ``boundary``: a boundary model."""
         if self.instances == "watershed":
-            return "boundary-seeded watershed" if self.boundary else f"watershed, seed distance {self.seed_distance} px"
+            return "boundary-seeded watershed" if boundary else f"watershed, seed distance {self.seed_distance} px"
         return {"components": "connected components", "none": "no objects"}[self.instances]
 
 
@@ -207,13 +195,18 @@ def split_objects(mask: np.ndarray, *, mode: str = "watershed", seed_distance: i
     return labels.astype(np.int32)
 
 
-def postprocess(probabilities: np.ndarray, config: PostprocessConfig | dict | None = None, **overrides) -> PostprocessResult:
+def postprocess(
+    probabilities: np.ndarray, config: PostprocessConfig | dict | None = None, *, boundary: bool = False, **overrides
+) -> PostprocessResult:
     """Turn (K, Y, X) probabilities into semantic and instance labels (pure: inputs untouched).
 
     Parameters
     ----------
-    probabilities : (K, Y, X) float array of per-class probabilities (class 1 = background).
+    probabilities : (K, Y, X) float array of per-class probabilities (class 1 = background); for a
+        boundary model (``boundary=True``) a last channel holds the object boundaries (K + 1 in all).
     config : :class:`PostprocessConfig` (or its dict); keyword arguments override fields.
+    boundary : the probabilities come from a boundary model. Use ``Predictor.postprocess``, which
+        knows it from the model version, rather than passing it by hand.
 
     Returns
     -------
@@ -223,15 +216,11 @@ def postprocess(probabilities: np.ndarray, config: PostprocessConfig | dict | No
     from scipy import ndimage as ndi
     from skimage import morphology, segmentation
 
-    if isinstance(config, dict):
-        config = PostprocessConfig.from_dict(config)
-    config = config or PostprocessConfig()
-    if overrides:
-        config = PostprocessConfig.from_dict({**config.to_dict(), **overrides})
+    config = as_config(PostprocessConfig, config, overrides)
     probs = _check_probs(probabilities)
-    raw = boundary = None
-    if config.boundary:
-        raw, boundary = probs, probs[-1]
+    raw = edges = None
+    if boundary:
+        raw, edges = probs, probs[-1]
         probs = fold_boundary(probs)
     K = max(probs.shape[0], 2)
     semantic = foreground_semantic(probs, config.threshold)
@@ -259,8 +248,8 @@ def postprocess(probabilities: np.ndarray, config: PostprocessConfig | dict | No
         seeds = mask
         if config.erosion:
             seeds = ndi.binary_erosion(mask, structure=morphology.disk(1), iterations=config.erosion)
-        if boundary is not None and config.instances == "watershed":
-            lab = split_by_boundary(seeds, raw[c - 1] > boundary, boundary)
+        if edges is not None and config.instances == "watershed":
+            lab = split_by_boundary(seeds, raw[c - 1] > edges, edges)
         else:
             lab = split_objects(seeds, mode=config.instances, seed_distance=config.seed_distance)
         if config.erosion and config.expand_back:

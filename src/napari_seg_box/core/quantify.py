@@ -25,6 +25,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from .errors import ConfigError, DataError
+from .manifest import pixel_size_list, plane_name
 from .events import ItemDone, Progress, check_cancel, run_to_end
 
 QUANTIFY_FORMAT_VERSION = 1
@@ -36,12 +37,16 @@ def _unit_name(unit: str | None) -> str:
 
 
 def _pixel_size(pixel_size) -> tuple[float, float] | None:
-    if pixel_size is None:
-        return None
-    ps = (float(pixel_size),) * 2 if np.isscalar(pixel_size) else tuple(float(p) for p in pixel_size)
-    if len(ps) != 2 or any(not np.isfinite(p) or p <= 0 for p in ps):
-        raise DataError(f"Pixel size must be one positive number or two (y, x); got {pixel_size!r}.")
-    return ps
+    ps = pixel_size_list(pixel_size)
+    return tuple(ps) if ps else None
+
+
+def measuring_scale(pixel_size, unit: str | None, stored_pixel_size=None, stored_unit: str | None = None) -> tuple[tuple[float, float] | None, str]:
+    """The pixel size and unit to measure with: an explicit value (a function's argument, a CLI
+    option, a widget's field) wins over the one stored with the image or the project; no pixel size
+    at all measures in pixels. The one rule of every measurement."""
+    ps = _pixel_size(pixel_size) if pixel_size is not None else _pixel_size(stored_pixel_size)
+    return ps, (unit or stored_unit or "µm")
 
 
 @dataclass
@@ -223,7 +228,7 @@ def tasks_from(source=None, *, images=None, project=None) -> list[QuantifyTask]:
     """Build tasks from label files (folder, glob, list, zarr) and matching intensity images, or a
     project store (its annotated images, instances where present)."""
     if project is not None:
-        opts = tuple(sorted((project._opts or {}).items())) if hasattr(project, "_opts") else ()
+        opts = tuple(sorted(project.storage_options.items()))
         return [QuantifyTask(n, store=project.url, store_options=opts) for n in project.image_names() if project.image_record(n).has_labels]
     from .io import _expand, _mask_key, _stem
 
@@ -273,14 +278,16 @@ def _quantify_task(task: QuantifyTask, options: dict) -> tuple[Any, Any]:
     try:
         labels, image, instances, ps, unit, names, kind = _read_task(task)
         kind = options.get("kind") or kind
-        ps = options.get("pixel_size") or ps
-        unit = options.get("unit") or unit
+        ps, unit = measuring_scale(options.get("pixel_size"), options.get("unit"), ps, unit)
         names = options.get("class_names") or names
-        if labels.ndim == 3:  # a stack of label images: slice by slice
+        if labels.ndim == 3:  # a stack of label images: plane by plane
             qs = [
-                quantify_labels(labels[z], None if image is None else image[z], kind=kind, pixel_size=ps, unit=unit, class_names=names, name=f"{task.name}_z{z:03d}")
+                quantify_labels(
+                    labels[z], None if image is None else image[z], instances=None if instances is None else instances[z],
+                    kind=kind, pixel_size=ps, unit=unit, class_names=names, name=plane_name(task.name, z),
+                )
                 for z in range(labels.shape[0])
-            ]
+            ]  # fmt: skip
             return pd.concat([q.objects for q in qs], ignore_index=True), pd.concat([q.images for q in qs], ignore_index=True)
         q = quantify_labels(labels, image, instances=instances, kind=kind, pixel_size=ps, unit=unit, class_names=names, name=task.name)
         return q.objects, q.images
@@ -323,6 +330,7 @@ def iter_quantify(
     tasks = tasks_from(source, images=images, project=project)
     if not tasks:
         raise DataError(f"No label images found in {source}.")
+    _pixel_size(pixel_size)  # a bad pixel size fails here, once, not on every image
     options = {"kind": kind, "pixel_size": pixel_size, "unit": unit, "class_names": class_names}
     results: list[tuple[int, Any, Any]] = []
     total = len(tasks)

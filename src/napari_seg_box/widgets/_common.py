@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 from qtpy.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt, Signal
+
 from qtpy.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
@@ -25,8 +26,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-STORE_KEY = "segbox_store"
-IMAGE_KEY = "segbox_image"
+from ..layers import STORE_KEY
+
 
 
 # ---------------------------------------------------------------------- messages
@@ -167,12 +168,6 @@ class ProjectBox(QWidget):
         return Project.open(self.url)
 
 
-def version_label(meta: dict) -> str:
-    best = meta.get("best_metrics") or {}
-    iou = best.get("val_iou")
-    return f"{meta.get('version')}  ({meta.get('encoder')}, val IoU {iou:.3f}, {meta.get('status')})" if iou is not None else str(meta.get("version"))
-
-
 def fill_versions(combo, project_box, status) -> bool:
     """List the project's model versions in ``combo`` (keeping the current choice, else the newest).
 
@@ -181,14 +176,14 @@ def fill_versions(combo, project_box, status) -> bool:
     if not project_box.url:
         return False
     try:
-        metas = project_box.project().model_versions()
+        entries = project_box.project().model_versions()
     except Exception as err:  # noqa: BLE001
         report_error(err, status)
         return False
     current = combo.currentData()
     combo.clear()
-    for m in metas:
-        combo.addItem(version_label(m), m["version"])
+    for e in entries:
+        combo.addItem(e.describe(), e.version)
     idx = combo.findData(current)
     combo.setCurrentIndex(idx if idx >= 0 else combo.count() - 1)
     return True

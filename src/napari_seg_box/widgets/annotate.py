@@ -28,26 +28,11 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ._common import IMAGE_KEY, STORE_KEY, ProjectBox, guarded, report_error, report_info, status_label
+from ..layers import IMAGE_KEY, class_colormap, layer_scale, link, linked
+from ._common import ProjectBox, guarded, report_error, report_info, status_label
 
 SPLITS = ("train", "validation", "test")
 AUTOSAVE_MS = 2000
-
-
-def class_colormap(project):
-    """A napari DirectLabelColormap with the project's class colours; 0 (unlabelled) transparent."""
-    from napari.utils.colormaps import DirectLabelColormap
-
-    colors = {None: "transparent", 0: "transparent"}
-    colors.update({c.value: c.color for c in project.classes})
-    return DirectLabelColormap(color_dict=colors)
-
-
-def linked(layer, url: str | None = None, name: str | None = None) -> bool:
-    meta = layer.metadata or {}
-    if not meta.get(STORE_KEY) or not meta.get(IMAGE_KEY):
-        return False
-    return (url is None or str(meta[STORE_KEY]) == str(url)) and (name is None or meta[IMAGE_KEY] == name)
 
 
 class AnnotateWidget(QWidget):
@@ -284,18 +269,15 @@ class AnnotateWidget(QWidget):
         split = split or self.split_combo.currentText()
         data = np.asarray(layer.data)
         name = name or layer.name
-        is_stack = data.ndim == 3 and not layer.rgb and data.shape[0] > 4 and data.shape[-1] > 4
-        if is_stack or data.ndim == 4:
-            names = project.add_stack(name, data, split=split, source=f"napari layer {layer.name}")
-            report_info(f"Added the {len(names)} slices of {layer.name} as {names[0]} … {names[-1]}: click one in the list to annotate it.", self.status)
-            self.refresh()
-            return names
-        project.add_image(name, data, split=split, source=f"napari layer {layer.name}")
-        layer.metadata = {**(layer.metadata or {}), STORE_KEY: project.url, IMAGE_KEY: name}
+        # napari shows a 3D non-RGB layer as a stack of planes (a slider): so does the store
+        stack = False if layer.rgb else (True if data.ndim == 3 else None)
+        project.add_image(name, data, split=split, stack=stack, source=f"napari layer {layer.name}", origin="drawn")
+        layer.metadata = {**(layer.metadata or {}), **link(project.url, name)}
         labels = self.labels_layer_for(name, create=True, project=project)
         self.refresh()
         self.viewer.layers.selection.active = labels
-        report_info(f"Added {name} ({split}) to the project: paint into '{labels.name}'.", self.status)
+        what = f"a stack of {project.image_record(name).shape[0]} planes" if project.image_record(name).is_stack else "an image"
+        report_info(f"Added {name} ({split}, {what}) to the project: paint into '{labels.name}' (any planes you like).", self.status)
         return name
 
     def _import_dialog(self):
@@ -325,11 +307,10 @@ class AnnotateWidget(QWidget):
         rec = project.image_record(name)
         data = project.get_labels(name)
         if data is None:
-            data = np.zeros(rec.shape[:2], np.uint8)
-        scale = rec.pixel_size or (1.0, 1.0)
+            data = np.zeros(rec.spatial_shape, np.uint8)
         layer = self.viewer.add_labels(
-            data, name=f"{name} annotations", colormap=class_colormap(project), opacity=0.6, scale=scale,
-            metadata={STORE_KEY: project.url, IMAGE_KEY: name},
+            data, name=f"{name} annotations", colormap=class_colormap(project), opacity=0.6, scale=layer_scale(rec),
+            metadata=link(project.url, name),
         )
         layer.brush_size = 8
         self._watch(layer)
@@ -343,10 +324,7 @@ class AnnotateWidget(QWidget):
         image_layer = next((la for la in self.viewer.layers if la._type_string == "image" and linked(la, project.url, name)), None)
         if image_layer is None:
             rec = project.image_record(name)
-            self.viewer.add_image(
-                project.get_image(name), name=name, rgb=rec.channels == 3, scale=rec.pixel_size or (1.0, 1.0),
-                metadata={STORE_KEY: project.url, IMAGE_KEY: name},
-            )
+            self.viewer.add_image(project.get_image(name), name=name, rgb=rec.channels == 3, scale=layer_scale(rec), metadata=link(project.url, name))
         labels = self.labels_layer_for(name, create=True, project=project)
         image_layer = next((la for la in self.viewer.layers if la._type_string == "image" and linked(la, project.url, name)), None)
         if image_layer is not None and self.layer_combo.findText(image_layer.name) >= 0:

@@ -26,6 +26,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..layers import link, linked
 from ._common import FrameTable, ProjectBox, Runner, fill_versions, guarded, report_error, report_info, save_csv_dialog, status_label
 
 ERROR_COLORS = {None: "transparent", 0: "transparent", 1: "#2ca02c", 2: "#d62728", 3: "#1f9bff"}  # TP, FP, FN
@@ -41,7 +42,7 @@ class PredictWidget(QWidget):
         self.result_for: str | None = None  # the image layer it belongs to
         self.result_scale = None
         self.evaluation = None
-        self._meta: dict | None = None
+        self._info = None  # the chosen ModelVersion
         self.n_objects = 0
         self.predict_runner = Runner(on_yield=self._on_progress, on_return=self._on_predicted, on_error=self._on_error, on_finish=self._on_finish)
         self.eval_runner = Runner(on_yield=self._on_progress, on_return=self._on_evaluated, on_error=self._on_error, on_finish=self._on_finish)
@@ -163,23 +164,22 @@ class PredictWidget(QWidget):
     def _version_chosen(self, index=None) -> None:
         version = self.version_combo.currentData()
         if not version:
-            self._meta = None
+            self._info = None
             return
         try:
-            self._meta = self.project_box.project().model_metadata(version)
+            self._info = self.project_box.project().model_version(version)
         except Exception as err:  # noqa: BLE001
             report_error(err, self.status)
             return
-        if self._meta.get("postprocess"):
+        if self._info.tuning is not None:
             self.use_tuned_settings()
 
     @guarded()
     def use_tuned_settings(self):
-        """Fill the controls with ``PostprocessConfig.for_model(meta)`` (tuned with the version)."""
-        from ..core.postprocess import PostprocessConfig
-
-        cfg = PostprocessConfig.for_model(self._meta)
-        self.set_postprocess(cfg)
+        """Fill the controls with the model version's post-processing (``ModelVersion.postprocess``: tuned, else defaults)."""
+        cfg = self._info.postprocess if self._info is not None else None
+        if cfg is not None:
+            self.set_postprocess(cfg)
         return cfg
 
     def _layers_changed(self, event=None) -> None:
@@ -205,15 +205,14 @@ class PredictWidget(QWidget):
         """The :class:`PostprocessConfig` of the controls."""
         from ..core.postprocess import PostprocessConfig
 
-        base = PostprocessConfig.for_model(self._meta).to_dict()
-        base.update(
+        base = self._info.postprocess if self._info is not None else PostprocessConfig()
+        return base.replace(
             threshold=round(float(self.threshold.value()), 4),
             erosion=int(self.erosion.value()),
             min_size=int(self.min_size.value()),
             instances="watershed" if self.split.isChecked() else "components",
             seed_distance=int(self.seed_distance.value()),
         )
-        return PostprocessConfig.from_dict(base)
 
     def set_postprocess(self, cfg) -> None:
         widgets = (self.threshold, self.erosion, self.min_size, self.seed_distance, self.split)
@@ -313,21 +312,22 @@ class PredictWidget(QWidget):
         if self.probabilities is None:
             return None
         cfg = self.postprocess_config()
+        boundary = self._info is not None and self._info.boundary  # a fact of the model, not a setting
         probs = self.probabilities
         if probs.ndim == 4:  # a stack: slice by slice
-            results = [postprocess(p, cfg) for p in probs]
+            results = [postprocess(p, cfg, boundary=boundary) for p in probs]
             instances = np.stack([r.instances for r in results])
             semantic = np.stack([r.semantic for r in results])
             classes = {}
             for r in results:
                 classes.update(r.instance_classes)
         else:
-            res = postprocess(probs, cfg)
+            res = postprocess(probs, cfg, boundary=boundary)
             instances, semantic, classes = res.instances, res.semantic, res.instance_classes
         self.semantic = semantic
         self.instances = instances
         name = self.result_for
-        names = (self._meta or {}).get("class_names") or []
+        names = list(self._info.class_names) if self._info is not None else []
         if cfg.instances == "none":
             layer = self._set_layer("labels", f"{name} prediction", semantic, opacity=0.5)
             self.n_objects = 0
@@ -421,12 +421,12 @@ class PredictWidget(QWidget):
         cmap = DirectLabelColormap(color_dict=ERROR_COLORS)
         for key, summary in ev.error_maps.items():
             image_name, class_name = key.split("/", 1)
-            if not any((la.metadata or {}).get("segbox_image") == image_name and la._type_string == "image" for la in self.viewer.layers):
-                if image_name not in self.viewer.layers:
+            if not any(la._type_string == "image" and linked(la, name=image_name) for la in self.viewer.layers):
+                if image_name not in self.viewer.layers and image_name in project.image_names():  # not a plane "stack[z=3]"
                     rec = project.image_record(image_name)
                     self.viewer.add_image(
                         project.get_image(image_name), name=image_name, rgb=rec.channels == 3,
-                        metadata={"segbox_store": project.url, "segbox_image": image_name},
+                        metadata=link(project.url, image_name),
                     )
             name = f"{image_name} errors ({class_name}): TP green, FP red, FN blue"
             layer = self._find(name)

@@ -26,6 +26,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..core.plots import column_label
+from ..core.quantify import measuring_scale
 from ._common import FrameTable, PlotCanvas, ProjectBox, Runner, fill_versions, guarded, report_error, report_info, save_csv_dialog, status_label
 
 SOURCES = {
@@ -176,8 +177,8 @@ class QuantifyWidget(QWidget):
             raise SegBoxError("Quantification is running: wait for it or cancel it.")
         project = self.project_box.project()
         source = self.source_combo.currentData()
-        ps = self.pixel_size.value() or None
-        unit = self.unit.text().strip() or None
+        ps = self.pixel_size.value() or None  # given, it wins over the store's (core.quantify.measuring_scale)
+        unit = (self.unit.text().strip() or None) if ps else None
         if source == "annotations":
             from ..core.quantify import iter_quantify
 
@@ -282,9 +283,8 @@ class QuantifyWidget(QWidget):
         else:
             image = project.get_image(name)
             scale = project.image_record(name).pixel_size
-        ps = self.pixel_size.value()
-        scale = (ps, ps) if ps else (scale or (1.0, 1.0))
-        if self.result is not None and self.result.unit == "px":
+        scale, _ = measuring_scale(self.pixel_size.value() or None, None, scale)  # the rule the measurements used
+        if scale is None or (self.result is not None and self.result.unit == "px"):
             scale = (1.0, 1.0)
         labels = self.labels.get(name)
         if labels is None and self._source_used == "annotations":

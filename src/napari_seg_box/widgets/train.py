@@ -27,12 +27,8 @@ from qtpy.QtWidgets import (
 
 from ._common import FrameTable, PlotCanvas, ProjectBox, Runner, guarded, report_error, report_info, status_label
 
-# plain-word network sizes -> (encoder_depth, decoder_channels)
-SIZES = {
-    "standard (5 levels)": (5, None),
-    "small (4 levels, faster)": (4, (128, 64, 32, 16)),
-    "tiny (3 levels, fastest)": (3, (32, 16, 8)),
-}
+# how the network sizes of the core (train.config.NETWORK_SIZES) read in the dock
+SIZE_WORDS = {"standard": "standard (5 levels)", "small": "small (4 levels, faster)", "tiny": "tiny (3 levels, fastest)"}
 AUTO = "auto"
 
 
@@ -60,21 +56,20 @@ def versions_frame(project):
     import pandas as pd
 
     rows = []
-    for m in project.model_versions():
-        best = m.get("best_metrics") or {}
+    for e in project.model_versions():
         rows.append(
             {
-                "version": m.get("version"),
-                "status": m.get("status"),
-                "encoder": m.get("encoder"),
-                "best epoch": best.get("epoch"),
-                "val IoU": best.get("val_iou"),
-                "val acc": best.get("val_acc"),
-                "val loss": best.get("val_loss"),
-                "epochs": len(m.get("history") or []),
-                "device": m.get("device"),
-                "minutes": round(float(m.get("duration_s") or 0.0) / 60.0, 2),
-                "created": m.get("created"),
+                "version": e.version,
+                "status": e.status,
+                "encoder": e.encoder,
+                "best epoch": e.best.get("epoch"),
+                "val IoU": e.best.get("val_iou"),
+                "val acc": e.best.get("val_acc"),
+                "val loss": e.best.get("val_loss"),
+                "epochs": e.epochs_run,
+                "device": e.device,
+                "minutes": round(e.duration_s / 60.0, 2),
+                "created": e.created,
             }
         )
     return pd.DataFrame(rows, columns=["version", "status", "encoder", "best epoch", "val IoU", "val acc", "val loss", "epochs", "device", "minutes", "created"])
@@ -117,6 +112,7 @@ class TrainWidget(QWidget):
         from ..core.augment import PRESETS
         from ..core.losses import LOSSES
         from ..core.models import ENCODERS
+        from ..core.train.config import NETWORK_SIZES, TrainConfig
 
         super().__init__(parent)
         self.viewer = napari_viewer
@@ -137,7 +133,7 @@ class TrainWidget(QWidget):
         form.addRow("Model:", self.model_combo)
         self.epochs = QSpinBox()
         self.epochs.setRange(1, 2000)
-        self.epochs.setValue(20)
+        self.epochs.setValue(TrainConfig().epochs)
         self.epochs.setToolTip("How many passes over the annotations: the one setting you must choose")
         form.addRow("Epochs:", self.epochs)
         self.device_label = QLabel("device: …")
@@ -149,7 +145,8 @@ class TrainWidget(QWidget):
         adv = QWidget()
         af = QFormLayout(adv)
         self.size_combo = QComboBox()
-        self.size_combo.addItems(list(SIZES))
+        for size, depth in NETWORK_SIZES.items():
+            self.size_combo.addItem(SIZE_WORDS[size], depth)
         af.addRow("Network size:", self.size_combo)
         self.patch = _auto_spin(1024, 32, "Training patch side in pixels, a multiple of 32")
         af.addRow("Patch size:", self.patch)
@@ -239,12 +236,10 @@ class TrainWidget(QWidget):
         """The :class:`TrainConfig` the widget's fields describe (raises ConfigError when invalid)."""
         from ..core.train import TrainConfig
 
-        depth, decoder = SIZES[self.size_combo.currentText()]
         return TrainConfig(
             epochs=int(self.epochs.value()),
             encoder=self.model_combo.currentData(),
-            encoder_depth=depth,
-            decoder_channels=decoder,
+            encoder_depth=int(self.size_combo.currentData()),
             patch_size=self.patch.value() or None,
             batch_size=self.batch.value() or None,
             learning_rate=self.lr.value() or None,
@@ -263,7 +258,7 @@ class TrainWidget(QWidget):
         if "epochs" in values:
             self.epochs.setValue(int(values["epochs"]))
         if "encoder_depth" in values:
-            self.size_combo.setCurrentIndex({5: 0, 4: 1, 3: 2}[int(values["encoder_depth"])])
+            self.size_combo.setCurrentIndex(self.size_combo.findData(int(values["encoder_depth"])))
         for key, spin in (("patch_size", self.patch), ("batch_size", self.batch), ("steps_per_epoch", self.steps)):
             if key in values:
                 spin.setValue(int(values[key] or 0))
@@ -317,7 +312,7 @@ class TrainWidget(QWidget):
             if layer_name in self.viewer.layers:
                 self.viewer.layers.remove(layer_name)
         self.viewer.add_image(images, name=title, rgb=images.ndim == 4 and images.shape[-1] in (3, 4))
-        from .annotate import class_colormap
+        from ..layers import class_colormap
 
         self.viewer.add_labels(labels, name=f"{title} labels", colormap=class_colormap(project), opacity=0.4)
         report_info(f"{n} augmented samples of {name} ({preset}): move the slider to see each.", self.status)
@@ -394,9 +389,9 @@ class TrainWidget(QWidget):
     def _on_return(self, version) -> None:
         self.last_version = version
         self.refresh_versions()
-        meta = self.project_box.project().model_metadata(version)
-        best = meta.get("best_metrics") or {}
-        word = {"completed": "finished", "stopped": "stopped", "early_stopped": "stopped early"}.get(meta.get("status"), meta.get("status"))
+        training = self.project_box.project().model_version(version).training
+        best = training.best
+        word = {"completed": "finished", "stopped": "stopped", "early_stopped": "stopped early"}.get(training.status, training.status)
         report_info(
             f"Training {word}: model version {version} (best epoch {best.get('epoch')}, validation IoU {best.get('val_iou', float('nan')):.3f}).",
             self.status,

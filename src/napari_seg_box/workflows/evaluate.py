@@ -10,10 +10,11 @@ import numpy as np
 from ..core.errors import DataError
 from ..core.events import ItemDone, Message, check_cancel, run_to_end
 from ..core.baseline import classical_segmentation
-from ..core.evaluate import Evaluation, _finite, evaluate_pairs, list_evaluations, save_evaluation, truth_instances
+from ..core.config import as_config
+from ..core.evaluate import Evaluation, _finite, evaluate_pairs, list_evaluations, objects_of_class, save_evaluation, truth_instances
 from ..core.infer import Predictor, iter_predict
 from ..core.postprocess import PostprocessConfig
-from ..core.postprocess import postprocess as run_postprocess
+from ..core.store import SPLITS, iter_annotated_planes
 
 
 def iter_evaluate_project(
@@ -23,60 +24,58 @@ def iter_evaluate_project(
     split: str = "test",
     names: Sequence[str] | None = None,
     predict_config=None,
-    postprocess=None,
+    postprocess: PostprocessConfig | dict | None = None,
+    predictor: Predictor | None = None,
     save: bool = True,
     keep_error_maps: bool = False,
     cancel=None,
 ) -> Iterator[Any]:
     """Evaluate a model version on the store's held-out images (a generator).
 
-    Each annotated image of ``split`` (default ``test``) is predicted, post-processed with the
-    model's tuned settings (or ``postprocess``), and scored against its labels; object ground truth
-    comes from the store's instances, else connected components of the labels. Results are written
-    under ``results/evaluations/<id>/`` (``summary.json``, ``per_image.csv``, ``per_class.csv``,
-    ``objects.csv``, ``confusion.csv``) when ``save``. Returns an :class:`Evaluation`.
+    Each annotated image of ``split`` (default ``test``; or the images ``names``) is predicted,
+    post-processed with the model's tuned settings (or ``postprocess``), and scored against its
+    labels (the annotated planes of a stack, one by one); object ground truth comes from the store's
+    instances, else connected components of the labels. Results are written under
+    ``results/evaluations/<id>/`` (``summary.json``, ``per_image.csv``, ``per_class.csv``,
+    ``objects.csv``, ``confusion.csv``) when ``save``. ``predictor``: the model already loaded
+    (default: ``version`` of ``project``). Returns an :class:`Evaluation`.
     """
-
-    version = project.resolve_version(version)
-    predictor = Predictor.from_project(project, version)
+    predictor = predictor or Predictor.from_project(project, version)
     K = predictor.classes
     if K != project.n_classes:
-        yield Message(f"Model version {version} has {K} classes, the project {project.n_classes}.", level="warning")
-    pp = postprocess if postprocess is not None else PostprocessConfig.for_model(predictor.meta)
-    if isinstance(pp, dict):
-        pp = PostprocessConfig.from_dict(pp)
-    names = list(names) if names is not None else [n for n in project.image_names(split) if project.image_record(n).has_labels]
-    if not names:
+        yield Message(f"Model version {predictor.version} has {K} classes, the project {project.n_classes}.", level="warning")
+    pp = as_config(PostprocessConfig, postprocess) if postprocess is not None else predictor.default_postprocess
+    planes = list(iter_annotated_planes(project, (split,) if names is None else SPLITS))
+    planes = [p for p in planes if names is None or p.image in names]
+    if not planes:
         raise DataError(f"No annotated {split} images in the project: mark annotated images as {split} (`split {split} NAME`) to evaluate.")
     object_classes = list(pp.object_classes) if pp.object_classes is not None else list(range(2, K + 1))
     items = []
-    for i, name in enumerate(names):
+    for i, plane in enumerate(planes):
         check_cancel(cancel)
-        truth = project.get_labels(name)
-        if truth is not None and int(truth.max(initial=0)) > K:
+        if int(plane.labels.max(initial=0)) > K:
             raise DataError(
-                f"Image {name} has label {int(truth.max())} but model version {version} knows only {K} classes: "
+                f"Image {plane.name} has label {int(plane.labels.max())} but model version {predictor.version} knows only {K} classes: "
                 "evaluate with a model trained on all the project's classes."
             )
-        probs = yield from iter_predict(project.get_image(name), predictor, config=predict_config, stack=False, cancel=cancel)
-        res = run_postprocess(probs, pp)
-        pinst = {c: np.where(np.isin(res.instances, [j for j, cc in res.instance_classes.items() if cc == c]), res.instances, 0) for c in object_classes}
-        tinst = truth_instances(project, name, truth, classes=object_classes)
-        items.append((name, truth, res.semantic, tinst, pinst))
-        yield ItemDone(i, len(names), name)
+        probs = yield from iter_predict(plane.pixels, predictor, config=predict_config, stack=False, cancel=cancel)
+        res = predictor.postprocess(probs, pp)
+        pinst = {c: objects_of_class(res, c) for c in object_classes}
+        items.append((plane.name, plane.labels, res.semantic, truth_instances(plane.labels, plane.instances, classes=object_classes), pinst))
+        yield ItemDone(i, len(planes), plane.name)
     ev = evaluate_pairs(items, n_classes=K, class_names=predictor.class_names, object_classes=object_classes, keep_error_maps=keep_error_maps)
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
-    ev.id = f"{version}-{split}-{stamp}"
+    ev.id = f"{predictor.version}-{split}-{stamp}"
     ev.summary.update(
         {
             "id": ev.id,
-            "model_version": version,
+            "model_version": predictor.version,
             "split": split,
-            "images": names,
+            "images": [p.name for p in planes],
             "postprocess": pp.to_dict(),
             "predict_config": (predict_config.to_dict() if hasattr(predict_config, "to_dict") else predict_config) or {},
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "encoder": predictor.meta.get("encoder"),
+            "encoder": predictor.info.encoder,
         }
     )
     if save:
@@ -99,7 +98,8 @@ def compare_models(project, versions: Sequence[str] | None = None, *, evaluate_m
     """
     import pandas as pd
 
-    versions = list(versions) if versions else [m["version"] for m in project.model_versions()]
+    entries = {e.version: e for e in project.model_versions()}
+    versions = list(versions) if versions else list(entries)
     saved = {}
     for s in list_evaluations(project):
         if s.get("split") == split:
@@ -111,7 +111,7 @@ def compare_models(project, versions: Sequence[str] | None = None, *, evaluate_m
             if not evaluate_missing:
                 continue
             s = _finite(evaluate_project(project, v, split=split, **kwargs).summary)
-        meta = project.model_metadata(v)
+        entry = entries.get(v) or entries[project.resolve_version(v)]
         objs = s.get("objects") or {}
 
         def mean_of(key):
@@ -122,8 +122,8 @@ def compare_models(project, versions: Sequence[str] | None = None, *, evaluate_m
         rows.append(
             {
                 "version": v,
-                "encoder": meta.get("encoder"),
-                "val_iou": (meta.get("best_metrics") or {}).get("val_iou"),
+                "encoder": entry.encoder,
+                "val_iou": entry.best.get("val_iou"),
                 "mean_iou": px.get("mean_iou"),
                 "mean_dice": px.get("mean_dice"),
                 "pixel_accuracy": px.get("accuracy"),
@@ -138,25 +138,21 @@ def compare_models(project, versions: Sequence[str] | None = None, *, evaluate_m
     return pd.DataFrame(rows)
 
 
-def evaluate_baseline(project, *, split: str = "test", **options):
+def evaluate_baseline(project, *, split: str = "test", **options) -> Evaluation:
     """Score :func:`classical_segmentation` on the annotated ``split`` images of a two-class project.
 
     The baseline's objects are class 2 (e.g. nucleus, cell interior), everything else class 1; the
-    scoring is the same as :func:`~napari_seg_box.core.evaluate.evaluate_project` (pixel metrics,
-    object matching against the store's instances or the labels' connected components).
-    ``options`` go to :func:`classical_segmentation`. Returns an ``Evaluation``.
+    scoring is the same as :func:`evaluate_project` (pixel metrics, object matching against the
+    store's instances or the labels' connected components). ``options`` go to
+    :func:`classical_segmentation`. Returns an :class:`Evaluation`.
     """
-
     if project.n_classes != 2:
         raise DataError("The classical baseline segments one object class: it needs a two-class project.")
     items = []
-    for name in project.image_names(split):
-        truth = project.get_labels(name)
-        if truth is None:
-            continue
-        instances = classical_segmentation(project.get_image(name), **options)
+    for plane in iter_annotated_planes(project, (split,)):
+        instances = classical_segmentation(plane.pixels, **options)
         semantic = np.where(instances > 0, 2, 1).astype(np.uint8)
-        items.append((name, truth, semantic, truth_instances(project, name, truth, classes=[2]), {2: instances}))
+        items.append((plane.name, plane.labels, semantic, truth_instances(plane.labels, plane.instances, classes=[2]), {2: instances}))
     ev = evaluate_pairs(items, n_classes=2, class_names=project.class_names, object_classes=[2])
     ev.summary["model_version"] = "classical baseline (smoothed Otsu + watershed)"
     return ev

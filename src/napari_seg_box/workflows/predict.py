@@ -1,27 +1,27 @@
-"""Predicting batches: the images of a project store, or image files into an output folder."""
+"""Predicting batches: the images of a project store, or image files, into label files in an output folder."""
 
 from __future__ import annotations
 
+import os
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from ..core.config import as_config
 from ..core.errors import DataError, StoreError
 from ..core.events import ItemDone, check_cancel, run_to_end
-from ..core.infer import PredictConfig, Predictor, _make_config, as_predictor, iter_predict
+from ..core.infer import PredictConfig, Predictor, as_predictor, iter_predict
 from ..core.io import _expand, _stem, read_image
 from ..core.postprocess import PostprocessConfig
-from ..core.postprocess import postprocess as run_postprocess
 
 
-# ---------------------------------------------------------------------- batches
 def iter_predict_project(
     project,
     version: str | None = None,
     *,
     names: Sequence[str] | None = None,
     split: str | None = None,
-    config: PredictConfig | None = None,
+    config: PredictConfig | dict | None = None,
     predictor: Predictor | None = None,
     cancel=None,
     **config_kwargs,
@@ -29,20 +29,21 @@ def iter_predict_project(
     """Predict images of a project store (default: all; or ``names`` / one ``split``).
 
     Yields :class:`Progress` and one :class:`ItemDone` per image (``error`` set when it failed, and
-    the batch goes on). Returns ``{name: (K, Y, X) probabilities}`` of the images that succeeded.
+    the batch goes on). Returns ``{name: probabilities}`` of the images that succeeded: (K, Y, X),
+    or (Z, K, Y, X) for a stack.
     """
-    config = _make_config(config, config_kwargs)
+    config = as_config(PredictConfig, config, config_kwargs)
     predictor = predictor or Predictor.from_project(project, version, device=config.device)
     names = list(names) if names is not None else project.image_names(split)
     out: dict[str, np.ndarray] = {}
     for i, name in enumerate(names):
         check_cancel(cancel)
         try:
-            probs = yield from iter_predict(project.get_image(name), predictor, config=config, stack=False, cancel=cancel)
+            stack = project.image_record(name).is_stack
+            out[name] = yield from iter_predict(project.get_image(name), predictor, config=config, stack=stack, cancel=cancel)
         except (DataError, StoreError) as err:
             yield ItemDone(i, len(names), name, error=str(err))
             continue
-        out[name] = probs
         yield ItemDone(i, len(names), name)
     return out
 
@@ -58,57 +59,74 @@ def iter_predict_files(
     model,
     *,
     version: str | None = None,
-    config: PredictConfig | None = None,
-    postprocess=None,
+    config: PredictConfig | dict | None = None,
+    postprocess: PostprocessConfig | dict | None = None,
     save_probabilities: bool = False,
     cancel=None,
     **config_kwargs,
 ) -> Iterator[Any]:
     """Predict image files (folder, glob, list, zarr) and write label TIFFs into ``out_dir``.
 
-    Each image gives ``<out_dir>/<stem>_labels.tif`` (semantic labels, 1..K) and
-    ``<stem>_instances.tif`` (post-processed objects); with ``save_probabilities`` also
-    ``<stem>_probabilities.tif`` (K, Y, X float32). An unreadable image is reported in its row and the
-    batch goes on. Returns a list of dicts (one row per input: name, path, outputs, n_objects, error).
+    Each image gives ``<out_dir>/<stem>_labels.tif`` (semantic
+    labels, 1..K) and ``<stem>_instances.tif`` (post-processed objects); with ``save_probabilities``
+    also ``<stem>_probabilities.tif``. An unreadable image is reported in its row and the batch goes
+    on. Returns a list of dicts (one row per input: name, path, labels, instances, n_objects, error).
     """
-    import os
+    config = as_config(PredictConfig, config, config_kwargs)
+    predictor = as_predictor(model, version=version, device=config.device)
+    sources = [(_stem(path), path, lambda path=path: (read_image(path), None)) for path in _expand(inputs)]
+    return (yield from _predict_to_files(sources, out_dir, predictor, config, postprocess, save_probabilities, cancel))
 
+
+def iter_predict_store_to_files(
+    project,
+    out_dir,
+    *,
+    version: str | None = None,
+    names: Sequence[str] | None = None,
+    split: str | None = None,
+    config: PredictConfig | dict | None = None,
+    predictor: Predictor | None = None,
+    postprocess: PostprocessConfig | dict | None = None,
+    save_probabilities: bool = False,
+    cancel=None,
+) -> Iterator[Any]:
+    """The images of a project store (all, ``names`` or one ``split``) predicted into label files, as
+    :func:`iter_predict_files` does for image files. Returns one row per image."""
+    config = as_config(PredictConfig, config)
+    predictor = predictor or Predictor.from_project(project, version, device=config.device)
+    names = list(names) if names is not None else project.image_names(split)
+    sources = [(n, None, lambda n=n: (project.get_image(n), project.image_record(n).is_stack)) for n in names]
+    return (yield from _predict_to_files(sources, out_dir, predictor, config, postprocess, save_probabilities, cancel))
+
+
+def _predict_to_files(sources, out_dir, predictor: Predictor, config, postprocess, save_probabilities: bool, cancel):
+    """Predict ``(name, path, load)`` sources, post-process, write ``<name>_labels.tif`` etc."""
     import tifffile
 
-
-    config = _make_config(config, config_kwargs)
-    predictor = as_predictor(model, version=version, device=config.device)
-    pp = postprocess if postprocess is not None else PostprocessConfig.for_model(predictor.meta)
-    if isinstance(pp, dict):
-        pp = PostprocessConfig.from_dict(pp)
-    paths = _expand(inputs)
+    pp = as_config(PostprocessConfig, postprocess) if postprocess is not None else predictor.default_postprocess
     os.makedirs(out_dir, exist_ok=True)
     rows = []
-    for i, path in enumerate(paths):
+    for i, (name, path, load) in enumerate(sources):
         check_cancel(cancel)
-        stem = _stem(path)
-        row = {"name": stem, "path": path, "labels": None, "instances": None, "n_objects": None, "error": None}
+        row = {"name": name, "path": path, "labels": None, "instances": None, "n_objects": None, "error": None}
         try:
-            image = read_image(path)
-            probs = yield from iter_predict(image, predictor, config=config, cancel=cancel)
-            if probs.ndim == 4:
-                results = [run_postprocess(p, pp) for p in probs]
-                sem = np.stack([r.semantic for r in results])
-                inst = np.stack([r.instances for r in results])
-            else:
-                r = run_postprocess(probs, pp)
-                sem, inst = r.semantic, r.instances
-            row["labels"] = os.path.join(out_dir, f"{stem}_labels.tif")
-            row["instances"] = os.path.join(out_dir, f"{stem}_instances.tif")
-            tifffile.imwrite(row["labels"], sem, compression="zlib")
-            tifffile.imwrite(row["instances"], inst.astype(np.uint32), compression="zlib")
+            image, stack = load()
+            probs = yield from iter_predict(image, predictor, config=config, stack=stack, cancel=cancel)
+            results = [predictor.postprocess(p, pp) for p in (probs if probs.ndim == 4 else [probs])]
+            semantic = np.stack([r.semantic for r in results]) if probs.ndim == 4 else results[0].semantic
+            instances = np.stack([r.instances for r in results]) if probs.ndim == 4 else results[0].instances
+            row["labels"] = os.path.join(out_dir, f"{name}_labels.tif")
+            row["instances"] = os.path.join(out_dir, f"{name}_instances.tif")
+            tifffile.imwrite(row["labels"], semantic, compression="zlib")
+            tifffile.imwrite(row["instances"], instances.astype(np.uint32), compression="zlib")
             if save_probabilities:
-                tifffile.imwrite(os.path.join(out_dir, f"{stem}_probabilities.tif"), probs.astype(np.float32), compression="zlib")
-            row["n_objects"] = int(len(np.unique(inst)) - (1 if (inst == 0).any() else 0))
-            yield ItemDone(i, len(paths), stem, result=row)
+                tifffile.imwrite(os.path.join(out_dir, f"{name}_probabilities.tif"), probs.astype(np.float32), compression="zlib")
+            row["n_objects"] = int(sum(r.n_objects for r in results))
+            yield ItemDone(i, len(sources), name, result=row)
         except (DataError, StoreError) as err:
             row["error"] = str(err)
-            yield ItemDone(i, len(paths), stem, result=row, error=str(err))
+            yield ItemDone(i, len(sources), name, result=row, error=str(err))
         rows.append(row)
     return rows
 

@@ -10,9 +10,10 @@ from ..core.errors import DataError, StoreError
 from ..core.events import ItemDone, check_cancel, run_to_end
 from ..core.infer import Predictor, iter_predict
 from ..core.io import _expand, _stem, read_image
+from ..core.config import as_config
+from ..core.manifest import plane_name
 from ..core.postprocess import PostprocessConfig
-from ..core.postprocess import postprocess as run_postprocess
-from ..core.quantify import Quantification, quantify_labels
+from ..core.quantify import Quantification, measuring_scale, quantify_labels
 
 
 def iter_segment_and_quantify(
@@ -21,8 +22,9 @@ def iter_segment_and_quantify(
     *,
     names: Sequence[str] | None = None,
     files=None,
-    postprocess=None,
+    postprocess: PostprocessConfig | dict | None = None,
     predict_config=None,
+    predictor: Predictor | None = None,
     pixel_size=None,
     unit: str | None = None,
     keep_labels: bool = True,
@@ -35,42 +37,45 @@ def iter_segment_and_quantify(
     project : the project store holding the model (and, without ``files``, the images).
     names : images of the store (default: all); or ``files``: a folder, glob or list of image files.
     postprocess : :class:`PostprocessConfig` (default: the one tuned with the model version).
-    pixel_size, unit : physical pixel size (default: the store's, per image); None measures in pixels.
+    predictor : the model already loaded (default: ``version`` of ``project``).
+    pixel_size, unit : physical pixel size; given, they win over the store's (per image, then the
+        project's: :func:`~..core.quantify.measuring_scale`); none at all measures in pixels.
     keep_labels : also return the instance label image of each image (for display).
 
     Yields :class:`Progress` (tiles) and :class:`ItemDone` per image (``error`` when it failed; the
-    batch goes on). Returns ``(Quantification, {name: (Y, X) instance labels})``.
+    batch goes on). Returns ``(Quantification, {name: instance labels})``: (Y, X), or (Z, Y, X) for a
+    stack, whose planes are measured one by one (rows ``name[z=3]``).
     """
     import pandas as pd
 
-
-    predictor = Predictor.from_project(project, version)
-    pp = postprocess if postprocess is not None else PostprocessConfig.for_model(predictor.meta)
+    predictor = predictor or Predictor.from_project(project, version)
+    pp = as_config(PostprocessConfig, postprocess) if postprocess is not None else predictor.default_postprocess
     if files is not None:
-        paths = _expand(files)
-        items = [(_stem(p), (lambda p=p: read_image(p)), None, p) for p in paths]
+        items = [(_stem(p), lambda p=p: (read_image(p), None), None, p) for p in _expand(files)]
     else:
         names = list(names) if names is not None else project.image_names()
-        items = [(n, (lambda n=n: project.get_image(n)), project.image_record(n).pixel_size, None) for n in names]
+        items = [(n, lambda n=n: (project.get_image(n), project.image_record(n).is_stack), project.image_record(n).pixel_size, None) for n in names]
     if not items:
         raise DataError("No images to quantify: choose a folder or files with images, or add images to the project.")
     objects, rows, errors, labels = [], [], [], {}
-    for i, (name, load, ps, path) in enumerate(items):
+    for i, (name, load, stored_ps, path) in enumerate(items):
         check_cancel(cancel)
+        ps, u = measuring_scale(pixel_size, unit, stored_ps, project.unit if stored_ps else None)
         try:
-            image = load()
-            probs = yield from iter_predict(image, predictor, config=predict_config, stack=False, cancel=cancel)
-            res = run_postprocess(probs, pp)
-            q = quantify_labels(
-                res.semantic, image, instances=res.instances, pixel_size=ps or pixel_size,
-                unit=unit or project.unit, class_names=predictor.class_names, name=name,
-            )
-            if path:
-                q.images["path"] = path
-            objects.append(q.objects)
-            rows.append(q.images)
+            image, stack = load()
+            probs = yield from iter_predict(image, predictor, config=predict_config, stack=stack, cancel=cancel)
+            planes = [(None, image, probs)] if probs.ndim == 3 else [(z, image[z], probs[z]) for z in range(probs.shape[0])]
+            found = []
+            for z, pixels, p in planes:
+                res = predictor.postprocess(p, pp)
+                q = quantify_labels(res.semantic, pixels, instances=res.instances, pixel_size=ps, unit=u, class_names=predictor.class_names, name=plane_name(name, z))
+                if path:
+                    q.images["path"] = path
+                objects.append(q.objects)
+                rows.append(q.images)
+                found.append(res.instances)
             if keep_labels:
-                labels[name] = res.instances
+                labels[name] = found[0] if probs.ndim == 3 else np.stack(found)
             yield ItemDone(i, len(items), name)
         except (DataError, StoreError) as err:
             errors.append({"image": name, "error": str(err)})

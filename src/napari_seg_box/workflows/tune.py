@@ -8,14 +8,14 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from ..core.errors import DataError
+from ..core.evaluate import objects_of_class, truth_instances
 from ..core.events import Message, Progress, check_cancel, run_to_end
-from ..core.evaluate import truth_instances
 from ..core.infer import Predictor, iter_predict
-from ..core.metrics import match_instances, pixel_confusion
-from ..core.postprocess import PostprocessConfig, postprocess
+from ..core.metrics import match_instances, metrics_from_confusion, object_stats, pixel_confusion
+from ..core.postprocess import PostprocessConfig
+from ..core.store import iter_annotated_planes
+from ..core.versions import Tuning
 
-
-# ---------------------------------------------------------------------- tuning
 DEFAULT_GRID = {
     "threshold": (0.3, 0.4, 0.5, 0.6, 0.7),
     "min_size": (0, 10, 30, 60),
@@ -32,7 +32,7 @@ def iter_tune_postprocess(
     grid: dict[str, Sequence] | None = None,
     base: PostprocessConfig | None = None,
     predict_config=None,
-    probabilities: dict[str, np.ndarray] | None = None,
+    predictor: Predictor | None = None,
     save: bool = True,
     cancel=None,
 ) -> Iterator[Any]:
@@ -41,9 +41,11 @@ def iter_tune_postprocess(
     Searches the threshold, the minimum object size, the watershed's seed distance and whether the
     watershed or plain connected components make the better objects (``grid`` overrides any of
     :data:`DEFAULT_GRID`). Maximises object F1 at IoU 0.5 pooled over the images (for a model whose
-    settings make no objects, ``instances="none"``, the mean pixel IoU of the object classes instead); ties,
-    common on small validation sets, go to the middle of the plateau (:func:`most_robust_best`). The best
-    settings are saved into the model version's metadata (``postprocess``) when ``save``.
+    settings make no objects, ``instances="none"``, the mean pixel IoU of the object classes instead);
+    ties, common on small validation sets, go to the middle of the plateau (:func:`most_robust_best`).
+    The best settings are saved with the model version (:meth:`Project.save_tuning`) when ``save``.
+    ``names``: the images to tune on (default: the annotated validation images); ``predictor``: the
+    model already loaded (default: ``version`` of ``project``), which then carries the tuned settings.
 
     Returns
     -------
@@ -51,29 +53,24 @@ def iter_tune_postprocess(
     """
     import pandas as pd
 
-
-    version = project.resolve_version(version)
-    meta = project.model_metadata(version)
-    names = list(names) if names is not None else [n for n in project.image_names("validation") if project.image_record(n).has_labels]
-    if not names:
+    predictor = predictor or Predictor.from_project(project, version)
+    planes = [p for p in iter_annotated_planes(project, ("validation",) if names is None else ("train", "validation", "test")) if names is None or p.image in names]
+    if not planes:
         raise DataError("No annotated validation images to tune on: mark some annotated images as validation (`split`).")
     grid = {**DEFAULT_GRID, **(grid or {})}
-    base = base or PostprocessConfig.for_model(meta)
-    if probabilities is None:
-        predictor = Predictor.from_project(project, version)
-        probabilities = {}
-        for i, name in enumerate(names):
-            check_cancel(cancel)
-            yield Progress(i, len(names), stage="predict validation images")
-            probabilities[name] = yield from iter_predict(project.get_image(name), predictor, config=predict_config, stack=False, cancel=cancel)
-    K = next(iter(probabilities.values())).shape[0] - base.boundary
-    truths = {n: project.get_labels(n) for n in names}
-    tinst = {n: truth_instances(project, n, truths[n], classes=range(2, max(K, 2) + 1)) for n in names}
+    base = base or predictor.default_postprocess
+    probabilities = []
+    for i, plane in enumerate(planes):
+        check_cancel(cancel)
+        yield Progress(i, len(planes), stage="predict validation images")
+        probabilities.append((yield from iter_predict(plane.pixels, predictor, config=predict_config, stack=False, cancel=cancel)))
+    K = max(predictor.classes, 2)
+    tinst = [truth_instances(p.labels, p.instances, classes=range(2, K + 1)) for p in planes]
     objects = base.instances != "none"
     keys = [k for k in ("threshold", "min_size", "seed_distance", "instances") if k in grid]
     if not objects:
         keys = [k for k in keys if k not in ("seed_distance", "instances")]
-    if base.boundary:  # boundary models split along the predicted boundaries, not at seed distances
+    if predictor.boundary:  # boundary models split along the predicted boundaries, not at seed distances
         keys = [k for k in keys if k != "seed_distance"]
 
     def needed(values) -> bool:  # seed_distance matters only to the distance-transform watershed
@@ -84,35 +81,31 @@ def iter_tune_postprocess(
     rows = []
     for j, values in enumerate(combos):
         check_cancel(cancel)
-        cfg = PostprocessConfig.from_dict({**base.to_dict(), **dict(zip(keys, values))})
+        cfg = base.replace(**dict(zip(keys, values)))
         tp = fp = fn = 0
-        conf = np.zeros((max(K, 2), max(K, 2)), np.int64)
-        for n in names:
-            res = postprocess(probabilities[n], cfg)
+        conf = np.zeros((K, K), np.int64)
+        for plane, probs, truths in zip(planes, probabilities, tinst):
+            res = predictor.postprocess(probs, cfg)
             if objects:
-                for c, t in tinst[n].items():
-                    p = np.where(np.isin(res.instances, [i for i, cc in res.instance_classes.items() if cc == c]), res.instances, 0)
-                    m = match_instances(t, p, thresholds=(0.5,))[0.5]
+                for c, t in truths.items():
+                    m = match_instances(t, objects_of_class(res, c), thresholds=(0.5,))[0.5]
                     tp, fp, fn = tp + m["tp"], fp + m["fp"], fn + m["fn"]
             else:
-                conf += pixel_confusion(truths[n], res.semantic, max(K, 2))
+                conf += pixel_confusion(plane.labels, res.semantic, K)
         if objects:
-            score = 2 * tp / (2 * tp + fp + fn) if tp > 0 else 0.0
+            score = object_stats(tp, fp, fn, 0.0, tp + fn, tp + fp)["f1"]
         else:
-            inter = np.diag(conf)[1:]
-            union = conf.sum(0)[1:] + conf.sum(1)[1:] - inter
-            score = float(np.nanmean(np.where(union > 0, inter / np.maximum(union, 1), np.nan)))
+            score = float(np.nanmean(metrics_from_confusion(conf)["iou"][1:]))
         rows.append({**dict(zip(keys, values)), "score": score, "metric": "object_f1@0.5" if objects else "pixel_iou"})
         yield Progress(j + 1, len(combos), stage="tune post-processing")
     table = pd.DataFrame(rows)
     best_row = table.loc[most_robust_best(table, keys, grid)]
-    best = PostprocessConfig.from_dict({**base.to_dict(), **{k: (type(grid[k][0])(best_row[k])) for k in keys}})
+    best = base.replace(**{k: type(grid[k][0])(best_row[k]) for k in keys})
     if save:
-        project.update_model_metadata(
-            version,
-            postprocess={"config": best.to_dict(), "score": float(best_row["score"]), "metric": best_row["metric"], "images": names, "grid": {k: list(grid[k]) for k in keys}},
-        )
-        yield Message(f"Saved post-processing settings with model version {version}: {best.to_dict()} ({best_row['metric']} {best_row['score']:.3f}).")
+        images = sorted({p.image for p in planes})
+        tuning = Tuning(best, float(best_row["score"]), str(best_row["metric"]), tuple(images), {k: list(grid[k]) for k in keys})
+        predictor.info = project.save_tuning(predictor.info, tuning)  # the predictor now uses them too
+        yield Message(f"Saved post-processing settings with model version {predictor.version}: {best.to_dict()} ({best_row['metric']} {best_row['score']:.3f}).")
     return best, table
 
 

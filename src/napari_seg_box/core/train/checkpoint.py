@@ -1,17 +1,68 @@
-"""Resumable checkpoints of a run (safetensors + JSON, never pickle) in ``training/<run>/`` of the store."""
+"""Resumable checkpoints of a run (safetensors + JSON, never pickle) in ``training/<run>/`` of the store.
+
+After every epoch: the current weights, the best weights so far and the optimiser state go into
+``checkpoint.safetensors`` first, then ``state.json`` (atomic) says which epoch they belong to, with
+the whole configuration, the automatic choices, the history, the time spent and the version the run
+was fine-tuned from, so a resumed run ends as if it had never stopped. A kill leaves the previous pair.
+"""
 
 from __future__ import annotations
 
 
-# ---------------------------------------------------------------------- checkpoints (no pickle)
+def cpu_state(model) -> dict:
+    """A CPU copy of the weights, in contiguous layout (channels_last weights are not)."""
+    return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+
+
+def state_bytes(state: dict) -> bytes:
+    """Weights as safetensors bytes."""
+    from safetensors.torch import save
+
+    return save({k: v.contiguous() for k, v in state.items()})
+
+
+def save_checkpoint(run, epoch: int) -> None:
+    """Checkpoint ``run`` (a :class:`~.loop.Run`) after ``epoch``: tensors first, then ``state.json``."""
+    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in run.opt.state_dict()["param_groups"]]
+    run.project.write_bytes(f"training/{run.run_id}/checkpoint.safetensors", _pack(run.model, run.opt, run.best_state))
+    run.project.write_json(
+        f"training/{run.run_id}/state.json",
+        {
+            "run": run.run_id,
+            "epoch": epoch,
+            "config": run.cfg.to_dict(),
+            "model": run.spec.to_dict(),
+            "chosen": run.chosen,
+            "history": run.history,
+            "best": run.best,
+            "param_groups": groups,
+            "training_data": {"fingerprint": run.data.fingerprint},
+            "finetuned_from": run.finetuned_from,
+            "duration_s": run.duration_s,
+        },
+    )
+
+
+def restore_checkpoint(project, run_id: str, model, opt, state: dict) -> dict:
+    """Load a run's checkpoint into ``model`` and ``opt``; returns the best weights so far."""
+    return _unpack(project.read_bytes(f"training/{run_id}/checkpoint.safetensors"), model, opt, state["param_groups"])
+
+
+def unfinished_runs(project) -> list[dict]:
+    """Training runs that stopped or crashed before their last epoch and can be resumed."""
+    runs = sorted(d for d in project.list_dir("training") if project.exists(f"training/{d}/state.json"))
+    return [project.read_json(f"training/{d}/state.json") for d in runs]
+
+
 def _pack(model, opt, best_state) -> bytes:
+    import torch
     from safetensors.torch import save
 
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tensors.update({f"best.{k}": v for k, v in best_state.items()})
     for pid, st in opt.state_dict()["state"].items():
         for name, v in st.items():
-            tensors[f"opt.{pid}.{name}"] = v.detach().cpu().contiguous() if hasattr(v, "detach") else __import__("torch").tensor(v)
+            tensors[f"opt.{pid}.{name}"] = v.detach().cpu().contiguous() if hasattr(v, "detach") else torch.tensor(v)
     return save(tensors)
 
 
@@ -27,56 +78,3 @@ def _unpack(data: bytes, model, opt, param_groups) -> dict:
             state.setdefault(int(pid), {})[name] = v
     opt.load_state_dict({"state": state, "param_groups": param_groups})
     return {k[5:]: v for k, v in t.items() if k.startswith("best.")}
-
-
-def _run_dirs(project) -> list[str]:
-    return sorted(d for d in project.list_dir("training") if project.exists(f"training/{d}/state.json"))
-
-
-def unfinished_runs(project) -> list[dict]:
-    """Training runs that stopped or crashed before their last epoch and can be resumed."""
-    return [project.read_json(f"training/{d}/state.json") for d in _run_dirs(project)]
-
-
-def _cpu_state(model) -> dict:
-    """A CPU copy of the weights, in contiguous layout (channels_last weights are not)."""
-    return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-
-
-def _state_bytes(state: dict) -> bytes:
-    from safetensors.torch import save
-
-    return save({k: v.contiguous() for k, v in state.items()})
-
-
-def _save_checkpoint(project, run_id, model, opt, best_state, cfg, spec, data, chosen, history, best, epoch, finetune_meta):
-    """Weights + optimiser (safetensors) first, then ``state.json`` (atomic): a kill leaves the old pair."""
-    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in opt.state_dict()["param_groups"]]
-    project.write_bytes(f"training/{run_id}/checkpoint.safetensors", _pack(model, opt, best_state))
-    project.write_json(
-        f"training/{run_id}/state.json",
-        {
-            "run": run_id,
-            "epoch": epoch,
-            "config": cfg.to_dict(),
-            "model": spec.to_dict(),
-            "chosen": chosen,
-            "history": history,
-            "best": best,
-            "param_groups": groups,
-            "training_data": {"fingerprint": data.fingerprint},
-            "finetuned_from": finetune_meta["version"] if finetune_meta else None,
-        },
-    )
-
-
-def _packages() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for name in ("napari-seg-box", "torch", "segmentation-models-pytorch", "albumentations", "numpy"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            continue
-    return out

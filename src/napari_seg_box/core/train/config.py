@@ -2,31 +2,30 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 
+from ..augment import PRESETS
+from ..config import Config
 from ..errors import ConfigError
 from ..losses import LOSSES
 from ..models import ENCODERS
 
-
-TRAIN_CONFIG_VERSION = 1
-
-
 SCHEDULES = ("onecycle", "cosine", "constant")
+# the network sizes offered in plain words (the Train widget's choices): encoder depth -> decoder
+NETWORK_SIZES = {"standard": 5, "small": 4, "tiny": 3}
+DECODERS = {5: (256, 128, 64, 32, 16), 4: (128, 64, 32, 16), 3: (32, 16, 8)}
 
 
-_DECODER = (256, 128, 64, 32, 16)
-
-
-@dataclass
-class TrainConfig:
+@dataclass(frozen=True)
+class TrainConfig(Config):
     """Everything that defines a training run. ``None`` means *choose automatically*.
 
     Parameters
     ----------
     epochs : number of epochs (the one setting a novice chooses).
     encoder : smp encoder, one of :data:`~napari_seg_box.core.models.ENCODERS`.
-    encoder_depth, decoder_channels : U-Net size (smaller = faster); decoder default ``(256..16)``.
+    encoder_depth, decoder_channels : U-Net size (smaller = faster); the decoder of each depth by
+        default (:data:`DECODERS`; depth 5, 4, 3 = the sizes standard, small, tiny).
     encoder_weights_file : local safetensors/.pth file with pretrained encoder weights.
     finetune_from : a model version of the project to start from (transfer learning).
     patch_size : training patch side (multiple of 32).
@@ -75,13 +74,14 @@ class TrainConfig:
     device: str = "auto"
     mixed_precision: str = "auto"
     seed: int = 0
-    format_version: int = field(default=TRAIN_CONFIG_VERSION, repr=False)
+    format_version: int = 1
+
+    WHAT = "training settings"
 
     def __post_init__(self):
-        from ..augment import PRESETS
-
+        self._check_format()
         if self.decoder_channels is not None:
-            self.decoder_channels = tuple(int(c) for c in self.decoder_channels)
+            self._set("decoder_channels", tuple(int(c) for c in self.decoder_channels))
         if not isinstance(self.epochs, int) or self.epochs < 1:
             raise ConfigError(f"epochs must be a whole number >= 1, got {self.epochs!r}.")
         if self.encoder not in ENCODERS:
@@ -112,22 +112,7 @@ class TrainConfig:
             raise ConfigError(f"boundary_width must be a whole number of pixels from 1 to 10, got {self.boundary_width!r}.")
         if self.patience < 0 or self.grad_clip < 0 or self.weight_decay < 0:
             raise ConfigError("patience, grad_clip and weight_decay must be >= 0.")
-        if self.format_version > TRAIN_CONFIG_VERSION:
-            raise ConfigError("This training configuration comes from a newer napari-seg-box: update it.")
 
     @property
     def decoder(self) -> tuple[int, ...]:
-        return self.decoder_channels or _DECODER[5 - self.encoder_depth :]
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["decoder_channels"] = list(self.decoder) if self.decoder_channels is not None else None
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ConfigError(f"Unknown training settings: {', '.join(sorted(unknown))}. Known: {', '.join(sorted(known))}.")
-        return cls(**d)
+        return self.decoder_channels or DECODERS[self.encoder_depth]

@@ -10,6 +10,7 @@ import numpy as np
 from ..data import DEFAULT_PERCENTILES, labels_to_target, normalize
 from ..errors import ConfigError, DataError
 from ..losses import IGNORE, edge_weight_map
+from ..store import Plane, iter_annotated_planes
 from .config import TrainConfig
 
 
@@ -22,6 +23,7 @@ class _Item:
     """One training or validation region: normalised image, target, optional edge weights."""
 
     name: str
+    split: str  # of the image it comes from
     image: np.ndarray  # (Y, X, C) float32
     target: np.ndarray  # (Y, X) int16, IGNORE = unlabelled
     weight: np.ndarray | None = None
@@ -46,24 +48,23 @@ class _Data:
     object_diameter: float | None
 
 
-def _fingerprint(pairs) -> str:
+def _fingerprint(planes: list[Plane]) -> str:
     h = hashlib.sha256()
-    for name, image, labels in pairs:
-        h.update(name.encode())
-        h.update(str(image.shape).encode() + str(image.dtype).encode())
-        h.update(np.ascontiguousarray(image).tobytes())
-        h.update(np.ascontiguousarray(labels).tobytes())
+    for p in planes:
+        h.update(p.name.encode())
+        h.update(str(p.pixels.shape).encode() + str(p.pixels.dtype).encode())
+        h.update(np.ascontiguousarray(p.pixels).tobytes())
+        h.update(np.ascontiguousarray(p.labels).tobytes())
     return h.hexdigest()
 
 
-def _instances_for(project, name: str, labels: np.ndarray) -> np.ndarray:
+def _instances_for(plane: Plane) -> np.ndarray:
     """Instance ids for edge weights: stored instances, else connected components of non-background."""
     from skimage.measure import label
 
-    inst = project.get_instances(name)
-    if inst is not None:
-        return inst
-    return label(labels >= 2, connectivity=1)
+    if plane.instances is not None:
+        return plane.instances
+    return label(plane.labels >= 2, connectivity=1)
 
 
 BOUNDARY = 2  # target index of the boundary class (after background 0 and the object class 1)
@@ -113,10 +114,8 @@ def _split_rows(target: np.ndarray, fraction: float) -> int:
 
 
 def _prepare_data(project, cfg: TrainConfig) -> _Data:
-    from ..store import iter_training_pairs
-
-    pairs = [(n, im, lb) for n, im, lb in iter_training_pairs(project, ("train", "validation")) if (lb > 0).any()]
-    if not pairs:
+    planes = [p for p in iter_annotated_planes(project, ("train", "validation")) if (p.labels > 0).any()]
+    if not planes:
         raise DataError(
             "No annotated images to train on: paint some labels (0 = unlabelled; 1.. = classes) on at least one "
             "train or validation image of the project, then save them."
@@ -129,29 +128,28 @@ def _prepare_data(project, cfg: TrainConfig) -> _Data:
             f"The boundary class works with one object class (a two-class project), but this project has {K} classes: "
             "train without boundary=True (the watershed still splits touching objects), or use a two-class project."
         )
-    channels = {1 if im.ndim == 2 else im.shape[-1] for _, im, _ in pairs}
+    channels = {1 if p.pixels.ndim == 2 else p.pixels.shape[-1] for p in planes}
     if len(channels) > 1:
         raise DataError(f"The annotated images have different channel counts {sorted(channels)}: train on images with the same channels.")
     rng = np.random.default_rng(cfg.seed)
-    fingerprint = _fingerprint(pairs)
-    diameter = _object_diameter([lb for _, _, lb in pairs])
-    split_of = {r.name: r.split for r in project.images()}
+    fingerprint = _fingerprint(planes)
+    diameter = _object_diameter([p.labels for p in planes])
 
-    def item(name, image, labels):
-        target = labels_to_target(labels, ignore_index=IGNORE).astype(np.int16)
+    def item(plane: Plane) -> _Item:
+        target = labels_to_target(plane.labels, ignore_index=IGNORE).astype(np.int16)
         weight = None
         if cfg.loss == "edge_weighted" or cfg.boundary:
-            instances = _instances_for(project, name, labels)
+            instances = _instances_for(plane)
         if cfg.loss == "edge_weighted":
             weight = edge_weight_map(instances, target, w0=cfg.edge_w0, sigma=cfg.edge_sigma)
         if cfg.boundary:  # class index 2: the object's outer pixels
             target[boundary_mask(instances, cfg.boundary_width) & (target == 1)] = BOUNDARY
-        return _Item(name, normalize(image, percentiles=DEFAULT_PERCENTILES), target, weight)
+        return _Item(plane.name, plane.split, normalize(plane.pixels, percentiles=DEFAULT_PERCENTILES), target, weight)
 
-    items = [item(*p) for p in pairs]
-    marked = [it for it in items if split_of.get(it.name) == "validation"]
+    items = [item(p) for p in planes]
+    marked = [it for it in items if it.split == "validation"]
     if marked:
-        train = [it for it in items if split_of.get(it.name) != "validation"]
+        train = [it for it in items if it.split != "validation"]
         val, split = marked, f"{len(marked)} image(s) marked validation"
         if not train:
             raise DataError("Every annotated image is marked 'validation': mark at least one as 'train'.")
@@ -170,8 +168,8 @@ def _prepare_data(project, cfg: TrainConfig) -> _Data:
                 train.append(it)
                 continue
             w = it.weight
-            train.append(_Item(it.name, it.image[top], it.target[top], None if w is None else w[top]))
-            val.append(_Item(f"{it.name} (rows {cut}-)", it.image[bottom], it.target[bottom], None if w is None else w[bottom]))
+            train.append(_Item(it.name, it.split, it.image[top], it.target[top], None if w is None else w[top]))
+            val.append(_Item(f"{it.name} (rows {cut}-)", it.split, it.image[bottom], it.target[bottom], None if w is None else w[bottom]))
         if not val:
             raise DataError(
                 "No validation is possible: the annotations are too small to keep a part aside. Annotate a second image "
@@ -206,5 +204,5 @@ def _tiles(it: _Item) -> list[_Item]:
     for y in range(0, H, _VAL_TILE):
         for x in range(0, W, _VAL_TILE):
             sl = (slice(y, y + _VAL_TILE), slice(x, x + _VAL_TILE))
-            out.append(_Item(it.name, it.image[sl], it.target[sl], None if it.weight is None else it.weight[sl]))
+            out.append(_Item(it.name, it.split, it.image[sl], it.target[sl], None if it.weight is None else it.weight[sl]))
     return out

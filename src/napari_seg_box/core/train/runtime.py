@@ -6,8 +6,9 @@ import math
 
 import numpy as np
 
-from ..models import device_name, memory_format, pick_device
 from ..losses import IGNORE
+from ..metrics import metrics_from_confusion
+from ..models import device_name, memory_format, pick_device
 from .config import TrainConfig
 
 
@@ -41,15 +42,13 @@ def _too_big(err: BaseException) -> bool:
 
 
 def _scores(conf: np.ndarray) -> tuple[float, float, list[float | None]]:
-    """Pixel accuracy, mean IoU over the classes present, IoU per class (None where absent)."""
-    tp = np.diag(conf).astype(np.float64)
-    total = conf.sum()
-    acc = float(tp.sum() / total) if total else 0.0
-    union = conf.sum(0) + conf.sum(1) - tp
-    present = conf.sum(1) > 0
-    per = [float(tp[i] / union[i]) if present[i] and union[i] else None for i in range(len(tp))]
-    vals = [v for v in per if v is not None]
-    return acc, float(np.mean(vals)) if vals else 0.0, per
+    """Pixel accuracy, mean IoU and IoU per class (None where not applicable), by the rules of
+    :mod:`..metrics` (the same figures evaluation reports)."""
+    m = metrics_from_confusion(conf)
+    per = [None if np.isnan(v) else float(v) for v in m["iou"]]
+    scored = [v for v in per if v is not None]
+    accuracy = m["accuracy"]
+    return (0.0 if np.isnan(accuracy) else float(accuracy)), (float(np.mean(scored)) if scored else 0.0), per
 
 
 class _Runtime:

@@ -1,0 +1,273 @@
+"""The manifest of a project store (``segbox.json``): its schema, its records, its checks, its migration.
+
+Format 2 (this version)::
+
+    {"format_version": 2, "task": "segmentation" | "classification", "generation": 17,
+     "created": ..., "modified": ..., "classes": [{"name", "color"}, ...], "pixel_size": [y, x] | null,
+     "unit": "µm",
+     "images": {name: {"key", "split", "shape", "dtype", "axes", "channels", "array",
+                       "labels", "instances", "label_counts", "spacing", "source", "image_class",
+                       "annotation", "annotation_history", "added"}},
+     "models": {"v001": {"state": "claimed" | "ready", "created", "task", "encoder", "status",
+                         "epochs_run", "best", "device", "duration_s", "tuned"}}}
+
+Format 1 (napari-seg-box 0.1) is migrated when a store is opened: axes and per-class annotated-pixel
+counts are added to each image (one read of each annotation, once), and the index of model versions
+is built from their ``model.json`` files.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .errors import DataError, StoreError
+
+FORMAT_VERSION = 2
+MANIFEST = "segbox.json"
+MARKER = "napari_seg_box"
+SPLITS = ("train", "validation", "test")
+TASKS = ("segmentation", "classification")
+ORIGINS = ("drawn", "imported", "corrected", "predicted")
+MIN_SIDE = 8  # pixels: smaller planes cannot be segmented
+DEFAULT_COLORS = (
+    "#000000",  # unused: label 0 = unlabelled
+    "#7f7f7f",
+    "#ff7f0e",
+    "#1f77b4",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#bcbd22",
+    "#17becf",
+)
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+# ---------------------------------------------------------------------- records
+@dataclass(frozen=True)
+class ClassInfo:
+    """One annotation class: its label value in the labels layer, name and display colour."""
+
+    value: int
+    name: str
+    color: str
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """What the store knows of one image (the pixels stay in the store until asked for)."""
+
+    name: str
+    split: str
+    shape: tuple[int, ...]
+    dtype: str
+    axes: str  # "yx", "yxc", "zyx" or "zyxc" (see .layout)
+    channels: int
+    has_labels: bool
+    has_instances: bool
+    pixel_size: tuple[float, float] | None  # (y, x), the image's own or the project's
+    spacing: tuple[float, ...] | None  # the image's own, per spatial axis (z, y, x for a stack)
+    source: str | None
+    label_counts: tuple[int, ...]  # annotated pixels per class (index 0 = class 1)
+    image_class: str | None  # an image-level class (classification projects)
+    annotation: Mapping[str, Any] | None  # provenance of the current annotation revision
+
+    @property
+    def is_stack(self) -> bool:
+        return self.axes.startswith("z")
+
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        return tuple(self.shape[:-1]) if self.axes.endswith("c") else tuple(self.shape)
+
+
+@dataclass(frozen=True)
+class VersionEntry:
+    """The manifest's summary of a model version (listing and resolving read nothing else)."""
+
+    version: str
+    created: str | None
+    task: str
+    encoder: str | None
+    status: str | None
+    epochs_run: int
+    best: Mapping[str, Any]
+    device: str | None
+    duration_s: float
+    tuned: bool
+
+    @classmethod
+    def from_manifest(cls, version: str, e: Mapping[str, Any]) -> VersionEntry:
+        return cls(
+            version,
+            e.get("created"),
+            e.get("task", "segmentation"),
+            e.get("encoder"),
+            e.get("status"),
+            int(e.get("epochs_run") or 0),
+            dict(e.get("best") or {}),
+            e.get("device"),
+            float(e.get("duration_s") or 0.0),
+            bool(e.get("tuned")),
+        )
+
+    def describe(self) -> str:
+        """One line for people: 'v003  (resnet34, val IoU 0.873, completed)'."""
+        iou = self.best.get("val_iou")
+        return f"{self.version}  ({self.encoder}, val IoU {iou:.3f}, {self.status})" if iou is not None else self.version
+
+
+# ---------------------------------------------------------------------- checks
+_BAD_NAME = re.compile(r"[/\\\x00-\x1f\x7f]")
+
+
+def check_name(name: str) -> str:
+    """An image name: free text, but never a path (it names output files) nor invisible."""
+    if not isinstance(name, str) or not name.strip():
+        raise DataError(f"Image names must be non-empty text; got {name!r}.")
+    if name != name.strip() or _BAD_NAME.search(name) or name in (".", "..") or len(name) > 200:
+        raise DataError(
+            f"Invalid image name {name!r}: use up to 200 characters without '/', '\\', control characters "
+            "or spaces at either end (it becomes the name of output files)."
+        )
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in name):
+        raise DataError(f"Invalid image name {name!r}: it holds invisible control characters.")
+    return name
+
+
+def check_split(split: str) -> str:
+    if split not in SPLITS:
+        raise DataError(f"Unknown split {split!r}: use one of {', '.join(SPLITS)}.")
+    return split
+
+
+def class_list(names: Sequence[str], colors: Sequence[str] | None) -> list[dict]:
+    names = [str(n).strip() for n in names]
+    if not names or any(not n for n in names):
+        raise DataError("Give at least one class name (for example: background, nucleus).")
+    if len(set(names)) != len(names):
+        raise DataError(f"Class names must be unique: {names}.")
+    colors = list(colors or [])
+    return [{"name": n, "color": colors[i] if i < len(colors) else DEFAULT_COLORS[1 + i % (len(DEFAULT_COLORS) - 1)]} for i, n in enumerate(names)]
+
+
+def pixel_size_list(pixel_size: float | Sequence[float] | None, n: int = 2) -> list[float] | None:
+    """A pixel size as a list of ``n`` positive values (one value means the same on every axis)."""
+    if pixel_size is None:
+        return None
+    ps = [float(pixel_size)] * n if np.isscalar(pixel_size) else [float(p) for p in pixel_size]
+    if n == 3 and len(ps) == 2:  # (y, x) for a stack: the z spacing is unknown
+        return None
+    if len(ps) != n or any(not np.isfinite(p) or p <= 0 for p in ps):
+        what = "(y, x)" if n == 2 else "(z, y, x)"
+        raise DataError(f"Pixel size must be one positive number or {n} {what}; got {pixel_size!r}.")
+    return ps
+
+
+def check_image_array(image) -> np.ndarray:
+    image = np.asarray(image)
+    if image.dtype == bool:
+        image = image.astype(np.uint8)
+    if not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)):
+        raise DataError(f"Images must hold numbers (uint8, uint16, float...); got dtype {image.dtype}.")
+    return image
+
+
+def check_plane_size(shape: Sequence[int], axes: str) -> None:
+    yx = [n for a, n in zip(axes, shape) if a in "yx"]
+    if min(yx) < MIN_SIDE:
+        raise DataError(f"The image is too small ({yx[0]}x{yx[1]} pixels): at least {MIN_SIDE}x{MIN_SIDE} is needed.")
+
+
+def check_instances(instances: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    instances = np.asarray(instances)
+    if instances.shape != tuple(shape):
+        raise DataError(f"Instance labels of shape {instances.shape} do not match the image's {tuple(shape)}.")
+    if not np.issubdtype(instances.dtype, np.integer) or int(instances.min(initial=0)) < 0:
+        raise DataError("Instance labels must be non-negative integers (0 = no object).")
+    return instances.astype(np.uint32)
+
+
+def slug(name: str) -> str:
+    return (re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "image")[:80]
+
+
+def provenance(origin: str, model_version: str | None, revision: str | None) -> dict:
+    return {"origin": origin, "model_version": model_version, "time": now_iso(), "revision": revision}
+
+
+def plane_name(image: str, z: int | None) -> str:
+    """How plane ``z`` of a stack is named in tables and reports: ``"stack[z=3]"``."""
+    return image if z is None else f"{image}[z={z}]"
+
+
+def existing(manifest: dict, name: str) -> str:
+    if name not in manifest["images"]:
+        known = ", ".join(list(manifest["images"])[:10]) or "none yet"
+        raise StoreError(f"No image named {name!r} in the project (images: {known}).")
+    return name
+
+
+# ---------------------------------------------------------------------- migration
+def migrate(manifest: Any, project) -> tuple[dict, bool]:
+    """Check a manifest's format and bring an older one up to date; returns (manifest, migrated)."""
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("images"), dict) or not isinstance(manifest.get("classes"), list):
+        raise StoreError(f"The manifest {MANIFEST} of {project.url} is damaged (not a napari-seg-box manifest): restore it from a backup.")
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise StoreError(
+            f"The project at {project.url} has format version {version!r}, newer than this napari-seg-box "
+            f"understands ({FORMAT_VERSION}): update napari-seg-box (pip install -U napari-seg-box)."
+        )
+    if version == FORMAT_VERSION:
+        return manifest, False
+    m = dict(manifest)  # format 1
+    k = len(m["classes"])
+    images = {}
+    for name, rec in m["images"].items():
+        rec = dict(rec)
+        counts = None
+        if rec.get("labels"):
+            import zarr
+
+            labels = np.asarray(zarr.open_array(store=project._storage.zarr_store(), path=rec["labels"], mode="r")[...])
+            counts = np.bincount(labels.ravel(), minlength=k + 1)[1 : k + 1].astype(int).tolist()
+        rec.update(
+            axes="yxc" if len(rec["shape"]) == 3 else "yx",
+            spacing=rec.pop("pixel_size", None),
+            label_counts=counts,
+            image_class=None,
+            annotation={"origin": "imported", "model_version": None, "time": rec.get("added"), "revision": rec["labels"]} if rec.get("labels") else None,
+            annotation_history=[],
+        )
+        images[name] = rec
+    m["images"] = images
+    m["models"] = _index_of_model_files(project)
+    m.pop("tuning", None)
+    m.update(format_version=FORMAT_VERSION, task="segmentation", generation=int(m.get("generation", 0)))
+    return m, True
+
+
+def _index_of_model_files(project) -> dict:
+    from .versions import ModelVersion
+
+    index = {}
+    for v in project.list_dir("models"):
+        if project.exists(f"models/{v}/model.json"):
+            try:
+                mv = ModelVersion.from_json({"version": v, **project.read_json(f"models/{v}/model.json")})
+            except StoreError:
+                continue  # damaged: left out of the index, its files are kept
+            index[v] = mv.index_entry()
+    return index

@@ -1,0 +1,346 @@
+"""Images and annotations of a project store (a part of :class:`~.store.Project`).
+
+Every write puts its arrays under new names first, then records them in the manifest with one
+compare-and-swap, then removes what they replaced: readers always see whole revisions, and parallel
+writers never drop each other's images or annotations.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from .errors import DataError, StoreError
+from .layout import canonical_axes, channels_of, read_axes, spatial_shape, to_canonical
+from .manifest import (
+    ORIGINS,
+    ImageRecord,
+    check_image_array,
+    check_instances,
+    check_name,
+    check_plane_size,
+    check_split,
+    existing,
+    now_iso,
+    pixel_size_list,
+    plane_name,
+    provenance,
+    slug,
+)
+
+HISTORY_LENGTH = 20  # annotation revisions whose provenance the manifest keeps per image
+
+
+@dataclass(frozen=True)
+class Plane:
+    """One annotated 2D plane for training or evaluation: a whole 2D image, or plane ``z`` of a stack."""
+
+    image: str
+    z: int | None
+    split: str
+    pixels: np.ndarray  # (Y, X) or (Y, X, C)
+    labels: np.ndarray  # (Y, X): 0 = unlabelled, 1..K
+    instances: np.ndarray | None  # (Y, X) object ids, when the store has them
+
+    @property
+    def name(self) -> str:
+        return plane_name(self.image, self.z)
+
+
+class ImagesMixin:
+    """Images, splits, image classes and annotation revisions (methods of :class:`~.store.Project`)."""
+
+    def image_names(self, split: str | None = None) -> list[str]:
+        images = self._manifest["images"]
+        return [n for n, rec in images.items() if split is None or rec["split"] == check_split(split)]
+
+    def image_record(self, name: str) -> ImageRecord:
+        rec = self._entry(name)
+        spacing = tuple(rec["spacing"]) if rec.get("spacing") else None
+        return ImageRecord(
+            name=name,
+            split=rec["split"],
+            shape=tuple(rec["shape"]),
+            dtype=rec["dtype"],
+            axes=rec["axes"],
+            channels=rec["channels"],
+            has_labels=bool(rec.get("labels")),
+            has_instances=bool(rec.get("instances")),
+            pixel_size=spacing[-2:] if spacing else self.pixel_size,
+            spacing=spacing,
+            source=rec.get("source"),
+            label_counts=tuple(rec.get("label_counts") or ()),
+            image_class=rec.get("image_class"),
+            annotation=rec.get("annotation"),
+        )
+
+    def images(self, split: str | None = None) -> list[ImageRecord]:
+        return [self.image_record(n) for n in self.image_names(split)]
+
+    def _entry(self, name: str) -> dict:
+        try:
+            return self._manifest["images"][name]
+        except KeyError:
+            known = ", ".join(list(self._manifest["images"])[:10]) or "none yet"
+            raise StoreError(f"No image named {name!r} in the project (images: {known}).") from None
+
+    def add_image(
+        self,
+        name: str,
+        image: np.ndarray,
+        *,
+        labels: np.ndarray | None = None,
+        instances: np.ndarray | None = None,
+        split: str | None = None,
+        channel_axis: int | None = None,
+        stack: bool | None = None,
+        pixel_size: float | Sequence[float] | None = None,
+        source: str | None = None,
+        image_class: str | None = None,
+        origin: str = "imported",
+        overwrite: bool = False,
+    ) -> str:
+        """Add one image, optionally with annotations, and return its name.
+
+        ``image`` is (Y, X), multichannel (Y, X, C) or a stack (Z, Y, X[, C]) kept whole as one
+        image (a volume or time-lapse); which one is decided by :func:`.layout.read_axes`
+        (``channel_axis`` / ``stack`` override it). It is stored channel-last. ``labels`` holds 0 =
+        unlabelled and 1..K = classes, of the image's spatial shape; ``instances`` optional ground-
+        truth object ids (for object metrics). ``pixel_size`` is (y, x) or, for a stack, (z, y, x).
+        ``split`` defaults to ``train`` for a new image and keeps the split of the image it replaces
+        (``overwrite=True``), so re-importing never moves held-out images back into training.
+        """
+        check_name(name)
+        if split is not None:
+            check_split(split)
+        if origin not in ORIGINS:
+            raise DataError(f"Unknown annotation origin {origin!r}: use one of {', '.join(ORIGINS)}.")
+        image = check_image_array(image)
+        others = {r["channels"] for n, r in self._manifest["images"].items() if n != name}
+        layout = read_axes(image.shape, channel_axis=channel_axis, stack=stack, channels=others.pop() if len(others) == 1 else None)
+        axes = canonical_axes(image, layout)
+        image = np.ascontiguousarray(to_canonical(image, layout))
+        check_plane_size(image.shape, axes)
+        channels = channels_of(image.shape, axes)
+        space = spatial_shape(image.shape, axes)
+        if labels is not None:
+            labels = self._check_labels(labels, space)
+        if instances is not None:
+            instances = check_instances(instances, space)
+        if image_class is not None:
+            self._check_image_class(image_class)
+        key = f"{slug(name)}-{uuid.uuid4().hex[:8]}"
+        rec = {
+            "key": key,
+            "split": split or "train",
+            "shape": list(image.shape),
+            "dtype": str(image.dtype),
+            "axes": axes,
+            "channels": channels,
+            "array": f"images/{key}/image",
+            "labels": None,
+            "instances": None,
+            "label_counts": None,
+            "spacing": pixel_size_list(pixel_size, len(space)),
+            "source": source,
+            "image_class": image_class,
+            "annotation": None,
+            "annotation_history": [],
+            "added": now_iso(),
+        }
+        self._write_array(rec["array"], image, axes)
+        if labels is not None:
+            rec["labels"] = self._write_revision(key, "labels", labels)
+            rec["label_counts"] = self._counts(labels)
+            rec["annotation"] = provenance(origin, None, rec["labels"])
+            rec["annotation_history"] = [rec["annotation"]]
+        if instances is not None:
+            rec["instances"] = self._write_revision(key, "instances", instances)
+
+        def change(m):
+            old = m["images"].get(name)
+            if old and not overwrite:
+                raise StoreError(f"An image named {name!r} is already in the project: choose another name, or replace it (overwrite).")
+            used = {r["channels"] for n, r in m["images"].items() if n != name}
+            if used and channels not in used:
+                raise DataError(
+                    f"The image {name!r} has {channels} channel(s) but the project's images have {used.pop()}: "
+                    "one model needs one kind of image. Convert it (e.g. RGB to grayscale) or use another project."
+                )
+            if old and split is None:
+                rec["split"] = old["split"]
+            m["images"][name] = rec
+            return old
+
+        try:
+            old = self._update(change)
+        except BaseException:
+            self.remove(f"images/{key}")  # nothing references the new arrays
+            raise
+        if old:
+            self.remove(f"images/{old['key']}")
+        return name
+
+    def remove_image(self, name: str) -> None:
+        old = self._update(lambda m: m["images"].pop(existing(m, name)))
+        self.remove(f"images/{old['key']}")
+
+    def set_split(self, names: str | Sequence[str], split: str) -> None:
+        """Mark one image or several as train / validation / test (all or none: unknown names change nothing)."""
+        check_split(split)
+        names = [names] if isinstance(names, str) else list(names)
+
+        def change(m):
+            for n in names:
+                existing(m, n)
+            for n in names:
+                m["images"][n]["split"] = split
+
+        self._update(change)
+
+    def set_image_class(self, name: str, image_class: str | None) -> None:
+        """The image-level class of ``name`` (one of the project's class names), or None."""
+        if image_class is not None:
+            self._check_image_class(image_class)
+        self._update(lambda m: m["images"][existing(m, name)].__setitem__("image_class", image_class))
+
+    def _check_image_class(self, image_class: str) -> None:
+        if image_class not in self.class_names:
+            raise DataError(f"Unknown class {image_class!r}: the project's classes are {', '.join(self.class_names)}.")
+
+    def image_array(self, name: str):
+        """The image as a lazy zarr array (canonical axes, channel-last): nothing is read until indexed."""
+        import zarr
+
+        return zarr.open_array(store=self._storage.zarr_store(), path=self._entry(name)["array"], mode="r")
+
+    def get_image(self, name: str) -> np.ndarray:
+        return np.asarray(self.image_array(name)[...])
+
+    def get_labels(self, name: str) -> np.ndarray | None:
+        """The current annotation of ``name`` (0 = unlabelled), or None when it has none."""
+        return self._read_revision(name, "labels")
+
+    def get_instances(self, name: str) -> np.ndarray | None:
+        return self._read_revision(name, "instances")
+
+    def set_labels(self, name: str, labels: np.ndarray | None, *, origin: str = "drawn", model_version: str | None = None) -> None:
+        """Save the annotation of ``name`` (crash-safe: the old one stays until the new is whole).
+
+        ``origin`` records where this revision comes from: ``drawn`` (painted), ``imported`` (a mask
+        file), ``corrected`` (a model's prediction, edited; give ``model_version``) or ``predicted``.
+        ``None`` removes the annotation.
+        """
+        if origin not in ORIGINS:
+            raise DataError(f"Unknown annotation origin {origin!r}: use one of {', '.join(ORIGINS)}.")
+        rec = self._entry(name)
+        new = counts = None
+        if labels is not None:
+            labels = self._check_labels(labels, spatial_shape(rec["shape"], rec["axes"]))
+            new = self._write_revision(rec["key"], "labels", labels)
+            counts = self._counts(labels)
+        origin_of = provenance(origin, model_version, new) if new else None
+
+        def change(m):
+            entry = m["images"][existing(m, name)]
+            old = entry.get("labels")
+            entry.update(labels=new, label_counts=counts, annotation=origin_of)
+            if origin_of:
+                entry["annotation_history"] = (entry.get("annotation_history") or [])[-(HISTORY_LENGTH - 1) :] + [origin_of]
+            return old
+
+        self._replace_revision(change, new)
+
+    def set_instances(self, name: str, instances: np.ndarray | None) -> None:
+        rec = self._entry(name)
+        new = None
+        if instances is not None:
+            new = self._write_revision(rec["key"], "instances", check_instances(instances, spatial_shape(rec["shape"], rec["axes"])))
+
+        def change(m):
+            entry = m["images"][existing(m, name)]
+            old, entry["instances"] = entry.get("instances"), new
+            return old
+
+        self._replace_revision(change, new)
+
+    def _replace_revision(self, change, new: str | None) -> None:
+        try:
+            old = self._update(change)
+        except BaseException:
+            if new:
+                self.remove(new)
+            raise
+        if old and old != new:
+            self.remove(old)
+
+    def annotation_stats(self, name: str) -> np.ndarray:
+        """Annotated pixels per class of one image: array of length K (index 0 = class 1), from the manifest."""
+        counts = np.zeros(self.n_classes, dtype=np.int64)
+        saved = self._entry(name).get("label_counts") or []
+        counts[: min(len(saved), self.n_classes)] = saved[: self.n_classes]
+        return counts
+
+    def annotation_history(self, name: str) -> list[dict]:
+        """Provenance of the last annotation revisions of ``name`` (oldest first)."""
+        return [dict(h) for h in self._entry(name).get("annotation_history") or []]
+
+    # ------------------------------------------------------------------ arrays
+    def _check_labels(self, labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        labels = np.asarray(labels)
+        if labels.shape != tuple(shape):
+            raise DataError(f"Labels of shape {labels.shape} do not match the image's {tuple(shape)}.")
+        if not np.issubdtype(labels.dtype, np.integer) and labels.dtype != bool:
+            if not np.issubdtype(labels.dtype, np.number) or not np.all(np.mod(labels, 1) == 0):
+                raise DataError("Labels must be whole numbers: 0 = unlabelled, 1..K = classes.")
+        labels = labels.astype(np.int64, copy=False)
+        lo, hi = int(labels.min(initial=0)), int(labels.max(initial=0))
+        if lo < 0 or hi > self.n_classes:
+            raise DataError(
+                f"Labels hold values {lo}..{hi} but the project has {self.n_classes} classes "
+                f"({', '.join(self.class_names)}; 0 = unlabelled): add classes with set_classes or fix the labels."
+            )
+        return labels.astype(np.uint8 if self.n_classes < 255 else np.uint16)
+
+    def _counts(self, labels: np.ndarray) -> list[int]:
+        return np.bincount(labels.ravel(), minlength=self.n_classes + 1)[1 : self.n_classes + 1].astype(int).tolist()
+
+    def _write_array(self, rel: str, data: np.ndarray, axes: str) -> None:
+        import zarr
+
+        chunks = tuple({"z": 1, "y": min(n, 512), "x": min(n, 512), "c": n}[a] for a, n in zip(axes, data.shape))
+        arr = zarr.create_array(store=self._storage.zarr_store(), name=rel, shape=data.shape, dtype=data.dtype, chunks=chunks, overwrite=True)
+        arr[...] = data
+
+    def _write_revision(self, key: str, kind: str, data: np.ndarray) -> str:
+        rel = f"images/{key}/{kind}-{uuid.uuid4().hex[:12]}"
+        self._write_array(rel, data, "zyx"[-data.ndim :])
+        return rel
+
+    def _read_revision(self, name: str, kind: str) -> np.ndarray | None:
+        import zarr
+
+        rel = self._entry(name).get(kind)
+        if not rel:
+            return None
+        return np.asarray(zarr.open_array(store=self._storage.zarr_store(), path=rel, mode="r")[...])
+
+
+def iter_annotated_planes(project, splits: Iterable[str] = ("train", "validation")) -> Iterator[Plane]:
+    """The annotated 2D planes of the images of ``splits`` (never ``test`` unless asked): whole 2D
+    images, and the planes of stacks that hold annotated pixels (unannotated planes are skipped)."""
+    splits = tuple(splits)
+    for rec in project.images():
+        if rec.split not in splits or not rec.has_labels:
+            continue
+        labels, instances = project.get_labels(rec.name), project.get_instances(rec.name)
+        if not rec.is_stack:
+            yield Plane(rec.name, None, rec.split, project.get_image(rec.name), labels, instances)
+            continue
+        array = project.image_array(rec.name)
+        for z in np.flatnonzero(labels.reshape(labels.shape[0], -1).any(axis=1)):
+            z = int(z)
+            yield Plane(rec.name, z, rec.split, np.asarray(array[z]), labels[z], None if instances is None else instances[z])

@@ -1,0 +1,54 @@
+"""The version writer: the best epoch of a run becomes a :class:`~..versions.ModelVersion` in the store."""
+
+from __future__ import annotations
+
+from ..data import DEFAULT_PERCENTILES
+from ..versions import ModelVersion, Normalization, Provenance, Training
+from .checkpoint import state_bytes
+
+PACKAGES = ("napari-seg-box", "torch", "segmentation-models-pytorch", "albumentations", "numpy")
+
+
+def save_version(run) -> ModelVersion:
+    """Save the best weights of ``run`` (a :class:`~.loop.Run`) with their whole description."""
+    cfg, data = run.cfg, run.data
+    info = ModelVersion(
+        spec=run.spec,
+        class_names=tuple(data.classes),
+        task="segmentation",
+        boundary_width=cfg.boundary_width if cfg.boundary else None,
+        normalization=Normalization("percentile", DEFAULT_PERCENTILES),
+        patch_size=int(run.chosen["patch_size"]),
+        training=Training(
+            config=cfg.to_dict(),
+            chosen=dict(run.chosen),
+            history=tuple(run.history),
+            best=dict(run.best),
+            status=run.status,
+            epochs_run=len(run.history),
+            run=run.run_id,
+            device=run.rt.describe(),
+            duration_s=run.duration_s,
+        ),
+        provenance=Provenance(
+            data_fingerprint=data.fingerprint,
+            train_images=tuple(data.train_names),
+            validation_images=tuple(data.val_names),
+            validation=data.split,
+            finetuned_from=run.finetuned_from,
+            packages=package_versions(),
+        ),
+    )
+    return run.project.save_model_version(state_bytes(run.best_state), info)
+
+
+def package_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return out

@@ -1,0 +1,278 @@
+"""The typed description of a saved model: :class:`ModelVersion`, read and written in this one place.
+
+A model version is ``models/<id>/weights.safetensors`` plus ``models/<id>/model.json``, the JSON form
+of a :class:`ModelVersion`: what the network is (task, architecture spec, classes, whether it has a
+boundary output, normalisation), how it was trained (the whole training configuration, the settings
+chosen automatically, the per-epoch history and the best epoch), where it comes from (data
+fingerprint, images, the version it was fine-tuned from, package versions, duration) and the
+post-processing tuned for it. Schema 1 (the untyped ``model.json`` of napari-seg-box 0.1) is
+migrated on reading; writing always uses the current schema.
+
+The store keeps an index of its versions in the manifest (:meth:`ModelVersion.index_entry`), so that
+``latest`` and ``best`` resolve without reading every ``model.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .errors import StoreError
+from .models import ModelSpec
+from .postprocess import PostprocessConfig
+
+SCHEMA_VERSION = 2
+TASKS = ("segmentation", "classification")
+STATUSES = ("completed", "stopped", "early_stopped", "imported")
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """How images are scaled before the network: per channel, percentiles ``low`` and ``high`` map to 0 and 1."""
+
+    kind: str = "percentile"
+    percentiles: tuple[float, float] = (1.0, 99.8)
+
+    def __post_init__(self):
+        if self.kind != "percentile":
+            raise StoreError(f"Unknown normalisation {self.kind!r}: this napari-seg-box knows 'percentile' only (update it).")
+        object.__setattr__(self, "percentiles", tuple(float(p) for p in self.percentiles))
+
+
+@dataclass(frozen=True)
+class Training:
+    """What the training run did: its whole configuration, the automatic choices, history, outcome."""
+
+    config: Mapping[str, Any] = field(default_factory=dict)  # TrainConfig.to_dict(), whole
+    chosen: Mapping[str, Any] = field(default_factory=dict)  # patch_size, batch_size, learning_rate, steps_per_epoch
+    history: tuple[Mapping[str, Any], ...] = ()
+    best: Mapping[str, Any] = field(default_factory=dict)  # epoch, val_iou, val_loss, val_acc
+    status: str = "completed"
+    epochs_run: int = 0
+    run: str | None = None
+    device: str | None = None
+    duration_s: float = 0.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "history", tuple(self.history))
+        if self.status not in STATUSES:
+            raise StoreError(f"Unknown training status {self.status!r} (known: {', '.join(STATUSES)}).")
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where the model comes from."""
+
+    data_fingerprint: str | None = None
+    train_images: tuple[str, ...] = ()
+    validation_images: tuple[str, ...] = ()
+    validation: str | None = None  # how the validation images were chosen
+    finetuned_from: str | None = None
+    packages: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self):
+        object.__setattr__(self, "train_images", tuple(self.train_images))
+        object.__setattr__(self, "validation_images", tuple(self.validation_images))
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """Post-processing tuned for the model on validation images, and how well it scored."""
+
+    config: PostprocessConfig
+    score: float | None = None
+    metric: str | None = None
+    images: tuple[str, ...] = ()
+    grid: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"config": self.config.to_dict(), "score": self.score, "metric": self.metric, "images": list(self.images), "grid": dict(self.grid)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Tuning":
+        return cls(PostprocessConfig.from_dict(d["config"]), d.get("score"), d.get("metric"), tuple(d.get("images") or ()), dict(d.get("grid") or {}))
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """A saved model, described whole (see the module docstring). Immutable: ``dataclasses.replace``."""
+
+    spec: ModelSpec
+    class_names: tuple[str, ...]
+    task: str = "segmentation"
+    boundary_width: int | None = None  # the model also predicts object boundaries (a last output)
+    normalization: Normalization = Normalization()
+    patch_size: int | None = None
+    training: Training = Training()
+    provenance: Provenance = Provenance()
+    tuning: Tuning | None = None
+    version: str | None = None  # assigned by the store when saved
+    created: str | None = None
+    weights_sha256: str | None = None
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self):
+        object.__setattr__(self, "class_names", tuple(self.class_names))
+        if self.task not in TASKS:
+            raise StoreError(f"Unknown model task {self.task!r}: this napari-seg-box knows {', '.join(TASKS)} (update it).")
+        expected = len(self.class_names) + self.boundary
+        if self.task == "segmentation" and self.spec.classes != expected:
+            raise StoreError(
+                f"Model version {self.version or '(new)'} has {self.spec.classes} outputs but {len(self.class_names)} classes"
+                f"{' and a boundary output' if self.boundary else ''} ({expected} expected): its model.json is inconsistent."
+            )
+
+    # ------------------------------------------------------------------ facts of the model
+    @property
+    def boundary(self) -> bool:
+        """Whether the model also predicts object boundaries (its last output channel)."""
+        return self.boundary_width is not None
+
+    @property
+    def n_classes(self) -> int:
+        """The project classes the model segments (the boundary output is not one)."""
+        return len(self.class_names)
+
+    @property
+    def in_channels(self) -> int:
+        return self.spec.in_channels
+
+    @property
+    def encoder(self) -> str:
+        return self.spec.encoder
+
+    @property
+    def postprocess(self) -> PostprocessConfig:
+        """The post-processing to use by default: the tuned settings, else the defaults."""
+        return self.tuning.config if self.tuning is not None else PostprocessConfig()
+
+    @property
+    def best(self) -> Mapping[str, Any]:
+        return self.training.best
+
+    def describe(self) -> str:
+        """One line for people: 'v003 (resnet34, val IoU 0.873, completed)'."""
+        iou = self.best.get("val_iou")
+        score = f", val IoU {iou:.3f}" if isinstance(iou, (int, float)) else ""
+        return f"{self.version} ({self.encoder}{score}, {self.training.status})"
+
+    # ------------------------------------------------------------------ JSON
+    def to_json(self) -> dict:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "version": self.version,
+            "task": self.task,
+            "created": self.created,
+            "model": self.spec.to_dict(),
+            "class_names": list(self.class_names),
+            "boundary_width": self.boundary_width,
+            "normalization": {"kind": self.normalization.kind, "percentiles": list(self.normalization.percentiles)},
+            "patch_size": self.patch_size,
+            "training": {**dataclasses.asdict(self.training), "history": [dict(h) for h in self.training.history]},
+            "provenance": {
+                **dataclasses.asdict(self.provenance),
+                "train_images": list(self.provenance.train_images),
+                "validation_images": list(self.provenance.validation_images),
+            },
+            "tuning": self.tuning.to_dict() if self.tuning is not None else None,
+            "weights_sha256": self.weights_sha256,
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "ModelVersion":
+        """Read a ``model.json`` of any schema up to the current one (older ones are migrated)."""
+        if not isinstance(d, Mapping):
+            raise StoreError(f"A model.json must hold a JSON object, not {type(d).__name__}.")
+        schema = d.get("schema_version", 1)
+        if not isinstance(schema, int) or schema > SCHEMA_VERSION:
+            raise StoreError(
+                f"Model version {d.get('version')} was saved by a newer napari-seg-box (model schema {schema!r}): "
+                "update napari-seg-box to load it."
+            )
+        if schema == 1:
+            d = _migrate_v1(d)
+        try:
+            norm = d.get("normalization") or {}
+            tuning = d.get("tuning")
+            return cls(
+                spec=ModelSpec.from_dict(d["model"]),
+                class_names=tuple(d["class_names"]),
+                task=d.get("task", "segmentation"),
+                boundary_width=d.get("boundary_width"),
+                normalization=Normalization(norm.get("kind", "percentile"), tuple(norm.get("percentiles", (1.0, 99.8)))),
+                patch_size=d.get("patch_size"),
+                training=Training(**(d.get("training") or {})),
+                provenance=Provenance(**(d.get("provenance") or {})),
+                tuning=Tuning.from_dict(tuning) if tuning else None,
+                version=d.get("version"),
+                created=d.get("created"),
+                weights_sha256=d.get("weights_sha256"),
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise StoreError(f"The model.json of version {d.get('version')} is incomplete or damaged ({type(err).__name__}: {err}).") from err
+
+    def index_entry(self) -> dict:
+        """The summary the store's manifest keeps of this version (resolving without reading it)."""
+        best = {k: v for k, v in self.best.items() if isinstance(v, (int, float, str)) or v is None}
+        return {
+            "state": "ready",
+            "created": self.created,
+            "task": self.task,
+            "encoder": self.encoder,
+            "status": self.training.status,
+            "epochs_run": self.training.epochs_run,
+            "best": best,
+            "device": self.training.device,
+            "duration_s": self.training.duration_s,
+            "tuned": self.tuning is not None,
+        }
+
+
+def _migrate_v1(d: Mapping[str, Any]) -> dict:
+    """Schema 1 (a flat 22-key dict) -> schema 2."""
+    boundary = d.get("boundary")
+    spec = dict(d.get("model") or {})
+    names = d.get("class_names") or [f"class {i + 1}" for i in range(int(spec.get("classes", 2)) - bool(boundary))]
+    saved = d.get("postprocess") or {}
+    tuning = None
+    if saved:
+        config = {k: v for k, v in dict(saved.get("config", saved)).items() if k != "boundary"}  # boundary is a model fact now
+        tuning = {**{k: saved.get(k) for k in ("score", "metric", "images", "grid")}, "config": config}
+    data = d.get("training_data") or {}
+    return {
+        "version": d.get("version"),
+        "task": "segmentation",
+        "created": d.get("created"),
+        "model": spec,
+        "class_names": names,
+        "boundary_width": (boundary or {}).get("width", 2) if boundary else None,
+        "normalization": d.get("normalization"),
+        "patch_size": d.get("patch_size"),
+        "training": {
+            "config": d.get("config") or {},
+            "chosen": d.get("chosen") or {},
+            "history": d.get("history") or [],
+            "best": d.get("best_metrics") or {},
+            "status": d.get("status") or "completed",
+            "epochs_run": d.get("epochs_run") or len(d.get("history") or []),
+            "run": d.get("run"),
+            "device": d.get("device"),
+            "duration_s": float(d.get("duration_s") or 0.0),
+        },
+        "provenance": {
+            "data_fingerprint": data.get("fingerprint"),
+            "train_images": data.get("train_images") or [],
+            "validation_images": data.get("validation_images") or [],
+            "validation": data.get("validation"),
+            "finetuned_from": d.get("finetuned_from"),
+            "packages": d.get("packages") or {},
+        },
+        "tuning": tuning,
+        "weights_sha256": d.get("weights_sha256"),
+    }

@@ -1,0 +1,47 @@
+"""How napari layers relate to a project store: one place for the plugin's reader, writer and widgets.
+
+Qt-free (napari is imported inside :func:`class_colormap` only). A layer is *linked* to an image of a
+store through its metadata (:data:`STORE_KEY`, :data:`IMAGE_KEY`): the reader sets it, the Annotate
+widget sets it when it adds an image, and the writer and the widgets save back through it.
+"""
+
+from __future__ import annotations
+
+STORE_KEY = "segbox_store"
+IMAGE_KEY = "segbox_image"
+
+
+def link(store_url: str, image: str) -> dict:
+    """The metadata that links a layer to ``image`` of the store at ``store_url``."""
+    return {STORE_KEY: str(store_url), IMAGE_KEY: image}
+
+
+def linked(layer, url: str | None = None, name: str | None = None) -> bool:
+    """Whether ``layer`` is linked to a store image (to the store ``url`` / image ``name`` when given)."""
+    meta = layer.metadata or {}
+    if not meta.get(STORE_KEY) or not meta.get(IMAGE_KEY):
+        return False
+    return (url is None or str(meta[STORE_KEY]) == str(url)) and (name is None or meta[IMAGE_KEY] == name)
+
+
+def class_colors(project) -> dict:
+    """Label value -> colour of the project's classes; 0 (unlabelled) and None transparent."""
+    colors = {None: "transparent", 0: "transparent"}
+    colors.update({c.value: c.color for c in project.classes})
+    return colors
+
+
+def class_colormap(project):
+    """A napari ``DirectLabelColormap`` with the project's class colours."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    return DirectLabelColormap(color_dict=class_colors(project))
+
+
+def layer_scale(record) -> tuple[float, ...]:
+    """The napari layer scale of a store image (:class:`~.core.manifest.ImageRecord`): its pixel
+    size, and its plane spacing for a stack (1 when unknown)."""
+    if record.spacing is not None and len(record.spacing) == len(record.spatial_shape):
+        return tuple(record.spacing)
+    yx = tuple(record.pixel_size or (1.0, 1.0))
+    return ((1.0,) + yx) if record.is_stack else yx
