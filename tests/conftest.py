@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -56,3 +57,39 @@ def nuclei_project(tmp_path, shared_data):
     for (name, image, inst), split in zip(nuclei_quadrants(), splits):
         project.add_image(name, image, labels=(1 + (inst > 0)).astype(np.uint8), instances=inst, split=split)
     return project
+
+
+# ---------------------------------------------------------------------- a real S3 server on loopback
+SECRET = "segbox-test-secret-key-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch):
+    import boto3
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "segbox-test-key-id")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket="lab")
+    yield s3_server
+    bucket = boto3.resource("s3", endpoint_url=s3_server).Bucket("lab")
+    bucket.objects.all().delete()
+    bucket.delete()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import socket
+
 
 import numpy as np
 import pytest
@@ -10,44 +10,10 @@ import pytest
 from napari_seg_box.core import Project, StoreError
 from napari_seg_box.cli import main as cli
 
-from ..conftest import isbi
+from ..conftest import SECRET, free_port, isbi
 from .test_store import tiny_version
 
 pytestmark = pytest.mark.s3
-
-SECRET = "segbox-test-secret-key-0123456789"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def s3_server():
-    from moto.server import ThreadedMotoServer
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def s3_env(s3_server, monkeypatch):
-    import boto3
-
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "segbox-test-key-id")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket="lab")
-    yield s3_server
-    bucket = boto3.resource("s3", endpoint_url=s3_server).Bucket("lab")
-    bucket.objects.all().delete()
-    bucket.delete()
 
 
 def test_s3_round_trip_and_no_credentials_stored(s3_env, shared_data):
@@ -96,7 +62,7 @@ def test_s3_endpoint_from_environment_and_cli(s3_env, monkeypatch, capsys, tmp_p
 def test_unreachable_s3_endpoint_gives_clear_error(monkeypatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     opts = {"endpoint_url": f"http://127.0.0.1:{port}", "config_kwargs": {"connect_timeout": 1, "retries": {"max_attempts": 1}}}
     with pytest.raises(StoreError, match="Cannot reach the project store"):
         Project.open("s3://lab/nowhere", storage_options=opts)

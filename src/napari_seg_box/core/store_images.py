@@ -213,9 +213,7 @@ class ImagesMixin:
 
     def image_array(self, name: str):
         """The image as a lazy zarr array (canonical axes, channel-last): nothing is read until indexed."""
-        import zarr
-
-        return zarr.open_array(store=self._storage.zarr_store(), path=self._entry(name)["array"], mode="r")
+        return self._open_array(name, self._entry(name)["array"], "image")
 
     def get_image(self, name: str) -> np.ndarray:
         return np.asarray(self.image_array(name)[...])
@@ -321,12 +319,21 @@ class ImagesMixin:
         return rel
 
     def _read_revision(self, name: str, kind: str) -> np.ndarray | None:
-        import zarr
-
         rel = self._entry(name).get(kind)
         if not rel:
             return None
-        return np.asarray(zarr.open_array(store=self._storage.zarr_store(), path=rel, mode="r")[...])
+        return np.asarray(self._open_array(name, rel, kind)[...])
+
+    def _open_array(self, name: str, rel: str, kind: str):
+        import zarr
+
+        try:
+            return zarr.open_array(store=self._storage.zarr_store(), path=rel, mode="r")
+        except (FileNotFoundError, KeyError, ValueError, zarr.errors.BaseZarrError) as err:
+            raise StoreError(
+                f"The {kind} array of {name!r} ({rel}) is missing or damaged in the project store {self.url}: "
+                "restore it from a backup, or remove the image (the rest of the project is unaffected)."
+            ) from err
 
 
 def iter_annotated_planes(project, splits: Iterable[str] = ("train", "validation")) -> Iterator[Plane]:
