@@ -112,9 +112,9 @@ def markdown(rows: list[dict]) -> str:
 
 
 def train_and_evaluate(project, cfg, object_class: str, *, tune: bool = True, postprocess=None):
+    from napari_seg_box.core.train import train
     from napari_seg_box.workflows.evaluate import evaluate_project
     from napari_seg_box.workflows.tune import tune_postprocess
-    from napari_seg_box.core.train import train
 
     t = time.perf_counter()
     version = train(project, cfg)
@@ -138,8 +138,8 @@ def prediction_speed(project, version, repeats: int = 3) -> float:
 
 
 def cmd_isbi(args) -> list[dict]:
-    from napari_seg_box.workflows.evaluate import evaluate_baseline
     from napari_seg_box.core.train import TrainConfig
+    from napari_seg_box.workflows.evaluate import evaluate_baseline
 
     with tempfile.TemporaryDirectory() as tmp:
         project = isbi_project(tmp)
@@ -152,7 +152,9 @@ def cmd_isbi(args) -> list[dict]:
         base_s = time.perf_counter() - t
         base_cc = evaluate_baseline(project, watershed=False)
         tr = info.training
-        print(f"U-Net {args.encoder}: {tr.epochs_run} epochs, {seconds:.0f} s on {tr.device}; settings {tr.chosen}; post-processing {info.postprocess.to_dict()}")
+        print(
+            f"U-Net {args.encoder}: {tr.epochs_run} epochs, {seconds:.0f} s on {tr.device}; settings {tr.chosen}; post-processing {info.postprocess.to_dict()}"
+        )
         rows = [
             {**row(f"U-Net {args.encoder} ({seconds / 60:.1f} min training)", ev, "interior")},
             {**row(f"classical Otsu + watershed ({base_s:.1f} s)", base, "interior")},
@@ -192,7 +194,9 @@ def cross_validate(tmp: str, name: str, cfg, folds, *, variants=None) -> dict:
             else:
                 pp = tuned.replace(**override)
                 out[row_name].append(evaluate_project(project, version, postprocess=pp, save=False))
-        print(f"  {name} fold {f}: F1@0.5 {ev.summary['objects']['nucleus']['f1@0.5']:.3f} ({s:.0f} s); tuned {tuned.to_dict()}", flush=True)
+        print(
+            f"  {name} fold {f}: F1@0.5 {ev.summary['objects']['nucleus']['f1@0.5']:.3f} ({s:.0f} s); tuned {tuned.to_dict()}", flush=True
+        )
     return {"evaluations": out, "train_s": seconds, "project": project, "version": version}
 
 
@@ -204,7 +208,7 @@ def baseline_row(tmp: str, folds) -> dict:
 
 
 def cmd_nuclei(args) -> list[dict]:
-    from napari_seg_box.core.models import load_model
+    from napari_seg_box.core.infer import load_model
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -227,16 +231,29 @@ def cmd_edge(args) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         setups = {
-            "dice_ce": (nuclei_config(args, args.encoder), {"dice_ce, tuned (watershed or components)": None, "dice_ce + watershed": {"instances": "watershed"}, "dice_ce + connected components": {"instances": "components"}}),
+            "dice_ce": (
+                nuclei_config(args, args.encoder),
+                {
+                    "dice_ce, tuned (watershed or components)": None,
+                    "dice_ce + watershed": {"instances": "watershed"},
+                    "dice_ce + connected components": {"instances": "components"},
+                },
+            ),
             "edge_weighted": (nuclei_config(args, args.encoder, loss="edge_weighted"), {"edge-weighted loss, tuned": None}),
-            "boundary": (nuclei_config(args, args.encoder, boundary=True), {"dice_ce + boundary class, tuned": None, "dice_ce + boundary class, boundary-seeded watershed": {"instances": "watershed"}}),
+            "boundary": (
+                nuclei_config(args, args.encoder, boundary=True),
+                {
+                    "dice_ce + boundary class, tuned": None,
+                    "dice_ce + boundary class, boundary-seeded watershed": {"instances": "watershed"},
+                },
+            ),
         }
         for name in args.setups:
             cfg, variants = setups[name]
             res = cross_validate(tmp, name, cfg, args.folds, variants=variants)
             for row_name, evs in res["evaluations"].items():
                 rows.append(pooled_row(row_name, evs))
-            print(markdown(rows[-len(variants):]), flush=True)
+            print(markdown(rows[-len(variants) :]), flush=True)
         rows.append(baseline_row(tmp, args.folds))
     return rows
 
@@ -256,7 +273,9 @@ def main(argv=None) -> int:
     p.add_argument("--boundary", action="store_true", help="train with the boundary class")
     p = sub.add_parser("edge")
     p.add_argument("--encoder", default="resnet18")
-    p.add_argument("--setups", nargs="+", choices=("dice_ce", "edge_weighted", "boundary"), default=["dice_ce", "edge_weighted", "boundary"])
+    p.add_argument(
+        "--setups", nargs="+", choices=("dice_ce", "edge_weighted", "boundary"), default=["dice_ce", "edge_weighted", "boundary"]
+    )
     for p in (sub.choices["nuclei"], sub.choices["edge"]):
         p.add_argument("--epochs", type=int, default=25)
         p.add_argument("--steps", type=int, default=8)
@@ -272,7 +291,9 @@ def main(argv=None) -> int:
 
     t = time.perf_counter()
     rows = {"isbi": cmd_isbi, "nuclei": cmd_nuclei, "edge": cmd_edge}[args.which](args)
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {device_name(pick_device())}, torch {torch.__version__}"
+    machine = (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {device_name(pick_device())}, torch {torch.__version__}"
+    )
     print(f"\n{args.which}: {machine}; {time.perf_counter() - t:.0f} s in all\n")
     print(markdown(rows))
     if args.json:

@@ -57,7 +57,9 @@ def main(parts=("train", "oom", "predict")) -> int:
                     messages.append(e.text)
                     say("   ", e.text)
 
-            cfg = TrainConfig(epochs=1, encoder="resnet34", patch_size=512, batch_size=512, steps_per_epoch=2, learning_rate=1e-3, augmentation="light")
+            cfg = TrainConfig(
+                epochs=1, encoder="resnet34", patch_size=512, batch_size=512, steps_per_epoch=2, learning_rate=1e-3, augmentation="light"
+            )
             v2 = run_to_end(iter_train(project, cfg), on_event)
             halved = [m for m in messages if "halved" in m]
             final = project.model_version(v2).training.chosen["batch_size"]
@@ -69,7 +71,7 @@ def main(parts=("train", "oom", "predict")) -> int:
         gpu = predict(image, Predictor.from_project(project, version, device="cuda"))
         cpu = predict(image, Predictor.from_project(project, version, device="cpu"))
         diff = float(np.abs(gpu - cpu).max())
-        agree = float(((gpu.argmax(0) == cpu.argmax(0))).mean())
+        agree = float((gpu.argmax(0) == cpu.argmax(0)).mean())
         say(f"3. GPU vs CPU probabilities: max |diff| {diff:.2e}, same label on {100 * agree:.3f}% of pixels")
         if agree < 0.999:
             failures.append(f"GPU and CPU predictions differ on {100 * (1 - agree):.2f}% of pixels")

@@ -39,7 +39,12 @@ def build(encoder: str, depth: int, decoder: tuple[int, ...], classes: int = 2):
     torch.manual_seed(0)
     spec = ModelSpec(encoder=encoder, encoder_depth=depth, decoder_channels=decoder, in_channels=1, classes=classes)
     model = build_model(spec).eval()
-    meta = {"version": "bench", "model": spec.to_dict(), "normalization": {"kind": "percentile", "percentiles": [1.0, 99.8]}, "class_names": ["background", "foreground"]}
+    meta = {
+        "version": "bench",
+        "model": spec.to_dict(),
+        "normalization": {"kind": "percentile", "percentiles": [1.0, 99.8]},
+        "class_names": ["background", "foreground"],
+    }
     return model, meta
 
 
@@ -82,7 +87,15 @@ def cmd_speed(args) -> dict:
         # the same normalisation, then MONAI's sliding window with a Gaussian importance map
         x = torch.from_numpy(normalize(image).transpose(2, 0, 1)[None].copy()).to(device)
         with torch.inference_mode():
-            out = sliding_window_inference(x, (args.tile, args.tile), args.batch, lambda t: torch.softmax(net(t), dim=1), overlap=args.overlap, mode="gaussian", sigma_scale=0.125)
+            out = sliding_window_inference(
+                x,
+                (args.tile, args.tile),
+                args.batch,
+                lambda t: torch.softmax(net(t), dim=1),
+                overlap=args.overlap,
+                mode="gaussian",
+                sigma_scale=0.125,
+            )
         return out[0].cpu().numpy()
 
     a, b = ours(), monai()  # warm-up, and agreement of the two
@@ -157,8 +170,27 @@ def cmd_memory(args) -> dict:
         import shutil
 
         shutil.rmtree(out)
-    cmd = [sys.executable, __file__, "_memory_child", "--zarr", path, "--out", out, "--tile", str(args.tile), "--overlap", str(args.overlap),
-           "--batch", str(args.batch), "--encoder", args.encoder, "--depth", str(args.depth), "--decoder", *map(str, args.decoder)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "_memory_child",
+        "--zarr",
+        path,
+        "--out",
+        out,
+        "--tile",
+        str(args.tile),
+        "--overlap",
+        str(args.overlap),
+        "--batch",
+        str(args.batch),
+        "--encoder",
+        args.encoder,
+        "--depth",
+        str(args.depth),
+        "--decoder",
+        *map(str, args.decoder),
+    ]
     if args.no_probabilities:
         cmd.append("--no-probabilities")
     if args.threads:

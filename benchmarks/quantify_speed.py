@@ -23,7 +23,20 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("SEGBOX_SHARED_DATA", REPO.parent / "shared" / "data"))
-PROPS = ["label", "area", "perimeter", "equivalent_diameter_area", "eccentricity", "solidity", "axis_major_length", "axis_minor_length", "orientation", "centroid", "intensity_mean", "intensity_max"]
+PROPS = [
+    "label",
+    "area",
+    "perimeter",
+    "equivalent_diameter_area",
+    "eccentricity",
+    "solidity",
+    "axis_major_length",
+    "axis_minor_length",
+    "orientation",
+    "centroid",
+    "intensity_mean",
+    "intensity_max",
+]
 
 
 def make_data(folder: Path, n: int) -> tuple[Path, Path]:
@@ -102,7 +115,18 @@ def main(argv=None) -> int:
     base = results["plain regionprops_table loop"]["images_per_s"]
     for r in results.values():
         r["ratio_vs_plain_loop"] = r["images_per_s"] / base
-    print(json.dumps({"benchmark": "batch quantification", "images": f"{args.images} x 512x512 (DSB2018 nuclei, 125 objects each)", "objects_measured": counts, "cpu_count": os.cpu_count(), "results": results}, indent=2))
+    print(
+        json.dumps(
+            {
+                "benchmark": "batch quantification",
+                "images": f"{args.images} x 512x512 (DSB2018 nuclei, 125 objects each)",
+                "objects_measured": counts,
+                "cpu_count": os.cpu_count(),
+                "results": results,
+            },
+            indent=2,
+        )
+    )
     return 0
 
 

@@ -22,7 +22,12 @@ import numpy as np
 import napari_seg_box.widgets  # noqa: F401  (the triton guard, before anything imports torch)
 
 REPO = Path(__file__).resolve().parents[1]
-QUADRANTS = {"nuclei q0": (0, 0, "train"), "nuclei q1": (0, 256, "train"), "nuclei q2": (256, 0, "validation"), "nuclei q3": (256, 256, "test")}
+QUADRANTS = {
+    "nuclei q0": (0, 0, "train"),
+    "nuclei q1": (0, 256, "train"),
+    "nuclei q2": (256, 0, "validation"),
+    "nuclei q3": (256, 256, "test"),
+}
 
 
 def wait_worker(worker, timeout=1800):
@@ -128,7 +133,16 @@ def main(argv=None) -> int:
     train = TrainWidget(viewer)
     train.setMinimumWidth(560)
     dock = viewer.window.add_dock_widget(train, name="Train", area="right")
-    train.set_config(encoder="resnet18", encoder_depth=4, epochs=args.epochs, patch_size=128, batch_size=8, learning_rate=3e-3, steps_per_epoch=10, augmentation="standard")
+    train.set_config(
+        encoder="resnet18",
+        encoder_depth=4,
+        epochs=args.epochs,
+        patch_size=128,
+        batch_size=8,
+        learning_rate=3e-3,
+        steps_per_epoch=10,
+        augmentation="standard",
+    )
     settle(1.0)
     while not train.device_label.text().startswith(("CPU", "CUDA", "Apple")):
         settle(0.2)

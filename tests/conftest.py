@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("SEGBOX_SHARED_DATA", REPO.parent / "shared" / "data"))
+# a small copy of the real data in the repository (tests/data/README.md); SEGBOX_SHARED_DATA points elsewhere
+DATA = Path(os.environ.get("SEGBOX_SHARED_DATA", REPO / "tests" / "data"))
 
 
 def isbi(index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -24,11 +25,11 @@ def isbi(index: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def nuclei() -> tuple[np.ndarray, np.ndarray]:
-    """The DSB2018 nuclei image (uint16) and its instance labels (uint16, 125 nuclei)."""
-    import tifffile
+    """The DSB2018 nuclei image (uint16) and its instance labels (uint16, 125 nuclei): the package's
+    sample data, the same pixels as ../shared/data/dsb2018-nuclei."""
+    from napari_seg_box.core.samples import load_nuclei
 
-    d = DATA / "dsb2018-nuclei"
-    return tifffile.imread(d / "image.tif"), tifffile.imread(d / "mask.tif")
+    return load_nuclei()
 
 
 def nuclei_quadrants() -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -43,7 +44,7 @@ def nuclei_quadrants() -> list[tuple[str, np.ndarray, np.ndarray]]:
 @pytest.fixture
 def shared_data() -> Path:
     if not DATA.is_dir():
-        raise FileNotFoundError(f"Real test data not found at {DATA}: the tests need ../shared/data beside the checkout.")
+        raise FileNotFoundError(f"Real test data not found at {DATA}: tests/data is part of the repository (or set SEGBOX_SHARED_DATA).")
     return DATA
 
 

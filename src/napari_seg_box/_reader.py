@@ -34,7 +34,13 @@ def project_layers(project, names=None) -> list[tuple]:
         labels = project.get_labels(name)
         if labels is None:
             labels = np.zeros(rec.spatial_shape, dtype=np.uint8)
-        meta = {"name": f"{name} annotations", "metadata": link(project.url, name), "scale": scale, "colormap": class_colors(project), "opacity": 0.6}
+        meta = {
+            "name": f"{name} annotations",
+            "metadata": link(project.url, name),
+            "scale": scale,
+            "colormap": class_colors(project),
+            "opacity": 0.6,
+        }
         layers.append((labels, meta, "labels"))
     return layers
 

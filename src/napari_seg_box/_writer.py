@@ -14,7 +14,6 @@ def write_labels(path: str, data, meta: dict) -> list[str]:
     import numpy as np
 
     from .core.store import Project
-
     from .layers import IMAGE_KEY
 
     image = (meta.get("metadata") or {}).get(IMAGE_KEY)

@@ -67,7 +67,9 @@ def fitted_nuclei_model(steps: int = 80):
         from tests.conftest import nuclei_quadrants
 
         q = nuclei_quadrants()
-        _FITTED[steps] = fit_tiny_model([q[0][1], q[1][1]], [(1 + (q[0][2] > 0)).astype(np.uint8), (1 + (q[1][2] > 0)).astype(np.uint8)], steps=steps)
+        _FITTED[steps] = fit_tiny_model(
+            [q[0][1], q[1][1]], [(1 + (q[0][2] > 0)).astype(np.uint8), (1 + (q[1][2] > 0)).astype(np.uint8)], steps=steps
+        )
     return _FITTED[steps]
 
 

@@ -205,7 +205,11 @@ def make_format1_store(root, *, boundary: bool = False) -> str:
     for (name, image, inst), split in zip(nuclei_quadrants()[2:], ["validation", "test"]):
         key = f"{name}-0000000{len(images)}"
         labels = (1 + (inst > 0)).astype(np.uint8)
-        for rel, data in ((f"images/{key}/image", image), (f"images/{key}/labels-aaaa", labels), (f"images/{key}/instances-bbbb", inst.astype(np.uint32))):
+        for rel, data in (
+            (f"images/{key}/image", image),
+            (f"images/{key}/labels-aaaa", labels),
+            (f"images/{key}/instances-bbbb", inst.astype(np.uint32)),
+        ):
             zarr.create_array(store=store, name=rel, shape=data.shape, dtype=data.dtype, chunks=data.shape)[...] = data
         images[name] = {
             "key": key, "split": split, "shape": list(image.shape), "dtype": str(image.dtype), "channels": 1,
@@ -248,7 +252,12 @@ def test_format1_store_opens_migrated_and_its_model_works(tmp_path, boundary):
     assert (rec.axes, rec.split, rec.pixel_size, rec.has_instances) == ("yx", "test", (0.5, 0.5), True)
     assert p.annotation_stats("q3").sum() == 256 * 256
     info = p.model_version("best")
-    assert (info.version, info.boundary, info.training.best["val_iou"], info.provenance.validation_images) == ("v001", boundary, 0.6, ("q2",))
+    assert (info.version, info.boundary, info.training.best["val_iou"], info.provenance.validation_images) == (
+        "v001",
+        boundary,
+        0.6,
+        ("q2",),
+    )
     assert info.postprocess == PostprocessConfig(threshold=0.4, min_size=30, seed_distance=8)  # "boundary" left the settings
     ev = evaluate_project(p, "v001", save=False, predict_config={"tile_size": 128})
     assert list(ev.per_class["class"]) == ["background", "nucleus"]

@@ -34,7 +34,25 @@ def test_predict_evaluate_tune_quantify_on_store(nuclei_project, tmp_path, capsy
     v = nuclei_project_with_model(project)
     url = project.url
     # tune on the validation quadrant, saved with the model version
-    code, tuned = run_json(["tune", url, "--thresholds", "0.4", "0.6", "--min-sizes", "10", "--seed-distances", "5", "--instances", "watershed", "--tile-size", "128", "--json"], capsys)
+    code, tuned = run_json(
+        [
+            "tune",
+            url,
+            "--thresholds",
+            "0.4",
+            "0.6",
+            "--min-sizes",
+            "10",
+            "--seed-distances",
+            "5",
+            "--instances",
+            "watershed",
+            "--tile-size",
+            "128",
+            "--json",
+        ],
+        capsys,
+    )
     assert code == 0 and tuned["combinations"] == 2 and tuned["score"] > 0.6 and tuned["best"]["instances"] == "watershed"
     project.refresh()
     assert project.model_version(v).tuning.config.threshold == tuned["best"]["threshold"]
@@ -67,7 +85,20 @@ def test_predict_evaluate_tune_quantify_on_store(nuclei_project, tmp_path, capsy
     code, pred = run_json(["predict", url, "--split", "test", "--out", str(tmp_path / "pred2"), "--tile-size", "128", "--json"], capsys)
     assert code == 0 and [r["name"] for r in pred["images"]] == ["q3"]
     # quantify the predictions (with their intensity images), then the store
-    code, q = run_json(["quantify", str(tmp_path / "pred" / "*_instances.tif"), "--images", str(indir / "q3.tif"), "--pixel-size", "0.5", "--out", str(tmp_path / "quant"), "--json"], capsys)
+    code, q = run_json(
+        [
+            "quantify",
+            str(tmp_path / "pred" / "*_instances.tif"),
+            "--images",
+            str(indir / "q3.tif"),
+            "--pixel-size",
+            "0.5",
+            "--out",
+            str(tmp_path / "quant"),
+            "--json",
+        ],
+        capsys,
+    )
     assert code == 0 and q["images"] == 1 and q["objects"] == int(len(np.unique(inst)) - 1)
     assert (tmp_path / "quant" / "objects.parquet").exists() and (tmp_path / "quant" / "area_histogram.png").exists()
     code, q = run_json(["quantify", "--store", url, "--out", str(tmp_path / "quant2"), "--workers", "2", "--json"], capsys)
@@ -89,7 +120,21 @@ def test_large_zarr_and_errors(tmp_path, capsys):
     assert "No model version 'v009'" in capsys.readouterr().err
     z = zarr.create_array(str(tmp_path / "img.zarr"), shape=(300, 400), chunks=(128, 128), dtype="uint16")
     z[...] = np.random.default_rng(0).integers(0, 1000, (300, 400))
-    code, out = run_json(["predict", str(project.url), "--images", str(tmp_path / "img.zarr"), "--large", "--out", str(tmp_path / "pred.zarr"), "--tile-size", "128", "--json"], capsys)
+    code, out = run_json(
+        [
+            "predict",
+            str(project.url),
+            "--images",
+            str(tmp_path / "img.zarr"),
+            "--large",
+            "--out",
+            str(tmp_path / "pred.zarr"),
+            "--tile-size",
+            "128",
+            "--json",
+        ],
+        capsys,
+    )
     assert code == 0 and out["shape"] == [300, 400]
     assert zarr.open_group(str(tmp_path / "pred.zarr"), mode="r")["labels"].shape == (300, 400)
     assert main(["quantify", "--out", str(tmp_path / "q")]) == 1

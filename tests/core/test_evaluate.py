@@ -162,7 +162,9 @@ def test_error_maps_label_images():
     assert set(np.unique(maps["tp"])) == {0, 2}
     assert set(np.unique(maps["fp"])) == {0, 3}
     assert set(np.unique(maps["fn"])) == {0, 8}
-    assert (maps["summary"][0:10, 0:10] == 1).all() and (maps["summary"][30:35, 0:5] == 2).all() and (maps["summary"][20:30, 20:30] == 3).all()
+    assert (
+        (maps["summary"][0:10, 0:10] == 1).all() and (maps["summary"][30:35, 0:5] == 2).all() and (maps["summary"][20:30, 20:30] == 3).all()
+    )
 
 
 def test_evaluate_pairs_tables_and_all_background_image():
@@ -196,9 +198,11 @@ def test_evaluate_project_real_nuclei(nuclei_project, tmp_path):
     for f in ("summary.json", "per_image.csv", "per_class.csv", "objects.csv", "confusion.csv"):
         assert project.exists(f"{base}/{f}"), f
     saved = project.read_json(f"{base}/summary.json")
-    assert saved["model_version"] == v and saved["objects"]["nucleus"]["f1@0.5"] == pytest.approx(ev.summary["objects"]["nucleus"]["f1@0.5"])
+    assert saved["model_version"] == v and saved["objects"]["nucleus"]["f1@0.5"] == pytest.approx(
+        ev.summary["objects"]["nucleus"]["f1@0.5"]
+    )
     assert list_evaluations(project)[-1]["id"] == ev.id
-    paths = ev.to_csv(tmp_path / "csv")
+    ev.to_csv(tmp_path / "csv")
     assert all((tmp_path / "csv" / p).exists() for p in ["per_image.csv", "objects.csv"])
     table = compare_models(project, evaluate_missing=False)
     assert list(table["version"]) == [v] and table.loc[0, "f1@0.5"] == pytest.approx(ev.summary["objects"]["nucleus"]["f1@0.5"])

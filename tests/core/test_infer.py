@@ -53,7 +53,7 @@ def test_inference_network_folds_batch_norms_same_outputs(encoder):
     with torch.inference_mode():
         ref, out = model(x), net(x)
     torch.testing.assert_close(out, ref, rtol=1e-3, atol=1e-3 * float(ref.abs().max()))
-    n_bn = lambda m: sum(isinstance(k, torch.nn.BatchNorm2d) for k in m.modules())  # noqa: E731
+    n_bn = lambda m: sum(isinstance(k, torch.nn.BatchNorm2d) for k in m.modules())
     if encoder.startswith(("resnet", "mobilenet")):
         assert n_bn(net) == 0, f"{n_bn(net)} of {n_bn(model)} batch norms left"
     else:  # EfficientNet's blocks call their batch norms by other names: only the decoder's are folded
@@ -203,7 +203,7 @@ def test_large_zarr_bounded_memory(tiny, tmp_path):
     cfg = PredictConfig(tile_size=128, overlap=0.25, device="cpu")
     W = 512
     small = _zarr_image(tmp_path / "small.zarr", 1024, W, 3)
-    tall = _zarr_image(tmp_path / "tall.zarr", 3072, W, 4)
+    _zarr_image(tmp_path / "tall.zarr", 3072, W, 4)
     group, peak_small = _peak(lambda: predict_large(str(tmp_path / "small.zarr"), str(tmp_path / "o1.zarr"), pr, config=cfg, chunk=256))
     _, peak_tall = _peak(lambda: predict_large(str(tmp_path / "tall.zarr"), str(tmp_path / "o2.zarr"), pr, config=cfg, chunk=256))
     in_memory_tall = 3072 * W * 4 * 3  # normalised float32 image + 2 float32 probability planes
@@ -221,7 +221,7 @@ def test_large_zarr_bounded_memory(tiny, tmp_path):
 
     g2 = predict_large(da.from_zarr(small), str(tmp_path / "o3.zarr"), pr, config=cfg, write_probabilities=False)
     assert (np.asarray(g2["labels"][...]) == labels).all()
-    with pytest.raises(Exception):
+    with pytest.raises(DataError, match="exists already"):
         predict_large(str(tmp_path / "small.zarr"), str(tmp_path / "o1.zarr"), pr, config=cfg)
 
 

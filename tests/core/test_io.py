@@ -7,8 +7,8 @@ import pytest
 import tifffile
 from imageio.v3 import imwrite
 
-from napari_seg_box.core import DataError, Project, export_annotations, find_pairs, import_images, interpret_mask
 from napari_seg_box.cli import main as cli
+from napari_seg_box.core import DataError, Project, export_annotations, find_pairs, import_images, interpret_mask
 
 from ..conftest import isbi, nuclei
 

@@ -24,7 +24,7 @@ def test_edge_weights_hand_made():
     w0, sigma = 10.0, 5.0
     w = edge_weight_map(two_squares(2), w0=w0, sigma=sigma)
     # column 10 of the gap: 1 px from the left square, 2 px from the right one
-    assert w[8, 10] == pytest.approx(1 + w0 * np.exp(-(1 + 2) ** 2 / (2 * sigma**2)), rel=1e-5)
+    assert w[8, 10] == pytest.approx(1 + w0 * np.exp(-((1 + 2) ** 2) / (2 * sigma**2)), rel=1e-5)
     assert w[8, 11] == pytest.approx(w[8, 10])  # symmetric gap
     assert (w[two_squares(2) > 0] == 1).all()  # inside objects: class weight only
     # a wider gap weighs less, and a single object has no border term
@@ -84,7 +84,7 @@ def test_augmentation_paired_and_dtype_safe(preset):
     labels = (1 + (inst > 0)).astype(np.uint8)
     out = preview_augmentations(image, labels, preset=preset, n=3, seed=1)
     again = preview_augmentations(image, labels, preset=preset, n=3, seed=1)
-    for (img, lab), (img2, lab2) in zip(out, again):
+    for (img, lab), (img2, _) in zip(out, again):
         assert img.dtype == np.float32 and img.shape == (96, 96, 1) and np.isfinite(img).all()
         assert lab.dtype == np.uint8 and set(np.unique(lab)) <= {1, 2}
         np.testing.assert_array_equal(img, img2)  # same seed, same result

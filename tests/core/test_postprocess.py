@@ -130,7 +130,9 @@ def test_outlines_and_imagej_rois(tmp_path):
 def test_tune_postprocess_saves_into_model_version(nuclei_project):
     project = nuclei_project
     v = nuclei_project_with_model(project)
-    best, table = tune_postprocess(project, v, grid={"threshold": (0.3, 0.5, 0.7), "min_size": (0, 30), "seed_distance": (3, 8)}, predict_config={"tile_size": 128})
+    best, table = tune_postprocess(
+        project, v, grid={"threshold": (0.3, 0.5, 0.7), "min_size": (0, 30), "seed_distance": (3, 8)}, predict_config={"tile_size": 128}
+    )
     # watershed with either seed distance, or connected components (where seed distance plays no part)
     assert len(table) == 3 * 2 * (2 + 1)
     assert set(table["instances"]) == {"watershed", "components"}
@@ -212,7 +214,11 @@ def test_tuning_ties_go_to_the_middle_of_the_plateau():
 
     grid = {"threshold": (0.3, 0.4, 0.5, 0.6, 0.7), "seed_distance": (3, 5, 8, 12)}
     good = {(0.3, 5), (0.4, 8), (0.5, 8), (0.6, 8), (0.5, 12)}  # equal best scores; (0.5, 8) is surrounded by them
-    rows = [{"threshold": t, "seed_distance": d, "score": 0.9 if (t, d) in good else 0.5} for t in grid["threshold"] for d in grid["seed_distance"]]
+    rows = [
+        {"threshold": t, "seed_distance": d, "score": 0.9 if (t, d) in good else 0.5}
+        for t in grid["threshold"]
+        for d in grid["seed_distance"]
+    ]
     table = pd.DataFrame(rows)
     best = table.loc[most_robust_best(table, list(grid), grid)]
     assert (best["threshold"], best["seed_distance"]) == (0.5, 8)

@@ -123,12 +123,20 @@ def test_batch_folder_reports_bad_file_and_goes_on(folder, tmp_path):
     total = sum(len(np.unique(mask[y : y + 256, x : x + 256])) - 1 for y, x in [(0, 0), (0, 256), (256, 0), (256, 256)])
     assert good["n_objects"].sum() == total == len(q.objects)
     assert "intensity_mean" in q.objects and q.objects["intensity_mean"].notna().all()
-    paths = q.save(tmp_path / "out")
-    for name in ("objects.csv", "objects.parquet", "images.csv", "images.parquet", "area_histogram.png", "counts_per_image.png", "coverage_per_image.png"):
+    q.save(tmp_path / "out")
+    for name in (
+        "objects.csv",
+        "objects.parquet",
+        "images.csv",
+        "images.parquet",
+        "area_histogram.png",
+        "counts_per_image.png",
+        "coverage_per_image.png",
+    ):
         assert (tmp_path / "out" / name).exists(), name
     back = pd.read_parquet(tmp_path / "out" / "objects.parquet")
     assert len(back) == len(q.objects) and "area_um2" in back
-    assert open(tmp_path / "out" / "area_histogram.png", "rb").read(4) == b"\x89PNG"
+    assert (tmp_path / "out" / "area_histogram.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_batch_schedulers_agree(folder):

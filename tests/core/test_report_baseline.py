@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -39,7 +41,7 @@ def test_report_is_self_contained_html(tmp_path, shared_data):
     report.table(pd.DataFrame({"metric": ["f1"], "value": [0.91234]}), "metrics")
     report.key_values({"threshold": 0.5, "encoders": ["resnet18", "resnet34"]}, "settings")
     path = report.save(tmp_path / "r.html")
-    text = open(path, encoding="utf-8").read()
+    text = Path(path).read_text(encoding="utf-8")
     assert text.count("data:image/png;base64,") == 3
     assert "Test &lt;report&gt;" in text and "0.912" in text and "resnet18, resnet34" in text
     assert "http://" not in text and "https://" not in text, "no external resources"

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-
-
 import numpy as np
 import pytest
 
-from napari_seg_box.core import Project, StoreError
 from napari_seg_box.cli import main as cli
+from napari_seg_box.core import Project, StoreError
 
 from ..conftest import SECRET, free_port, isbi
 from .test_store import tiny_version

@@ -75,7 +75,13 @@ def test_stack_is_one_image_and_multichannel_is_channel_last(tmp_path):
     labels[4, :, :5] = 1
     assert p.add_image("stack", stack, labels=labels, pixel_size=(0.5, 0.1, 0.1)) == "stack"
     rec = p.image_record("stack")
-    assert (rec.axes, rec.shape, rec.spatial_shape, rec.spacing, rec.pixel_size) == ("zyx", (6, 64, 64), (6, 64, 64), (0.5, 0.1, 0.1), (0.1, 0.1))
+    assert (rec.axes, rec.shape, rec.spatial_shape, rec.spacing, rec.pixel_size) == (
+        "zyx",
+        (6, 64, 64),
+        (6, 64, 64),
+        (0.5, 0.1, 0.1),
+        (0.1, 0.1),
+    )
     np.testing.assert_array_equal(p.get_image("stack"), stack)
     assert p.annotation_stats("stack").tolist() == [320, 640]
     from napari_seg_box.core.store import iter_annotated_planes

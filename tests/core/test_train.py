@@ -60,7 +60,7 @@ def test_training_learns_on_real_nuclei(nuclei_project):
 def test_same_seed_same_model_and_reload_identical(nuclei_project):
     import torch
 
-    from napari_seg_box.core.models import load_model
+    from napari_seg_box.core.infer import load_model
 
     v1 = train(nuclei_project, tiny(epochs=1, steps_per_epoch=3))
     v2 = train(nuclei_project, tiny(epochs=1, steps_per_epoch=3))
@@ -237,7 +237,10 @@ def test_out_of_memory_halves_the_batch_and_retries_the_step(nuclei_project, mon
     monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self, *a, **k: self)
     version, events = collect(iter_train(nuclei_project, tiny(batch_size=8, steps_per_epoch=2, epochs=2)))
     halved = [e.text for e in events if isinstance(e, Message) and "halved" in e.text]
-    assert halved == ["GPU out of memory: batch size halved to 4; training continues.", "GPU out of memory: batch size halved to 2; training continues."]
+    assert halved == [
+        "GPU out of memory: batch size halved to 4; training continues.",
+        "GPU out of memory: batch size halved to 2; training continues.",
+    ]
     meta = nuclei_project.model_version(version).training
     assert meta.chosen["batch_size"] == 2
     assert [h["epoch"] for h in meta.history] == [1, 2]
@@ -255,9 +258,9 @@ def test_other_losses_train(nuclei_project, loss):
 def test_boundary_class_learns_and_splits_along_boundaries(nuclei_project, tmp_path):
     """boundary=True: a third output learns the nuclei's outer pixels; metrics, labels and evaluation
     stay in the project's two classes; post-processing splits along the boundaries."""
-    from napari_seg_box.workflows.evaluate import evaluate_project
     from napari_seg_box.core.infer import Predictor, predict, predict_large
     from napari_seg_box.core.train import boundary_mask
+    from napari_seg_box.workflows.evaluate import evaluate_project
 
     version = train(nuclei_project, tiny(epochs=4, steps_per_epoch=10, patch_size=96, boundary=True))
     info = nuclei_project.model_version(version)
@@ -345,7 +348,22 @@ def test_train_cli_prints_epochs_and_json(nuclei_project, capsys, tmp_path):
 
     from napari_seg_box.cli import main
 
-    tiny_args = ["--encoder", "resnet18", "--encoder-depth", "3", "--decoder-channels", "32", "16", "8", "--patch-size", "64", "--batch-size", "4", "--lr", "1e-3"]
+    tiny_args = [
+        "--encoder",
+        "resnet18",
+        "--encoder-depth",
+        "3",
+        "--decoder-channels",
+        "32",
+        "16",
+        "8",
+        "--patch-size",
+        "64",
+        "--batch-size",
+        "4",
+        "--lr",
+        "1e-3",
+    ]
     assert main(["train", nuclei_project.url, "--epochs", "2", "--steps-per-epoch", "2", *tiny_args]) == 0
     captured = capsys.readouterr()
     assert "epoch   1/2  train loss" in captured.err and "epoch   2/2" in captured.err

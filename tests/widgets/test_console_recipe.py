@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 # the runnable console recipe on the sample data (proposed for the README's "Python" section: keep in sync)
-RECIPE = '''
+RECIPE = """
 import numpy as np
 from napari_seg_box import Project, TrainConfig, train_model, predict, evaluate_project, quantify_labels
 from napari_seg_box.core.postprocess import postprocess
@@ -23,7 +23,7 @@ objects = postprocess(probs, threshold=0.5, min_size=10).instances
 layer = viewer.add_labels(objects, name="nuclei objects")
 print(evaluate_project(project, version).per_image)              # pixel + object metrics on q3
 layer.features = quantify_labels(objects, image, kind="instances").objects.rename(columns={"label": "index"})
-'''
+"""
 
 
 def test_console_recipe(viewer, tmp_path, monkeypatch):

@@ -13,7 +13,12 @@ from napari_seg_box.widgets.quantify import QuantifyWidget
 from napari_seg_box.widgets.train import TrainWidget
 from tests.widgets.conftest import wait_done
 
-QUADRANTS = {"nuclei q0": (0, 0, "train"), "nuclei q1": (0, 256, "train"), "nuclei q2": (256, 0, "validation"), "nuclei q3": (256, 256, "test")}
+QUADRANTS = {
+    "nuclei q0": (0, 0, "train"),
+    "nuclei q1": (0, 256, "train"),
+    "nuclei q2": (256, 0, "validation"),
+    "nuclei q3": (256, 256, "test"),
+}
 
 
 def test_full_loop_on_sample_data(viewer, qtbot, tmp_path):
@@ -43,7 +48,16 @@ def test_full_loop_on_sample_data(viewer, qtbot, tmp_path):
     train = TrainWidget(viewer)
     viewer.window.add_dock_widget(train, name="Train")
     assert train.project_box.url == project.url  # taken from the linked layers
-    train.set_config(encoder="resnet18", encoder_depth=3, epochs=2, patch_size=64, batch_size=4, learning_rate=3e-3, steps_per_epoch=6, augmentation="light")
+    train.set_config(
+        encoder="resnet18",
+        encoder_depth=3,
+        epochs=2,
+        patch_size=64,
+        batch_size=4,
+        learning_rate=3e-3,
+        steps_per_epoch=6,
+        augmentation="light",
+    )
     train.start()
     wait_done(qtbot, train.runner)
     version = train.last_version

@@ -17,9 +17,9 @@ def register(sub) -> None:
 
 
 def cmd_demo(args) -> int:
-    from ..workflows.demo import run_demo
-
     import os
+
+    from ..workflows.demo import run_demo
 
     run_demo(args.out, epochs=args.epochs)
     if args.gui:

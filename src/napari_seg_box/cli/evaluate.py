@@ -50,7 +50,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     project = open_project(args)
     predictor = Predictor.from_project(project, args.version, device=args.device)
-    ev = drive(iter_evaluate_project(project, predictor=predictor, split=args.split, predict_config=_predict_config(args)), quiet=args.json, desc="tiles")
+    ev = drive(
+        iter_evaluate_project(project, predictor=predictor, split=args.split, predict_config=_predict_config(args)),
+        quiet=args.json,
+        desc="tiles",
+    )
     if args.csv:
         ev.to_csv(args.csv)
     base = evaluate_baseline(project, split=args.split) if args.baseline else None
@@ -105,11 +109,13 @@ def cmd_tune(args: argparse.Namespace) -> int:
     best, table = drive(tuning, quiet=args.json, desc="tune")
     top = table.sort_values("score", ascending=False).head(5)
     if args.json:
-        print_json({"best": best.to_dict(), "score": float(top["score"].iloc[0]), "metric": top["metric"].iloc[0], "combinations": len(table)})
+        print_json(
+            {"best": best.to_dict(), "score": float(top["score"].iloc[0]), "metric": top["metric"].iloc[0], "combinations": len(table)}
+        )
         return 0
     words = best.objects_in_words(boundary=predictor.boundary)
-    print(f"Best post-processing ({top['metric'].iloc[0]} {top['score'].iloc[0]:.3f}): threshold {best.threshold}, min size {best.min_size}, {words}")
+    print(
+        f"Best post-processing ({top['metric'].iloc[0]} {top['score'].iloc[0]:.3f}): threshold {best.threshold}, min size {best.min_size}, {words}"
+    )
     print(top.to_string(index=False))
     return 0
-
-

@@ -35,7 +35,9 @@ def register(sub) -> None:
     p.add_argument("--images", nargs="+", help="image files, folders or globs (default: the store's images of --split)")
     p.add_argument("--split", choices=["train", "validation", "test"], help="with no --images: only this split of the store")
     p.add_argument("--out", required=True, help="output folder (or, with --large, output .zarr)")
-    p.add_argument("--large", action="store_true", help="the single --images entry is a zarr/OME-Zarr larger than memory: predict block by block")
+    p.add_argument(
+        "--large", action="store_true", help="the single --images entry is a zarr/OME-Zarr larger than memory: predict block by block"
+    )
     p.add_argument("--probabilities", action="store_true", help="also write per-class probabilities")
     _add_predict_options(p)
     p.set_defaults(func=cmd_predict)
@@ -52,18 +54,29 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.large:
         if not args.images or len(args.images) != 1:
             raise DataError("--large takes exactly one zarr/OME-Zarr image in --images.")
-        group = drive(iter_predict_large(args.images[0], args.out, predictor, config=cfg, write_probabilities=args.probabilities), quiet=args.json, desc="tiles")
+        group = drive(
+            iter_predict_large(args.images[0], args.out, predictor, config=cfg, write_probabilities=args.probabilities),
+            quiet=args.json,
+            desc="tiles",
+        )
         summary = {"model_version": predictor.version, "output": args.out, "shape": list(group["labels"].shape)}
     else:
         if args.images:
             gen = iter_predict_files(args.images, args.out, predictor, config=cfg, save_probabilities=args.probabilities)
         else:
-            gen = iter_predict_store_to_files(project, args.out, split=args.split, config=cfg, predictor=predictor, save_probabilities=args.probabilities)
+            gen = iter_predict_store_to_files(
+                project, args.out, split=args.split, config=cfg, predictor=predictor, save_probabilities=args.probabilities
+            )
         rows = drive(gen, quiet=args.json, desc="tiles")
         if not rows:
             where = " ".join(args.images) if args.images else f"the store's {args.split or ''} images".replace("  ", " ")
             raise DataError(f"No images to predict in {where}: nothing was written.")
-        summary = {"model_version": predictor.version, "output": args.out, "images": rows, "failed": sum(r["error"] is not None for r in rows)}
+        summary = {
+            "model_version": predictor.version,
+            "output": args.out,
+            "images": rows,
+            "failed": sum(r["error"] is not None for r in rows),
+        }
     if args.json:
         print_json(summary)
     elif "images" in summary:
@@ -73,5 +86,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             if r["error"]:
                 print(f"  failed: {r['name']}: {r['error']}")
     else:
-        print(f"Predicted {args.images[0]} ({'x'.join(map(str, summary['shape']))}) with model version {predictor.version} into {args.out}.")
+        print(
+            f"Predicted {args.images[0]} ({'x'.join(map(str, summary['shape']))}) with model version {predictor.version} into {args.out}."
+        )
     return 1 if summary.get("failed") else 0

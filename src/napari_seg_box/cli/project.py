@@ -43,7 +43,9 @@ def register(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace images of the same name")
     p.set_defaults(func=cmd_import)
 
-    p = sub.add_parser("info", help="describe a store", description="Images, splits, classes, annotated pixels per class and model versions.")
+    p = sub.add_parser(
+        "info", help="describe a store", description="Images, splits, classes, annotated pixels per class and model versions."
+    )
     add_store_options(p)
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
     p.set_defaults(func=cmd_info)
@@ -100,7 +102,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         return 0
     print(f"Project store: {summary['url']} (format {summary['format_version']})")
     ps = summary["pixel_size"]
-    print(f"Pixel size: {'%g x %g %s' % (ps[0], ps[1], summary['unit']) if ps else 'not set (measurements in pixels)'}")
+    size = f"{ps[0]:g} x {ps[1]:g} {summary['unit']}" if ps else "not set (measurements in pixels)"
+    print(f"Pixel size: {size}")
     print("Classes (label value = name; 0 = unlabelled):")
     for c in summary["classes"]:
         n = summary["annotated_pixels_per_class"][c["name"]]

@@ -23,8 +23,12 @@ def register(sub) -> None:
     p.add_argument("--pixel-size", type=float, nargs="+", metavar="SIZE", help="pixel size (one value, or y x)")
     p.add_argument("--unit", default=None, help="unit of the pixel size (default: µm)")
     p.add_argument("--out", required=True, help="output folder for tables and plots")
-    p.add_argument("--scheduler", default="threads", help="sync, threads, processes, or a dask scheduler address (default: %(default)s). Measuring holds "
-                   "Python's lock, so several --workers need processes or a cluster to use several cores")
+    p.add_argument(
+        "--scheduler",
+        default="threads",
+        help="sync, threads, processes, or a dask scheduler address (default: %(default)s). Measuring holds "
+        "Python's lock, so several --workers need processes or a cluster to use several cores",
+    )
     p.add_argument("--workers", type=int, default=1, help="parallel images for local schedulers (default: %(default)s)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--json", action="store_true", help="print a JSON summary for scripts (no progress bars)")
@@ -47,7 +51,16 @@ def cmd_quantify(args: argparse.Namespace) -> int:
         pixel_size = args.pixel_size[0] if len(args.pixel_size) == 1 else args.pixel_size
     source = None if project else (args.labels if len(args.labels) > 1 else args.labels[0])
     q = drive(
-        iter_quantify(source, images=args.images, project=project, kind=args.kind, pixel_size=pixel_size, unit=args.unit, scheduler=args.scheduler, workers=args.workers),
+        iter_quantify(
+            source,
+            images=args.images,
+            project=project,
+            kind=args.kind,
+            pixel_size=pixel_size,
+            unit=args.unit,
+            scheduler=args.scheduler,
+            workers=args.workers,
+        ),
         quiet=args.json,
         desc="images",
     )

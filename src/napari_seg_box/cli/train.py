@@ -29,7 +29,9 @@ def register(sub) -> None:
     p.add_argument("--encoder", choices=list(ENCODERS), help="network encoder (default: resnet34)")
     p.add_argument("--encoder-depth", type=int, choices=[3, 4, 5], help="encoder stages (default: 5)")
     p.add_argument("--decoder-channels", type=int, nargs="+", help="decoder widths, one per encoder stage")
-    p.add_argument("--encoder-weights", dest="encoder_weights_file", help="local file with pretrained encoder weights (.safetensors or .pth)")
+    p.add_argument(
+        "--encoder-weights", dest="encoder_weights_file", help="local file with pretrained encoder weights (.safetensors or .pth)"
+    )
     p.add_argument("--finetune-from", help="start from this model version of the store")
     p.add_argument("--patch-size", type=int, help="patch side, a multiple of 32 (default: from the objects' size)")
     p.add_argument("--batch-size", type=int, help="patches per step (default: from free GPU memory; CPU 4-8)")
@@ -38,7 +40,12 @@ def register(sub) -> None:
     p.add_argument("--augment", dest="augmentation", choices=list(PRESETS), help="augmentation preset (default: standard)")
     p.add_argument("--elastic", action="store_true", default=None, help="add elastic deformation to the augmentation")
     p.add_argument("--loss", choices=list(LOSSES), help="loss (default: dice_ce; edge_weighted separates touching objects)")
-    p.add_argument("--boundary", action="store_true", default=None, help="also learn the objects' boundaries (one object class): splits crowded, touching objects")
+    p.add_argument(
+        "--boundary",
+        action="store_true",
+        default=None,
+        help="also learn the objects' boundaries (one object class): splits crowded, touching objects",
+    )
     p.add_argument("--boundary-width", type=int, help="boundary width in pixels (default: 2)")
     p.add_argument("--schedule", choices=list(SCHEDULES), help="learning-rate schedule (default: onecycle)")
     p.add_argument("--patience", type=int, help="early stopping patience in epochs, 0 = off (default: 15)")
@@ -126,6 +133,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print_json({"version": version, "best_metrics": t.best, **{k: getattr(t, k) for k in keys}})
     else:
         b = t.best
-        print(f"model version {version}: {t.status}, best epoch {b['epoch']}, validation IoU {b['val_iou']:.3f}, accuracy {b['val_acc']:.3f} ({t.duration_s:.0f} s)")
+        print(
+            f"model version {version}: {t.status}, best epoch {b['epoch']}, validation IoU {b['val_iou']:.3f}, accuracy {b['val_acc']:.3f} ({t.duration_s:.0f} s)"
+        )
     return 0
-

@@ -33,7 +33,7 @@ _LAZY = {
     "ModelSpec": "models",
     "ENCODERS": "models",
     "build_model": "models",
-    "load_model": "models",
+    "load_model": "infer",
     "pick_device": "models",
     "TrainConfig": "train",
     "iter_train": "train",

@@ -125,7 +125,9 @@ def _intensity(image, rng, *, brightness, contrast, gamma, noise, p_noise, p_blu
     return image.astype(np.float32, copy=False)
 
 
-def preview_augmentations(image: np.ndarray, labels: np.ndarray, *, preset: str = "standard", n: int = 4, seed: int = 0, elastic: bool = False):
+def preview_augmentations(
+    image: np.ndarray, labels: np.ndarray, *, preset: str = "standard", n: int = 4, seed: int = 0, elastic: bool = False
+):
     """``n`` augmented versions of an image and its project labels, as the training loop sees them.
 
     Parameters

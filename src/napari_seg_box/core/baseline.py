@@ -56,5 +56,3 @@ def classical_segmentation(
     markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
     labels = segmentation.watershed(-distance, markers, mask=mask)
     return labels.astype(np.int32)
-
-

@@ -14,7 +14,8 @@ A configuration (:class:`~.train.TrainConfig`, :class:`~.infer.PredictConfig`,
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, Mapping, TypeVar
+from collections.abc import Mapping
+from typing import Any, ClassVar, TypeVar
 
 from .errors import ConfigError
 

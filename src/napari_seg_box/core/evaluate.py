@@ -8,14 +8,24 @@ in the project store. Predicting the images first is a workflow (``workflows.eva
 from __future__ import annotations
 
 import io
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
 from .errors import DataError
-from .metrics import AVERAGE_THRESHOLDS, REPORT_THRESHOLDS, _pixel_dict, components, error_maps, flatten_object_stats, match_instances, pixel_confusion, pool_object_stats
-
+from .metrics import (
+    AVERAGE_THRESHOLDS,
+    REPORT_THRESHOLDS,
+    _pixel_dict,
+    components,
+    error_maps,
+    flatten_object_stats,
+    match_instances,
+    pixel_confusion,
+    pool_object_stats,
+)
 
 
 # ---------------------------------------------------------------------- evaluating image sets
@@ -111,16 +121,21 @@ def evaluate_pairs(
             flat_stats[thr] = s
             if thr in REPORT_THRESHOLDS:
                 obj_rows.append({"class": names[oc - 1], "threshold": thr, **s})
-        avg = {k: float(np.mean([flat_stats[t][k] for t in AVERAGE_THRESHOLDS])) for k in ("precision", "recall", "f1", "accuracy", "panoptic_quality")}
+        avg = {
+            k: float(np.mean([flat_stats[t][k] for t in AVERAGE_THRESHOLDS]))
+            for k in ("precision", "recall", "f1", "accuracy", "panoptic_quality")
+        }
         obj_rows.append({"class": names[oc - 1], "threshold": "0.5:0.95", **avg})
         summary_objects[names[oc - 1]] = flatten_object_stats(flat_stats)
     per_image = pd.DataFrame(rows)
     summary = {
         "n_images": len(rows),
-        "pixel": {k: v for k, v in pooled.items()},
+        "pixel": dict(pooled),
         "objects": summary_objects,
         "mean_object_f1@0.5": float(np.mean([v["f1@0.5"] for v in summary_objects.values()])) if summary_objects else float("nan"),
-        "mean_abs_count_error": float(np.mean(np.abs(per_image.filter(like="count_error").to_numpy()))) if summary_objects else float("nan"),
+        "mean_abs_count_error": float(np.mean(np.abs(per_image.filter(like="count_error").to_numpy())))
+        if summary_objects
+        else float("nan"),
     }
     confusion = pd.DataFrame(conf, index=[f"true {n}" for n in names], columns=[f"pred {n}" for n in names])
     return Evaluation(summary, per_image, per_class, pd.DataFrame(obj_rows), confusion, error_maps=maps)
@@ -170,5 +185,3 @@ def list_evaluations(project) -> list[dict]:
         if project.exists(f"results/evaluations/{d}/summary.json"):
             out.append(project.read_json(f"results/evaluations/{d}/summary.json"))
     return sorted(out, key=lambda s: s.get("created") or "")
-
-

@@ -8,13 +8,14 @@ dask image, reading and writing band by band, so any height fits in bounded memo
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
-from .data import normalize, pad_to_multiple, percentile_bounds
 from .config import Config, as_config
+from .data import normalize, pad_to_multiple, percentile_bounds
 from .errors import ConfigError, DataError
 from .events import Message, Progress, check_cancel, run_to_end
 from .io import open_array
@@ -73,7 +74,7 @@ class PredictConfig(Config):
             raise ConfigError(f"sigma_scale must be in (0, 1] (got {self.sigma_scale}).")
 
     @classmethod
-    def quality(cls, **kwargs) -> "PredictConfig":
+    def quality(cls, **kwargs) -> PredictConfig:
         """50 % overlap and flip test-time augmentation: slower, smoother."""
         kwargs.setdefault("overlap", 0.5)
         kwargs.setdefault("tta", "flips")
@@ -81,6 +82,34 @@ class PredictConfig(Config):
 
 
 # ---------------------------------------------------------------------- the model side
+def load_model(project, version=None, *, device=None):
+    """Rebuild the network of a model version from the store: ``(model, ModelVersion)``.
+
+    ``version``: an id, ``"latest"``/None, ``"best"``, or a :class:`~.versions.ModelVersion` already
+    read. The model is in eval mode, on ``device`` (default: :func:`pick_device`). Reads the
+    version's description (once per project handle) and its weights, checked against their SHA-256.
+    """
+    from safetensors.torch import load as load_bytes
+
+    from .models import build_model, pick_device
+
+    info = version if isinstance(version, ModelVersion) else project.model_version(version)
+    model = build_model(info.spec)
+    model.load_state_dict(load_bytes(project.model_weights(info)))
+    model.eval()
+    model.to(device or pick_device())
+    return model, info
+
+
+def check_channels(info, channels: int) -> None:
+    """Raise a clear error when data with ``channels`` channels cannot go into the model ``info``."""
+    if channels != info.in_channels:
+        raise DataError(
+            f"Model version {info.version} expects {info.in_channels}-channel images but this image has {channels}: "
+            "use a model trained on images like these, or convert the image (e.g. to grayscale)."
+        )
+
+
 @dataclass
 class Predictor:
     """A model version loaded once, ready to predict: its network, its description and device.
@@ -104,7 +133,7 @@ class Predictor:
     @classmethod
     def from_project(cls, project, version: str | ModelVersion | None = None, *, device: str = "auto") -> Predictor:
         """Load ``version`` (default: newest; ``"best"`` for the best validation IoU) from ``project``."""
-        from .models import load_model, pick_device
+        from .models import pick_device
 
         dev = pick_device(device)
         model, info = load_model(project, version, device=dev)
@@ -183,8 +212,6 @@ def _channels_of(shape: Sequence[int]) -> int:
 
 
 def _check_image(image_shape: Sequence[int], predictor: Predictor) -> None:
-    from .models import check_channels
-
     if len(image_shape) < 2 or min(image_shape[:2]) < 1:
         raise DataError(f"The image is empty (shape {tuple(image_shape)}): nothing to predict.")
     check_channels(predictor.info, _channels_of(image_shape))
@@ -313,14 +340,28 @@ def iter_predict_large(
     H, W = shape[:2]
     K = predictor.outputs
     if isinstance(out, (str,)) or hasattr(out, "__fspath__"):
-        group = zarr.open_group(str(out), mode="w-")
+        try:
+            group = zarr.open_group(str(out), mode="w-")
+        except (FileExistsError, zarr.errors.ContainsGroupError, zarr.errors.ContainsArrayError) as err:
+            raise DataError(f"The output {out} exists already: choose a new path (nothing was overwritten).") from err
     else:
         group = out
     ch = (min(chunk, H), min(chunk, W))
     labels_arr = group.create_array("labels", shape=(H, W), dtype="uint8", chunks=ch)
-    probs_arr = group.create_array("probabilities", shape=(K, H, W), dtype=probability_dtype, chunks=(1, *ch)) if write_probabilities else None
-    group.attrs.update({"napari_seg_box": {"kind": "prediction", "model_version": predictor.version, "class_names": predictor.class_names, "config": config.to_dict()}})
-    if H < config.tile_size or W < config.tile_size:  # small: in memory
+    probs_arr = (
+        group.create_array("probabilities", shape=(K, H, W), dtype=probability_dtype, chunks=(1, *ch)) if write_probabilities else None
+    )
+    group.attrs.update(
+        {
+            "napari_seg_box": {
+                "kind": "prediction",
+                "model_version": predictor.version,
+                "class_names": predictor.class_names,
+                "config": config.to_dict(),
+            }
+        }
+    )
+    if config.tile_size > H or config.tile_size > W:  # small: in memory
         yield Message("The image is smaller than one tile: predicted in memory.")
         probs = yield from _predict_2d(np.asarray(array[...]), predictor, config, cancel=cancel)
         labels_arr[...] = predictor.labels(probs)
@@ -364,7 +405,9 @@ def iter_predict_large(
         if sum(p.shape[1] for p in pending) >= ch[0]:
             flush()
 
-    yield from _predict_plane(predictor, read_rows, (H, W), _channels_of(shape), write_rows, config, cancel=cancel, stage="predict (blocks)")
+    yield from _predict_plane(
+        predictor, read_rows, (H, W), _channels_of(shape), write_rows, config, cancel=cancel, stage="predict (blocks)"
+    )
     flush(final=True)
     return group
 
@@ -372,5 +415,3 @@ def iter_predict_large(
 def predict_large(source, out, model, **kwargs):
     """Blocking :func:`iter_predict_large`; returns the output zarr group."""
     return run_to_end(iter_predict_large(source, out, model, **kwargs))
-
-

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import glob
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -274,9 +274,13 @@ def import_images(
     for pair in pairs:
         name = check_name(prefix + pair.name)
         if name in known and not overwrite:
-            raise DataError(f"An image named {name!r} is already in the project: import with --overwrite (Python: overwrite=True) to replace it, or use --prefix.")
+            raise DataError(
+                f"An image named {name!r} is already in the project: import with --overwrite (Python: overwrite=True) to replace it, or use --prefix."
+            )
         image = read_image(pair.image)
-        layout = read_axes(image.shape, channel_axis=channel_axis, stack=stack, channels=channels.copy().pop() if len(channels) == 1 else None)
+        layout = read_axes(
+            image.shape, channel_axis=channel_axis, stack=stack, channels=channels.copy().pop() if len(channels) == 1 else None
+        )
         space = spatial_shape(to_canonical(image, layout).shape, canonical_axes(image, layout))
         channels.add(channels_of(to_canonical(image, layout).shape, canonical_axes(image, layout)))
         labels = instances = None
@@ -289,7 +293,9 @@ def import_images(
             else:
                 labels, instances = interpret_mask(mask, kind=mask_kind, n_classes=project.n_classes)
             if labels.shape != space:
-                raise DataError(f"Mask {pair.mask} has shape {labels.shape} but image {pair.image} has {image.shape} (labels {space} expected).")
+                raise DataError(
+                    f"Mask {pair.mask} has shape {labels.shape} but image {pair.image} has {image.shape} (labels {space} expected)."
+                )
         loaded.append((name, pair, image, layout, labels, instances))
     if len(channels) > 1:
         raise DataError(

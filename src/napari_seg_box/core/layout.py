@@ -22,8 +22,8 @@ A microscopy array of 2 to 4 dimensions is one of
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -49,9 +49,7 @@ class Layout:
         return self.axes.endswith("c")
 
 
-def read_axes(
-    shape: Sequence[int], *, channel_axis: int | None = None, stack: bool | None = None, channels: int | None = None
-) -> Layout:
+def read_axes(shape: Sequence[int], *, channel_axis: int | None = None, stack: bool | None = None, channels: int | None = None) -> Layout:
     """Decide how an array of ``shape`` reads (the rule in the module docstring)."""
     shape = tuple(int(s) for s in shape)
     nd = len(shape)

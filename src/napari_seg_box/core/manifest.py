@@ -21,8 +21,9 @@ from __future__ import annotations
 import datetime as _dt
 import re
 import unicodedata
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -159,7 +160,10 @@ def class_list(names: Sequence[str], colors: Sequence[str] | None) -> list[dict]
     if len(set(names)) != len(names):
         raise DataError(f"Class names must be unique: {names}.")
     colors = list(colors or [])
-    return [{"name": n, "color": colors[i] if i < len(colors) else DEFAULT_COLORS[1 + i % (len(DEFAULT_COLORS) - 1)]} for i, n in enumerate(names)]
+    return [
+        {"name": n, "color": colors[i] if i < len(colors) else DEFAULT_COLORS[1 + i % (len(DEFAULT_COLORS) - 1)]}
+        for i, n in enumerate(names)
+    ]
 
 
 def pixel_size_list(pixel_size: float | Sequence[float] | None, n: int = 2) -> list[float] | None:
@@ -248,7 +252,9 @@ def migrate(manifest: Any, project) -> tuple[dict, bool]:
             spacing=rec.pop("pixel_size", None),
             label_counts=counts,
             image_class=None,
-            annotation={"origin": "imported", "model_version": None, "time": rec.get("added"), "revision": rec["labels"]} if rec.get("labels") else None,
+            annotation={"origin": "imported", "model_version": None, "time": rec.get("added"), "revision": rec["labels"]}
+            if rec.get("labels")
+            else None,
             annotation_history=[],
         )
         images[name] = rec

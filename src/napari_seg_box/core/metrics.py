@@ -25,7 +25,8 @@ functions, so a figure means the same wherever it is shown.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 

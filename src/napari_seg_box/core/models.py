@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from .errors import ConfigError, DataError
+from .errors import ConfigError
 
 # plain-word choices for the widgets (AIMIC-style: accurate vs light), smp encoder names
 ENCODERS = {
@@ -47,7 +47,7 @@ class ModelSpec:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelSpec":
+    def from_dict(cls, d: dict) -> ModelSpec:
         return cls(
             encoder=d["encoder"],
             in_channels=int(d["in_channels"]),
@@ -118,34 +118,6 @@ def weights_to_bytes(model) -> bytes:
     return save(state)
 
 
-def load_model(project, version=None, *, device=None):
-    """Rebuild the network of a model version from the store: ``(model, ModelVersion)``.
-
-    ``version``: an id, ``"latest"``/None, ``"best"``, or a :class:`~.versions.ModelVersion` already
-    read. The model is in eval mode, on ``device`` (default: :func:`pick_device`). Reads the
-    version's description (once per project handle) and its weights, checked against their SHA-256.
-    """
-    from safetensors.torch import load as load_bytes
-
-    from .versions import ModelVersion
-
-    info = version if isinstance(version, ModelVersion) else project.model_version(version)
-    model = build_model(info.spec)
-    model.load_state_dict(load_bytes(project.model_weights(info)))
-    model.eval()
-    model.to(device or pick_device())
-    return model, info
-
-
-def check_channels(info, channels: int) -> None:
-    """Raise a clear error when data with ``channels`` channels cannot go into the model ``info``."""
-    if channels != info.in_channels:
-        raise DataError(
-            f"Model version {info.version} expects {info.in_channels}-channel images but this image has {channels}: "
-            "use a model trained on images like these, or convert the image (e.g. to grayscale)."
-        )
-
-
 def pick_device(preference: str = "auto"):
     """The torch device to use: ``auto`` = CUDA, then Apple MPS, then CPU."""
     import torch
@@ -191,7 +163,9 @@ def inference_network(model, device=None):
     net = copy.deepcopy(model).eval()
 
     def fusable(conv, bn):
-        return isinstance(conv, nn.Conv2d) and type(bn) is nn.BatchNorm2d and bn.track_running_stats and conv.out_channels == bn.num_features
+        return (
+            isinstance(conv, nn.Conv2d) and type(bn) is nn.BatchNorm2d and bn.track_running_stats and conv.out_channels == bn.num_features
+        )
 
     with torch.no_grad():
         for module in list(net.modules()):

@@ -44,7 +44,10 @@ def plot_quantification(q, folder) -> list[str]:
     imgs = q.images[q.images["error"].isna()] if "error" in q.images else q.images
     imgs = imgs[imgs["class_name"].astype(str) != ""]
     if len(imgs):
-        for value, ylabel, fname in (("n_objects", "objects", "counts_per_image.png"), ("coverage_percent", "coverage (% of area)", "coverage_per_image.png")):
+        for value, ylabel, fname in (
+            ("n_objects", "objects", "counts_per_image.png"),
+            ("coverage_percent", "coverage (% of area)", "coverage_per_image.png"),
+        ):
             table = imgs.pivot_table(index="image", columns="class_name", values=value, aggfunc="sum", sort=False).fillna(0)
             fig = Figure(figsize=(max(6, 0.25 * len(table) + 2), 4), dpi=100)
             ax = fig.add_subplot()

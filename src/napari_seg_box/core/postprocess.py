@@ -320,5 +320,3 @@ def export_imagej_rois(labels: np.ndarray, path, *, prefix: str = "object") -> i
         os.remove(path)
     roifile.roiwrite(path, rois)
     return len(rois)
-
-

@@ -18,15 +18,15 @@ read gives a row with its ``error`` and the batch goes on.
 from __future__ import annotations
 
 import os
-
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
 from .errors import ConfigError, DataError
-from .manifest import pixel_size_list, plane_name
 from .events import ItemDone, Progress, check_cancel, run_to_end
+from .manifest import pixel_size_list, plane_name
 
 QUANTIFY_FORMAT_VERSION = 1
 
@@ -41,7 +41,9 @@ def _pixel_size(pixel_size) -> tuple[float, float] | None:
     return tuple(ps) if ps else None
 
 
-def measuring_scale(pixel_size, unit: str | None, stored_pixel_size=None, stored_unit: str | None = None) -> tuple[tuple[float, float] | None, str]:
+def measuring_scale(
+    pixel_size, unit: str | None, stored_pixel_size=None, stored_unit: str | None = None
+) -> tuple[tuple[float, float] | None, str]:
     """The pixel size and unit to measure with: an explicit value (a function's argument, a CLI
     option, a widget's field) wins over the one stored with the image or the project; no pixel size
     at all measures in pixels. The one rule of every measurement."""
@@ -136,9 +138,8 @@ def quantify_labels(
     labels = np.asarray(labels)
     if labels.ndim != 2:
         raise DataError(f"Expected a 2D label image (Y, X); got shape {labels.shape}. Quantify stacks slice by slice.")
-    if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
-        if not np.all(np.mod(labels, 1) == 0):
-            raise DataError("Label images must hold whole numbers (class values or object ids).")
+    if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool) and not np.all(np.mod(labels, 1) == 0):
+        raise DataError("Label images must hold whole numbers (class values or object ids).")
     labels = labels.astype(np.int64)
     if labels.size and labels.min() < 0:
         raise DataError("Label images must be non-negative (0 = background / unlabelled).")
@@ -164,7 +165,18 @@ def quantify_labels(
     obj_frames = []
     img_rows = []
     total = labels.size
-    props = ["label", "area", "perimeter", "equivalent_diameter_area", "eccentricity", "solidity", "axis_major_length", "axis_minor_length", "orientation", "centroid"]
+    props = [
+        "label",
+        "area",
+        "perimeter",
+        "equivalent_diameter_area",
+        "eccentricity",
+        "solidity",
+        "axis_major_length",
+        "axis_minor_length",
+        "orientation",
+        "centroid",
+    ]
     for c, inst in _objects_of(labels, None if instances is None else np.asarray(instances), kind, background):
         n = int(len(np.unique(inst)) - (1 if (inst == 0).any() else 0))
         row = {"image": name, "class": c, "class_name": cname(c), "n_objects": n}
@@ -172,7 +184,9 @@ def quantify_labels(
             kwargs = {}
             if image is not None:
                 kwargs["intensity_image"] = image
-            t = measure.regionprops_table(inst, properties=props + (["intensity_mean", "intensity_max"] if image is not None else []), **kwargs)
+            t = measure.regionprops_table(
+                inst, properties=props + (["intensity_mean", "intensity_max"] if image is not None else []), **kwargs
+            )
             df = pd.DataFrame(t)
             out = pd.DataFrame({"image": name, "class": c, "class_name": cname(c), "label": df["label"].astype(np.int64)})
             a = "px2" if not ps else f"{u}2"
@@ -197,7 +211,9 @@ def quantify_labels(
             obj_frames.append(out)
             areas = out[f"area_{a}"]
             class_px = int((inst > 0).sum())
-            row.update({f"mean_area_{a}": float(areas.mean()), f"median_area_{a}": float(areas.median()), f"total_area_{a}": float(areas.sum())})
+            row.update(
+                {f"mean_area_{a}": float(areas.mean()), f"median_area_{a}": float(areas.median()), f"total_area_{a}": float(areas.sum())}
+            )
         else:
             class_px = 0
         row["coverage_percent"] = 100.0 * class_px / total if total else 0.0
@@ -258,7 +274,15 @@ def _read_task(task: QuantifyTask):
         if labels is None:
             raise DataError(f"{task.name} has no annotation in the store.")
         rec = project.image_record(task.name)
-        return labels, project.get_image(task.name), project.get_instances(task.name), rec.pixel_size, project.unit, project.class_names, "semantic"
+        return (
+            labels,
+            project.get_image(task.name),
+            project.get_instances(task.name),
+            rec.pixel_size,
+            project.unit,
+            project.class_names,
+            "semantic",
+        )
     from .io import read_image, read_ome_zarr
 
     if task.labels.rstrip("/").lower().endswith(".zarr"):
@@ -293,7 +317,9 @@ def _quantify_task(task: QuantifyTask, options: dict) -> tuple[Any, Any]:
         return q.objects, q.images
     except Exception as err:  # the batch goes on; the row says what went wrong
         msg = f"{type(err).__name__}: {err}" if not isinstance(err, DataError) else str(err)
-        return pd.DataFrame(), pd.DataFrame([{"image": task.name, "class": np.nan, "class_name": "", "n_objects": np.nan, "coverage_percent": np.nan, "error": msg}])
+        return pd.DataFrame(), pd.DataFrame(
+            [{"image": task.name, "class": np.nan, "class_name": "", "n_objects": np.nan, "coverage_percent": np.nan, "error": msg}]
+        )
 
 
 def iter_quantify(
@@ -399,5 +425,3 @@ def _run_tasks(tasks, options, *, scheduler: str, workers: int, cancel=None):
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
-
-

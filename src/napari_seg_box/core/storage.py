@@ -24,7 +24,8 @@ import os
 import random
 import tempfile
 import time
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from .errors import StoreError
 

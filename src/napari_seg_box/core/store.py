@@ -28,9 +28,11 @@ Credentials are never written into the store: storage options are used to connec
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -54,7 +56,18 @@ from .store_images import ImagesMixin, Plane, iter_annotated_planes
 from .store_versions import VersionsMixin
 from .versions import ModelVersion
 
-__all__ = ["ClassInfo", "ImageRecord", "ModelVersion", "Plane", "Project", "VersionEntry", "iter_annotated_planes", "FORMAT_VERSION", "MANIFEST", "SPLITS"]
+__all__ = [
+    "ClassInfo",
+    "ImageRecord",
+    "ModelVersion",
+    "Plane",
+    "Project",
+    "VersionEntry",
+    "iter_annotated_planes",
+    "FORMAT_VERSION",
+    "MANIFEST",
+    "SPLITS",
+]
 
 
 class Project(ImagesMixin, VersionsMixin):
@@ -184,10 +197,8 @@ class Project(ImagesMixin, VersionsMixin):
         manifest, migrated = migrate(manifest, self)
         self._manifest = manifest
         if migrated:  # write the migration once (a read-only store keeps it in memory)
-            try:
+            with contextlib.suppress(Exception):  # a read-only store still opens, migrated in memory
                 self._update(lambda m: None)
-            except Exception:  # noqa: BLE001 - read-only stores still open
-                pass
         return self._manifest
 
     def _update(self, change: Callable[[dict], Any]) -> Any:
@@ -302,7 +313,14 @@ class Project(ImagesMixin, VersionsMixin):
             "splits": {s: len(self.image_names(s)) for s in SPLITS},
             "annotated_pixels_per_class": {c.name: int(n) for c, n in zip(self.classes, per_class)},
             "model_versions": [
-                {"version": e.version, "created": e.created, "encoder": e.encoder, "status": e.status, "best": dict(e.best), "tuned": e.tuned}
+                {
+                    "version": e.version,
+                    "created": e.created,
+                    "encoder": e.encoder,
+                    "status": e.status,
+                    "best": dict(e.best),
+                    "tuned": e.tuned,
+                }
                 for e in self.model_versions()
             ],
         }

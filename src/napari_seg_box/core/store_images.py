@@ -8,8 +8,8 @@ writers never drop each other's images or annotations.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -291,9 +291,9 @@ class ImagesMixin:
         labels = np.asarray(labels)
         if labels.shape != tuple(shape):
             raise DataError(f"Labels of shape {labels.shape} do not match the image's {tuple(shape)}.")
-        if not np.issubdtype(labels.dtype, np.integer) and labels.dtype != bool:
-            if not np.issubdtype(labels.dtype, np.number) or not np.all(np.mod(labels, 1) == 0):
-                raise DataError("Labels must be whole numbers: 0 = unlabelled, 1..K = classes.")
+        whole = np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool
+        if not whole and (not np.issubdtype(labels.dtype, np.number) or not np.all(np.mod(labels, 1) == 0)):
+            raise DataError("Labels must be whole numbers: 0 = unlabelled, 1..K = classes.")
         labels = labels.astype(np.int64, copy=False)
         lo, hi = int(labels.min(initial=0)), int(labels.max(initial=0))
         if lo < 0 or hi > self.n_classes:
@@ -310,7 +310,9 @@ class ImagesMixin:
         import zarr
 
         chunks = tuple({"z": 1, "y": min(n, 512), "x": min(n, 512), "c": n}[a] for a, n in zip(axes, data.shape))
-        arr = zarr.create_array(store=self._storage.zarr_store(), name=rel, shape=data.shape, dtype=data.dtype, chunks=chunks, overwrite=True)
+        arr = zarr.create_array(
+            store=self._storage.zarr_store(), name=rel, shape=data.shape, dtype=data.dtype, chunks=chunks, overwrite=True
+        )
         arr[...] = data
 
     def _write_revision(self, key: str, kind: str, data: np.ndarray) -> str:

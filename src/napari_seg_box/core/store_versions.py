@@ -27,7 +27,9 @@ class VersionsMixin:
     def model_versions(self) -> list[VersionEntry]:
         """The complete model versions, oldest first, from the manifest's index (no other read)."""
         index = self._manifest.get("models") or {}
-        return [VersionEntry.from_manifest(v, e) for v, e in sorted(index.items(), key=lambda kv: _order(kv[0])) if e.get("state") == "ready"]
+        return [
+            VersionEntry.from_manifest(v, e) for v, e in sorted(index.items(), key=lambda kv: _order(kv[0])) if e.get("state") == "ready"
+        ]
 
     def new_version_id(self) -> str:
         """The id the next saved version would get now (saving claims one atomically: use its result)."""

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -77,7 +78,11 @@ def _forward_probs(predictor, batch: np.ndarray, tta: str):
 
     from .models import memory_format
 
-    x = torch.from_numpy(np.ascontiguousarray(batch)).to(predictor.device, non_blocking=True).contiguous(memory_format=memory_format(predictor.device))
+    x = (
+        torch.from_numpy(np.ascontiguousarray(batch))
+        .to(predictor.device, non_blocking=True)
+        .contiguous(memory_format=memory_format(predictor.device))
+    )
     ops = _tta_ops(tta, batch.shape[2] == batch.shape[3])
     acc = None
     with torch.inference_mode():

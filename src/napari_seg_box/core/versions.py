@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import StoreError
 from .models import ModelSpec
@@ -92,11 +93,23 @@ class Tuning:
     grid: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"config": self.config.to_dict(), "score": self.score, "metric": self.metric, "images": list(self.images), "grid": dict(self.grid)}
+        return {
+            "config": self.config.to_dict(),
+            "score": self.score,
+            "metric": self.metric,
+            "images": list(self.images),
+            "grid": dict(self.grid),
+        }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Tuning":
-        return cls(PostprocessConfig.from_dict(d["config"]), d.get("score"), d.get("metric"), tuple(d.get("images") or ()), dict(d.get("grid") or {}))
+    def from_dict(cls, d: Mapping[str, Any]) -> Tuning:
+        return cls(
+            PostprocessConfig.from_dict(d["config"]),
+            d.get("score"),
+            d.get("metric"),
+            tuple(d.get("images") or ()),
+            dict(d.get("grid") or {}),
+        )
 
 
 @dataclass(frozen=True)
@@ -185,7 +198,7 @@ class ModelVersion:
         }
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> "ModelVersion":
+    def from_json(cls, d: Mapping[str, Any]) -> ModelVersion:
         """Read a ``model.json`` of any schema up to the current one (older ones are migrated)."""
         if not isinstance(d, Mapping):
             raise StoreError(f"A model.json must hold a JSON object, not {type(d).__name__}.")
@@ -215,7 +228,9 @@ class ModelVersion:
                 weights_sha256=d.get("weights_sha256"),
             )
         except (KeyError, TypeError, ValueError) as err:
-            raise StoreError(f"The model.json of version {d.get('version')} is incomplete or damaged ({type(err).__name__}: {err}).") from err
+            raise StoreError(
+                f"The model.json of version {d.get('version')} is incomplete or damaged ({type(err).__name__}: {err})."
+            ) from err
 
     def index_entry(self) -> dict:
         """The summary the store's manifest keeps of this version (resolving without reading it)."""

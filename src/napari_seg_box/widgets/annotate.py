@@ -309,7 +309,11 @@ class AnnotateWidget(QWidget):
         if data is None:
             data = np.zeros(rec.spatial_shape, np.uint8)
         layer = self.viewer.add_labels(
-            data, name=f"{name} annotations", colormap=class_colormap(project), opacity=0.6, scale=layer_scale(rec),
+            data,
+            name=f"{name} annotations",
+            colormap=class_colormap(project),
+            opacity=0.6,
+            scale=layer_scale(rec),
             metadata=link(project.url, name),
         )
         layer.brush_size = 8
@@ -324,7 +328,9 @@ class AnnotateWidget(QWidget):
         image_layer = next((la for la in self.viewer.layers if la._type_string == "image" and linked(la, project.url, name)), None)
         if image_layer is None:
             rec = project.image_record(name)
-            self.viewer.add_image(project.get_image(name), name=name, rgb=rec.channels == 3, scale=layer_scale(rec), metadata=link(project.url, name))
+            self.viewer.add_image(
+                project.get_image(name), name=name, rgb=rec.channels == 3, scale=layer_scale(rec), metadata=link(project.url, name)
+            )
         labels = self.labels_layer_for(name, create=True, project=project)
         image_layer = next((la for la in self.viewer.layers if la._type_string == "image" and linked(la, project.url, name)), None)
         if image_layer is not None and self.layer_combo.findText(image_layer.name) >= 0:
@@ -384,5 +390,8 @@ class AnnotateWidget(QWidget):
             self._dirty.discard(id(layer))
             saved.append(name)
         self.refresh()
-        report_info(f"Saved annotations of {', '.join(saved)}." if saved else "Nothing to save: no labels layer is linked to this project.", self.status)
+        report_info(
+            f"Saved annotations of {', '.join(saved)}." if saved else "Nothing to save: no labels layer is linked to this project.",
+            self.status,
+        )
         return saved

@@ -26,10 +26,9 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..layers import link, linked
-from ._common import FrameTable, ProjectBox, Runner, fill_versions, guarded, report_error, report_info, save_csv_dialog, status_label
-
-ERROR_COLORS = {None: "transparent", 0: "transparent", 1: "#2ca02c", 2: "#d62728", 3: "#1f9bff"}  # TP, FP, FN
+from ._common import ProjectBox, Runner, fill_versions, guarded, report_error, report_info, status_label
+from ._evaluation import evaluation_summary, evaluation_table, show_error_maps
+from ._tables import FrameTable, save_csv_dialog
 
 
 class PredictWidget(QWidget):
@@ -44,8 +43,12 @@ class PredictWidget(QWidget):
         self.evaluation = None
         self._info = None  # the chosen ModelVersion
         self.n_objects = 0
-        self.predict_runner = Runner(on_yield=self._on_progress, on_return=self._on_predicted, on_error=self._on_error, on_finish=self._on_finish)
-        self.eval_runner = Runner(on_yield=self._on_progress, on_return=self._on_evaluated, on_error=self._on_error, on_finish=self._on_finish)
+        self.predict_runner = Runner(
+            on_yield=self._on_progress, on_return=self._on_predicted, on_error=self._on_error, on_finish=self._on_finish
+        )
+        self.eval_runner = Runner(
+            on_yield=self._on_progress, on_return=self._on_evaluated, on_error=self._on_error, on_finish=self._on_finish
+        )
         self._pp_timer = QTimer(self)
         self._pp_timer.setSingleShot(True)
         self._pp_timer.setInterval(150)
@@ -283,7 +286,15 @@ class PredictWidget(QWidget):
         self.apply_postprocess()
         if self.probs_check.isChecked():
             fg = 1.0 - probabilities[..., 0, :, :] if probabilities.shape[-3] > 1 else probabilities[..., 0, :, :]
-            self._set_layer("image", f"{self.result_for} probability", fg.astype(np.float32), colormap="magma", opacity=0.5, blending="additive", contrast_limits=(0, 1))
+            self._set_layer(
+                "image",
+                f"{self.result_for} probability",
+                fg.astype(np.float32),
+                colormap="magma",
+                opacity=0.5,
+                blending="additive",
+                contrast_limits=(0, 1),
+            )
         report_info(f"Predicted {self.result_for}: {self.n_objects} objects (change the post-processing to update them).", self.status)
 
     def _on_error(self, err) -> None:
@@ -337,7 +348,9 @@ class PredictWidget(QWidget):
             import pandas as pd
 
             values = [classes.get(int(i), 2) for i in ids]
-            layer.features = pd.DataFrame({"index": ids.astype(int), "class": [names[v - 1] if v - 1 < len(names) else f"class {v}" for v in values]})
+            layer.features = pd.DataFrame(
+                {"index": ids.astype(int), "class": [names[v - 1] if v - 1 < len(names) else f"class {v}" for v in values]}
+            )
             self.n_objects = int(len(ids))
         if instances.ndim == 2:
             polys, _ = outlines(instances)
@@ -346,14 +359,19 @@ class PredictWidget(QWidget):
                 self.viewer.layers.remove(shapes)
             if polys:
                 self.viewer.add_shapes(
-                    polys, shape_type="polygon", name=f"{name} outlines", edge_color="yellow", face_color="transparent",
-                    edge_width=1, scale=self.result_scale,
+                    polys,
+                    shape_type="polygon",
+                    name=f"{name} outlines",
+                    edge_color="yellow",
+                    face_color="transparent",
+                    edge_width=1,
+                    scale=self.result_scale,
                 )
         self.viewer.layers.selection.active = layer
         return instances
 
     def _find(self, name):
-        return self.viewer.layers[name] if name in self.viewer.layers else None
+        return self.viewer.layers[name] if name in self.viewer.layers else None  # noqa: SIM401 - a LayerList, not a dict
 
     def _set_layer(self, kind: str, name: str, data, **kwargs):
         layer = self._find(name)
@@ -383,56 +401,22 @@ class PredictWidget(QWidget):
         self.export_btn.setEnabled(False)
         report_info(f"Evaluating model version {version} on the {split} images…", self.status)
         return self.eval_runner.start(
-            iter_evaluate_project, project, version, split=split, postprocess=self.postprocess_config(),
-            predict_config=self.predict_config(), keep_error_maps=True,
+            iter_evaluate_project,
+            project,
+            version,
+            split=split,
+            postprocess=self.postprocess_config(),
+            predict_config=self.predict_config(),
+            keep_error_maps=True,
         )
 
     def _on_evaluated(self, ev) -> None:
-        import pandas as pd
-
         self.evaluation = ev
-        s = ev.summary
-        pix = s["pixel"]
-        f1 = s.get("mean_object_f1@0.5")
-        self.summary_label.setText(
-            f"Model {s.get('model_version')} on {s['n_images']} {s.get('split')} image(s): pixel accuracy {pix['accuracy']:.3f}, "
-            f"mean IoU {pix['mean_iou']:.3f}, mean Dice {pix['mean_dice']:.3f}"
-            + (f"; objects: F1@0.5 {f1:.3f}, mean |count error| {s['mean_abs_count_error']:.1f}" if f1 is not None and np.isfinite(f1) else "")
-        )
-        cols = ["image", "pixel_accuracy", "mean_iou", "mean_dice"]
-        obj_cols = [c for c in ev.per_image.columns if c.split("[")[0] in ("n_true", "n_pred", "tp@0.5", "fp@0.5", "fn@0.5", "precision@0.5", "recall@0.5", "f1@0.5", "panoptic_quality@0.5", "f1@avg")]
-        table = ev.per_image[cols + obj_cols].copy()
-        pooled = {"image": "ALL (pooled)", "pixel_accuracy": pix["accuracy"], "mean_iou": pix["mean_iou"], "mean_dice": pix["mean_dice"]}
-        for oc, vals in (s.get("objects") or {}).items():
-            suffix = "" if len(s["objects"]) == 1 else f"[{oc}]"
-            for c in obj_cols:
-                key = c[: -len(suffix)] if suffix and c.endswith(suffix) else c
-                if c.endswith(suffix) and key in vals:
-                    pooled[c] = vals[key]
-        self.metrics_table.set_frame(pd.concat([pd.DataFrame([pooled]), table], ignore_index=True))
+        self.summary_label.setText(evaluation_summary(ev))
+        self.metrics_table.set_frame(evaluation_table(ev))
         self.export_btn.setEnabled(True)
-        self._show_error_maps(ev)
+        show_error_maps(self.viewer, self.project_box.project(), ev)
         report_info(f"Evaluation {ev.id} saved in the project (results/evaluations/).", self.status)
-
-    def _show_error_maps(self, ev) -> None:
-        from napari.utils.colormaps import DirectLabelColormap
-
-        project = self.project_box.project()
-        cmap = DirectLabelColormap(color_dict=ERROR_COLORS)
-        for key, summary in ev.error_maps.items():
-            image_name, class_name = key.split("/", 1)
-            if not any(la._type_string == "image" and linked(la, name=image_name) for la in self.viewer.layers):
-                if image_name not in self.viewer.layers and image_name in project.image_names():  # not a plane "stack[z=3]"
-                    rec = project.image_record(image_name)
-                    self.viewer.add_image(
-                        project.get_image(image_name), name=image_name, rgb=rec.channels == 3,
-                        metadata=link(project.url, image_name),
-                    )
-            name = f"{image_name} errors ({class_name}): TP green, FP red, FN blue"
-            layer = self._find(name)
-            if layer is not None:
-                self.viewer.layers.remove(layer)
-            self.viewer.add_labels(summary, name=name, colormap=cmap, opacity=0.6)
 
     def _export_dialog(self):
         folder = save_csv_dialog(self)

@@ -9,7 +9,6 @@ table in the dock, summary plots, the per-object table as the labels layer's ``f
 
 from __future__ import annotations
 
-
 import numpy as np
 from qtpy.QtWidgets import (
     QComboBox,
@@ -27,7 +26,9 @@ from qtpy.QtWidgets import (
 
 from ..core.plots import column_label
 from ..core.quantify import measuring_scale
-from ._common import FrameTable, PlotCanvas, ProjectBox, Runner, fill_versions, guarded, report_error, report_info, save_csv_dialog, status_label
+from ._common import ProjectBox, Runner, fill_versions, guarded, report_error, report_info, status_label
+from ._plots import PlotCanvas
+from ._tables import FrameTable, save_csv_dialog
 
 SOURCES = {
     "project": "the project's images, segmented by the model",

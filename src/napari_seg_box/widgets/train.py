@@ -25,7 +25,9 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ._common import FrameTable, PlotCanvas, ProjectBox, Runner, guarded, report_error, report_info, status_label
+from ._common import ProjectBox, Runner, guarded, report_error, report_info, status_label
+from ._plots import PlotCanvas
+from ._tables import FrameTable
 
 # how the network sizes of the core (train.config.NETWORK_SIZES) read in the dock
 SIZE_WORDS = {"standard": "standard (5 levels)", "small": "small (4 levels, faster)", "tiny": "tiny (3 levels, fastest)"}
@@ -72,12 +74,15 @@ def versions_frame(project):
                 "created": e.created,
             }
         )
-    return pd.DataFrame(rows, columns=["version", "status", "encoder", "best epoch", "val IoU", "val acc", "val loss", "epochs", "device", "minutes", "created"])
+    return pd.DataFrame(
+        rows,
+        columns=["version", "status", "encoder", "best epoch", "val IoU", "val acc", "val loss", "epochs", "device", "minutes", "created"],
+    )
 
 
 def _warm_up(cancel=None) -> str:
-    import segmentation_models_pytorch  # noqa: F401
     import albumentations  # noqa: F401
+    import segmentation_models_pytorch  # noqa: F401
 
     from ..core import train  # noqa: F401
     from ..core.models import device_name, pick_device
@@ -92,7 +97,14 @@ def draw_history(axes, history: list[dict]) -> None:
         for split, style in (("train", "-o"), ("val", "-s")):
             values = [h.get(f"{split}_{key}") for h in history]
             if values:
-                ax.plot(epochs, [np.nan if v is None else v for v in values], style, ms=3, lw=1.2, label="training" if split == "train" else "validation")
+                ax.plot(
+                    epochs,
+                    [np.nan if v is None else v for v in values],
+                    style,
+                    ms=3,
+                    lw=1.2,
+                    label="training" if split == "train" else "validation",
+                )
         ax.set_title(title)
         ax.set_xlabel("epoch")
         if history:

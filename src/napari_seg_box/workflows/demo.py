@@ -96,7 +96,9 @@ def run_demo(out: str | os.PathLike = "demo_output", *, epochs: int | None = Non
     log(f"[demo] evaluating model {version} and the classical baseline on the held-out test image")
     ev = evaluate_project(project, version, predictor=predictor, keep_error_maps=True)
     base = evaluate_baseline(project)
-    comparison = pd.DataFrame([_headline_row(f"U-Net {info.encoder} ({version})", ev), _headline_row("classical: smoothed Otsu + watershed", base)])
+    comparison = pd.DataFrame(
+        [_headline_row(f"U-Net {info.encoder} ({version})", ev), _headline_row("classical: smoothed Otsu + watershed", base)]
+    )
     ev.to_csv(out / "evaluation")
     comparison.to_csv(out / "comparison.csv", index=False)
 
@@ -108,7 +110,9 @@ def run_demo(out: str | os.PathLike = "demo_output", *, epochs: int | None = Non
         tifffile.imwrite(out / "predictions" / f"{name}_instances.tif", labels.astype(np.uint16), compression="zlib")
 
     test = project.image_names("test")[0]
-    report_path = write_report(out, project, info, comparison, quant, instances[test], classical_segmentation(project.get_image(test)), test)
+    report_path = write_report(
+        out, project, info, comparison, quant, instances[test], classical_segmentation(project.get_image(test)), test
+    )
     m, b = comparison.iloc[0], comparison.iloc[1]
     headline = {
         "model_version": version,
@@ -149,5 +153,3 @@ def _headline_row(method: str, ev) -> dict:
         "true_count": obj["n_true"],
         "predicted_count": obj["n_pred"],
     }
-
-

@@ -24,7 +24,7 @@ _DISPLAY = {
 def _settings(info: ModelVersion) -> dict:
     """The settings of the run, chosen and automatic, in plain words."""
     cfg, chosen, pp = info.training.config, info.training.chosen, info.postprocess
-    auto = lambda key: " (automatic)" if cfg.get(key) is None else ""  # noqa: E731
+    auto = lambda key: " (automatic)" if cfg.get(key) is None else ""
     return {
         "network": f"U-Net with a {info.encoder} encoder",
         "loss": cfg["loss"].replace("_", "-") + (" + boundary class" if info.boundary else ""),
@@ -83,9 +83,19 @@ def write_report(out: Path, project, info: ModelVersion, comparison, quant, pred
     plt.close(fig)
     rep.heading(f"Test image {test}")
     maps = error_maps(truth, predicted)
-    panels = [overlay(image, truth), overlay(image, predicted), overlay(image, baseline_instances), error_overlay(image, maps["tp"], maps["fp"], maps["fn"])]
+    panels = [
+        overlay(image, truth),
+        overlay(image, predicted),
+        overlay(image, baseline_instances),
+        error_overlay(image, maps["tp"], maps["fp"], maps["fn"]),
+    ]
     fig, axes = plt.subplots(1, 4, figsize=(14, 3.8))
-    titles = ["ground truth", f"U-Net ({len(np.unique(predicted)) - 1} objects)", f"classical baseline ({int(baseline_instances.max())} objects)", "U-Net errors: TP green, FP red, FN blue"]
+    titles = [
+        "ground truth",
+        f"U-Net ({len(np.unique(predicted)) - 1} objects)",
+        f"classical baseline ({int(baseline_instances.max())} objects)",
+        "U-Net errors: TP green, FP red, FN blue",
+    ]
     for ax, panel, title in zip(axes, panels, titles):
         ax.imshow(panel)
         ax.set_title(title, fontsize=9)
@@ -94,7 +104,9 @@ def write_report(out: Path, project, info: ModelVersion, comparison, quant, pred
     rep.figure(fig, "Objects matched at IoU 0.5")
     plt.close(fig)
     rep.heading("Quantification")
-    per_image = quant.images[["image", "class_name", "n_objects", "coverage_percent"] + [c for c in quant.images.columns if c.startswith("mean_area")]]
+    per_image = quant.images[
+        ["image", "class_name", "n_objects", "coverage_percent"] + [c for c in quant.images.columns if c.startswith("mean_area")]
+    ]
     per_image = per_image.rename(columns=column_label)
     rep.table(per_image, "Objects and coverage per image (predicted)")
     area_col = next(c for c in quant.objects.columns if c.startswith("area"))
@@ -105,5 +117,7 @@ def write_report(out: Path, project, info: ModelVersion, comparison, quant, pred
     fig.tight_layout()
     rep.figure(fig, "Nucleus sizes over all images")
     plt.close(fig)
-    rep.paragraph("Tables: evaluation/*.csv, comparison.csv, quantification/objects.csv and images.csv; predicted objects: predictions/*.tif.")
+    rep.paragraph(
+        "Tables: evaluation/*.csv, comparison.csv, quantification/objects.csv and images.csv; predicted objects: predictions/*.tif."
+    )
     return Path(rep.save(out / "report.html"))

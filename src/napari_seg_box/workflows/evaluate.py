@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
-from ..core.errors import DataError
-from ..core.events import ItemDone, Message, check_cancel, run_to_end
 from ..core.baseline import classical_segmentation
 from ..core.config import as_config
+from ..core.errors import DataError
 from ..core.evaluate import Evaluation, _finite, evaluate_pairs, list_evaluations, objects_of_class, save_evaluation, truth_instances
+from ..core.events import ItemDone, Message, check_cancel, run_to_end
 from ..core.infer import Predictor, iter_predict
 from ..core.postprocess import PostprocessConfig
 from ..core.store import SPLITS, iter_annotated_planes
@@ -42,7 +43,7 @@ def iter_evaluate_project(
     """
     predictor = predictor or Predictor.from_project(project, version)
     K = predictor.classes
-    if K != project.n_classes:
+    if project.n_classes != K:
         yield Message(f"Model version {predictor.version} has {K} classes, the project {project.n_classes}.", level="warning")
     pp = as_config(PostprocessConfig, postprocess) if postprocess is not None else predictor.default_postprocess
     planes = list(iter_annotated_planes(project, (split,) if names is None else SPLITS))
@@ -61,9 +62,13 @@ def iter_evaluate_project(
         probs = yield from iter_predict(plane.pixels, predictor, config=predict_config, stack=False, cancel=cancel)
         res = predictor.postprocess(probs, pp)
         pinst = {c: objects_of_class(res, c) for c in object_classes}
-        items.append((plane.name, plane.labels, res.semantic, truth_instances(plane.labels, plane.instances, classes=object_classes), pinst))
+        items.append(
+            (plane.name, plane.labels, res.semantic, truth_instances(plane.labels, plane.instances, classes=object_classes), pinst)
+        )
         yield ItemDone(i, len(planes), plane.name)
-    ev = evaluate_pairs(items, n_classes=K, class_names=predictor.class_names, object_classes=object_classes, keep_error_maps=keep_error_maps)
+    ev = evaluate_pairs(
+        items, n_classes=K, class_names=predictor.class_names, object_classes=object_classes, keep_error_maps=keep_error_maps
+    )
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
     ev.id = f"{predictor.version}-{split}-{stamp}"
     ev.summary.update(
@@ -114,7 +119,7 @@ def compare_models(project, versions: Sequence[str] | None = None, *, evaluate_m
         entry = entries.get(v) or entries[project.resolve_version(v)]
         objs = s.get("objects") or {}
 
-        def mean_of(key):
+        def mean_of(key, objs=objs):
             vals = [o.get(key) for o in objs.values() if o.get(key) is not None]
             return float(np.mean(vals)) if vals else float("nan")
 

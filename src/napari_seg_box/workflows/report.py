@@ -6,7 +6,8 @@ import base64
 import html
 import io
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
+from ..core.config import as_config
 from ..core.errors import DataError, StoreError
 from ..core.events import ItemDone, check_cancel, run_to_end
 from ..core.infer import Predictor, iter_predict
 from ..core.io import _expand, _stem, read_image
-from ..core.config import as_config
 from ..core.manifest import plane_name
 from ..core.postprocess import PostprocessConfig
 from ..core.quantify import Quantification, measuring_scale, quantify_labels
@@ -54,7 +55,10 @@ def iter_segment_and_quantify(
         items = [(_stem(p), lambda p=p: (read_image(p), None), None, p) for p in _expand(files)]
     else:
         names = list(names) if names is not None else project.image_names()
-        items = [(n, lambda n=n: (project.get_image(n), project.image_record(n).is_stack), project.image_record(n).pixel_size, None) for n in names]
+        items = [
+            (n, lambda n=n: (project.get_image(n), project.image_record(n).is_stack), project.image_record(n).pixel_size, None)
+            for n in names
+        ]
     if not items:
         raise DataError("No images to quantify: choose a folder or files with images, or add images to the project.")
     objects, rows, errors, labels = [], [], [], {}
@@ -68,7 +72,15 @@ def iter_segment_and_quantify(
             found = []
             for z, pixels, p in planes:
                 res = predictor.postprocess(p, pp)
-                q = quantify_labels(res.semantic, pixels, instances=res.instances, pixel_size=ps, unit=u, class_names=predictor.class_names, name=plane_name(name, z))
+                q = quantify_labels(
+                    res.semantic,
+                    pixels,
+                    instances=res.instances,
+                    pixel_size=ps,
+                    unit=u,
+                    class_names=predictor.class_names,
+                    name=plane_name(name, z),
+                )
                 if path:
                     q.images["path"] = path
                 objects.append(q.objects)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import itertools
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -54,7 +55,11 @@ def iter_tune_postprocess(
     import pandas as pd
 
     predictor = predictor or Predictor.from_project(project, version)
-    planes = [p for p in iter_annotated_planes(project, ("validation",) if names is None else ("train", "validation", "test")) if names is None or p.image in names]
+    planes = [
+        p
+        for p in iter_annotated_planes(project, ("validation",) if names is None else ("train", "validation", "test"))
+        if names is None or p.image in names
+    ]
     if not planes:
         raise DataError("No annotated validation images to tune on: mark some annotated images as validation (`split`).")
     grid = {**DEFAULT_GRID, **(grid or {})}
@@ -75,7 +80,9 @@ def iter_tune_postprocess(
 
     def needed(values) -> bool:  # seed_distance matters only to the distance-transform watershed
         d = dict(zip(keys, values))
-        return "seed_distance" not in d or d.get("instances", base.instances) == "watershed" or d["seed_distance"] == grid["seed_distance"][0]
+        return (
+            "seed_distance" not in d or d.get("instances", base.instances) == "watershed" or d["seed_distance"] == grid["seed_distance"][0]
+        )
 
     combos = [c for c in itertools.product(*[grid[k] for k in keys]) if needed(c)]
     rows = []
@@ -105,7 +112,9 @@ def iter_tune_postprocess(
         images = sorted({p.image for p in planes})
         tuning = Tuning(best, float(best_row["score"]), str(best_row["metric"]), tuple(images), {k: list(grid[k]) for k in keys})
         predictor.info = project.save_tuning(predictor.info, tuning)  # the predictor now uses them too
-        yield Message(f"Saved post-processing settings with model version {predictor.version}: {best.to_dict()} ({best_row['metric']} {best_row['score']:.3f}).")
+        yield Message(
+            f"Saved post-processing settings with model version {predictor.version}: {best.to_dict()} ({best_row['metric']} {best_row['score']:.3f})."
+        )
     return best, table
 
 

@@ -45,7 +45,9 @@ def auto_batch_size(model, patch: int, channels: int, rt: _Runtime, loss_fn) -> 
     return int(2 ** np.clip(np.floor(np.log2(max(fits, 1))), 1, 6))
 
 
-def lr_find(model, sampler: _Sampler, rt: _Runtime, loss_fn, *, batch_size: int, steps: int = 24, lo: float = 1e-5, hi: float = 1e-1, cancel=None) -> dict:
+def lr_find(
+    model, sampler: _Sampler, rt: _Runtime, loss_fn, *, batch_size: int, steps: int = 24, lo: float = 1e-5, hi: float = 1e-1, cancel=None
+) -> dict:
     """Learning-rate range test (Smith 2017): exponentially growing rate, loss recorded, model restored.
 
     Returns ``{"lr": suggestion, "lrs": [...], "losses": [...]}``; the suggestion is a tenth of the rate

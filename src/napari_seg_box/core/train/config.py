@@ -89,9 +89,13 @@ class TrainConfig(Config):
         if not 3 <= self.encoder_depth <= 5:
             raise ConfigError(f"encoder_depth must be 3, 4 or 5, got {self.encoder_depth}.")
         if self.decoder_channels is not None and len(self.decoder_channels) != self.encoder_depth:
-            raise ConfigError(f"decoder_channels needs {self.encoder_depth} values (one per encoder stage), got {len(self.decoder_channels)}.")
+            raise ConfigError(
+                f"decoder_channels needs {self.encoder_depth} values (one per encoder stage), got {len(self.decoder_channels)}."
+            )
         if self.patch_size is not None and (self.patch_size < 32 or self.patch_size % 32):
-            raise ConfigError(f"patch_size must be a multiple of 32 (the U-Net halves it 5 times), got {self.patch_size}: try {max(32, round(self.patch_size / 32) * 32)}.")
+            raise ConfigError(
+                f"patch_size must be a multiple of 32 (the U-Net halves it 5 times), got {self.patch_size}: try {max(32, round(self.patch_size / 32) * 32)}."
+            )
         if self.batch_size is not None and self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}.")
         if self.learning_rate is not None and not 0 < self.learning_rate < 1:

@@ -12,8 +12,9 @@ import math
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -58,7 +59,9 @@ class Run:
         return round(self.duration_before + time.perf_counter() - self.t_start, 2)
 
 
-def iter_train(project, config: TrainConfig | None = None, *, cancel: threading.Event | None = None, resume: bool | str = False) -> Iterator[Any]:
+def iter_train(
+    project, config: TrainConfig | None = None, *, cancel: threading.Event | None = None, resume: bool | str = False
+) -> Iterator[Any]:
     """Train a U-Net on the project's annotations; yields events, returns the saved model version id.
 
     Parameters
@@ -140,7 +143,9 @@ def iter_train(project, config: TrainConfig | None = None, *, cancel: threading.
     return saved.version
 
 
-def train(project, config: TrainConfig | None = None, *, on_event=None, cancel: threading.Event | None = None, resume: bool | str = False) -> str:
+def train(
+    project, config: TrainConfig | None = None, *, on_event=None, cancel: threading.Event | None = None, resume: bool | str = False
+) -> str:
     """Train and return the new model version id (blocking; ``on_event(event)`` sees each event)."""
     return run_to_end(iter_train(project, config, cancel=cancel, resume=resume), on_event)
 
@@ -264,7 +269,9 @@ def _train_epoch(run: Run, sampler: _Sampler, loss_fn, epoch: int, cancel) -> It
                     if not rt.cuda or not _too_big(err):
                         raise
                     if batch == 1:
-                        raise DataError("The GPU ran out of memory even with batch size 1: choose a smaller patch size or a lighter encoder.") from err
+                        raise DataError(
+                            "The GPU ran out of memory even with batch size 1: choose a smaller patch size or a lighter encoder."
+                        ) from err
                 # out of the except clause: the error's traceback no longer holds the activations
                 run.opt.zero_grad(set_to_none=True)
                 del x, y, w
@@ -290,7 +297,11 @@ def _train_epoch(run: Run, sampler: _Sampler, loss_fn, epoch: int, cancel) -> It
     if stopped:
         return None
     acc, iou, _ = _scores(conf_t[: k * k].reshape(k, k).cpu().numpy())
-    return {"metrics": {"train_loss": loss_sum / max(seen, 1), "train_acc": acc, "train_iou": iou, "lr": lr_now}, "seen": seen, "wait_s": prefetch.wait_s}
+    return {
+        "metrics": {"train_loss": loss_sum / max(seen, 1), "train_acc": acc, "train_iou": iou, "lr": lr_now},
+        "seen": seen,
+        "wait_s": prefetch.wait_s,
+    }
 
 
 def _is_better(metrics: dict, best: dict) -> bool:

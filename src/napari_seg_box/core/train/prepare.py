@@ -13,7 +13,6 @@ from ..losses import IGNORE, edge_weight_map
 from ..store import Plane, iter_annotated_planes
 from .config import TrainConfig
 
-
 _VAL_TILE = 512  # validation regions are cut into crops of at most this size
 
 
