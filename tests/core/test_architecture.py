@@ -268,3 +268,20 @@ def test_format1_store_opens_migrated_and_its_model_works(tmp_path, boundary):
     (tmp_path / "old.zarr" / "models" / "v001" / "weights.safetensors").write_bytes(b"tampered")
     with pytest.raises(StoreError, match="damaged"):
         Project.open(url).model_weights("v001")
+
+
+def test_listing_annotations_reads_the_manifest_only(tmp_path):
+    """Autosave refreshes the Annotate list after every save: it must not read every labels array."""
+    p = Project.create(tmp_path / "p.zarr", classes=["background", "cell", "membrane"])
+    labels = np.zeros((64, 64), np.uint8)
+    labels[:10] = 1
+    labels[10:12] = 3
+    p.add_image("a", np.zeros((64, 64), np.uint8), labels=labels)
+    p.remove(p.manifest["images"]["a"]["labels"])  # were the array read, this would fail
+    q = Project.open(tmp_path / "p.zarr")
+    assert q.annotation_stats("a").tolist() == [640, 0, 128]
+    assert q.summary()["annotated_pixels_per_class"] == {"background": 640, "cell": 0, "membrane": 128}
+    assert q.annotation_history("a")[-1]["origin"] == "imported"
+    q.set_labels("a", labels, origin="corrected", model_version="v003")
+    assert [h["origin"] for h in q.annotation_history("a")] == ["imported", "corrected"]
+    assert q.image_record("a").annotation["model_version"] == "v003"

@@ -49,7 +49,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..workflows.evaluate import compare_models, evaluate_baseline, iter_evaluate_project
 
     project = open_project(args)
-    predictor = Predictor.from_project(project, args.version, device=args.device)
+    predictor = Predictor.from_project(project, args.version, device=_predict_config(args).device)
     ev = drive(
         iter_evaluate_project(project, predictor=predictor, split=args.split, predict_config=_predict_config(args)),
         quiet=args.json,
@@ -104,7 +104,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         grid["seed_distance"] = args.seed_distances
     if args.instances:
         grid["instances"] = args.instances
-    predictor = Predictor.from_project(project, args.version, device=args.device)
+    predictor = Predictor.from_project(project, args.version, device=_predict_config(args).device)
     tuning = iter_tune_postprocess(project, predictor=predictor, grid=grid, predict_config=_predict_config(args), save=not args.no_save)
     best, table = drive(tuning, quiet=args.json, desc="tune")
     top = table.sort_values("score", ascending=False).head(5)

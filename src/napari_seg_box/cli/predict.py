@@ -9,18 +9,22 @@ from ._common import add_store_options, drive, open_project, print_json
 
 def _add_predict_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--version", help="model version (default: newest; 'best' = best validation IoU)")
-    p.add_argument("--tile-size", type=int, default=256, help="tile side in pixels, a multiple of 32 (default: %(default)s)")
-    p.add_argument("--overlap", type=float, default=0.25, help="tile overlap fraction (default: %(default)s; 0.5 = quality)")
+    from ..core.infer import TTA_MODES, PredictConfig
+
+    d = PredictConfig()  # the defaults are the core's, said once
+    p.add_argument("--tile-size", type=int, help=f"tile side in pixels, a multiple of 32 (default: {d.tile_size})")
+    p.add_argument("--overlap", type=float, help=f"tile overlap fraction (default: {d.overlap}; 0.5 = quality)")
     p.add_argument("--batch-size", type=int, help="tiles per forward pass (default: 4 on the CPU, 16 on a GPU)")
-    p.add_argument("--tta", default="none", choices=["none", "flips", "d4"], help="test-time augmentation (default: %(default)s)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: %(default)s)")
+    p.add_argument("--tta", choices=TTA_MODES, help=f"test-time augmentation (default: {d.tta})")
+    p.add_argument("--device", help=f"auto, cpu, cuda or mps (default: {d.device})")
     p.add_argument("--json", action="store_true", help="print a JSON summary for scripts (no progress bars)")
 
 
 def _predict_config(args):
     from ..core.infer import PredictConfig
 
-    return PredictConfig(tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size, tta=args.tta, device=args.device)
+    given = {k: getattr(args, k) for k in ("tile_size", "overlap", "batch_size", "tta", "device")}
+    return PredictConfig.from_dict({k: v for k, v in given.items() if v is not None})
 
 
 def register(sub) -> None:
@@ -50,7 +54,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     project = open_project(args)
     cfg = _predict_config(args)
-    predictor = Predictor.from_project(project, args.version, device=args.device)
+    predictor = Predictor.from_project(project, args.version, device=_predict_config(args).device)
     if args.large:
         if not args.images or len(args.images) != 1:
             raise DataError("--large takes exactly one zarr/OME-Zarr image in --images.")

@@ -91,7 +91,6 @@ class PredictWidget(QWidget):
         self.threshold = QDoubleSpinBox()
         self.threshold.setRange(0.05, 0.95)
         self.threshold.setSingleStep(0.05)
-        self.threshold.setValue(0.5)
         self.threshold.setToolTip("A pixel is an object when its probability of not being background is at least this")
         pf.addRow("Threshold:", self.threshold)
         self.erosion = QSpinBox()
@@ -100,17 +99,17 @@ class PredictWidget(QWidget):
         pf.addRow("Erosion (px):", self.erosion)
         self.min_size = QSpinBox()
         self.min_size.setRange(0, 100000)
-        self.min_size.setValue(10)
         pf.addRow("Minimum size (px):", self.min_size)
         self.split = QCheckBox("split touching objects (watershed)")
-        self.split.setChecked(True)
         pf.addRow(self.split)
         self.seed_distance = QSpinBox()
         self.seed_distance.setRange(1, 200)
-        self.seed_distance.setValue(5)
         self.seed_distance.setToolTip("Smallest distance between the centres of two touching objects (watershed seeds)")
         pf.addRow("Seed distance (px):", self.seed_distance)
         self.tuned_btn = QPushButton("Use the model's tuned settings")
+        from ..core.postprocess import PostprocessConfig
+
+        self.set_postprocess(PostprocessConfig())  # the core's defaults until a model version is chosen
         pf.addRow(self.tuned_btn)
         lay.addWidget(box)
 
