@@ -64,42 +64,55 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise DataError(f"Cannot read {path}: {err}. Supported: {', '.join(IMAGE_EXTS)}, .zarr (OME-Zarr).") from err
 
 
+def _zarr_image(url) -> tuple[object, list | None, object]:
+    """The full-resolution array of a zarr array / OME-Zarr / plain zarr group (lazy), the axis names
+    of an OME-Zarr (else None) and the group (None for a bare array)."""
+    import zarr
+
+    try:
+        node = zarr.open(str(url), mode="r")
+    except Exception as err:
+        raise DataError(f"Cannot open {url} as zarr: {err}") from err
+    if isinstance(node, zarr.Array):
+        return node, None, None
+    ms = _ome(node).get("multiscales")
+    if not ms:
+        arrays = list(node.array_keys())
+        if not arrays:
+            raise DataError(f"{url} is a zarr group without arrays or OME-Zarr multiscales metadata.")
+        return node[arrays[0]], None, node
+    array = node[ms[0]["datasets"][0]["path"]]
+    return array, _axis_names(ms[0]) or [None] * array.ndim, node  # old OME-Zarr: no axis names
+
+
+def _ome(node) -> dict:
+    attrs = dict(node.attrs)
+    return attrs.get("ome", attrs)
+
+
+def _axis_names(multiscale: dict) -> list:
+    return [a["name"] if isinstance(a, dict) else a for a in multiscale.get("axes", [])]
+
+
 def read_ome_zarr(url: str) -> tuple[np.ndarray, np.ndarray | None]:
     """Read the full-resolution image of an OME-Zarr (or a plain zarr array) and its first label image.
 
     Returns ``(image, labels)`` with the image as (Y, X), (Y, X, C) or a stack (Z, Y, X); leading
     singleton axes (t, c, z of length 1) are dropped.
     """
-    import zarr
-
-    try:
-        node = zarr.open(url, mode="r")
-    except Exception as err:
-        raise DataError(f"Cannot open {url} as zarr: {err}") from err
-    if isinstance(node, zarr.Array):
-        return np.asarray(node[...]), None
-    attrs = dict(node.attrs)
-    ome = attrs.get("ome", attrs)
-    multiscales = ome.get("multiscales")
-    if not multiscales:
-        arrays = list(node.array_keys())
-        if not arrays:
-            raise DataError(f"{url} is a zarr group without arrays or OME-Zarr multiscales metadata.")
-        return np.asarray(node[arrays[0]][...]), None
-    ms = multiscales[0]
-    axes = [a["name"] if isinstance(a, dict) else a for a in ms.get("axes", [])]
-    data = np.asarray(node[ms["datasets"][0]["path"]][...])
-    image = _squeeze_ome(data, axes)
+    array, axes, group = _zarr_image(url)
+    image = np.asarray(array[...])
+    if axes is None:
+        return image, None
     labels = None
-    if "labels" in node:
-        lab_group = node["labels"]
-        names = dict(lab_group.attrs).get("ome", dict(lab_group.attrs)).get("labels") or list(lab_group.group_keys())
+    if "labels" in group:
+        lab_group = group["labels"]
+        names = _ome(lab_group).get("labels") or list(lab_group.group_keys())
         if names:
             lg = lab_group[names[0]]
-            lms = dict(lg.attrs).get("ome", dict(lg.attrs))["multiscales"][0]
-            laxes = [a["name"] if isinstance(a, dict) else a for a in lms.get("axes", [])]
-            labels = _squeeze_ome(np.asarray(lg[lms["datasets"][0]["path"]][...]), laxes)
-    return image, labels
+            lms = _ome(lg)["multiscales"][0]
+            labels = _squeeze_ome(np.asarray(lg[lms["datasets"][0]["path"]][...]), _axis_names(lms))
+    return _squeeze_ome(image, axes), labels
 
 
 def _squeeze_ome(data: np.ndarray, axes: Sequence[str]) -> np.ndarray:
@@ -340,33 +353,16 @@ def open_array(source):
     """A lazily indexable (Y, X[, C]) array from a zarr/dask array or a zarr / OME-Zarr path."""
     if hasattr(source, "shape") and hasattr(source, "__getitem__"):
         return source
-    import zarr
+    arr, axes, _ = _zarr_image(source)
+    if axes is None or arr.ndim <= 2:
+        return arr
+    import dask.array as da
 
-    try:
-        node = zarr.open(str(source), mode="r")
-    except Exception as err:
-        raise DataError(f"Cannot open {source} as zarr: {err}") from err
-    if isinstance(node, zarr.Array):
-        return node
-    attrs = dict(node.attrs)
-    ome = attrs.get("ome", attrs)
-    ms = ome.get("multiscales")
-    if not ms:
-        keys = list(node.array_keys())
-        if not keys:
-            raise DataError(f"{source} holds no zarr array.")
-        return node[keys[0]]
-    arr = node[ms[0]["datasets"][0]["path"]]
-    axes = [a["name"] if isinstance(a, dict) else a for a in ms[0].get("axes", [])]
-    # drop leading singleton axes lazily (t, c, z of length 1)
-    if arr.ndim > 2:
-        import dask.array as da
-
-        d = da.from_zarr(arr)
-        idx = tuple(0 if (n == 1 and (not axes or axes[i] not in ("y", "x"))) else slice(None) for i, n in enumerate(d.shape))
-        d = d[idx]
-        kept = [axes[i] for i, n in enumerate(arr.shape) if not isinstance(idx[i], int)] if axes else []
-        if "c" in kept and d.ndim == 3:
-            d = da.moveaxis(d, kept.index("c"), -1)
-        return d
-    return arr
+    # drop leading singleton axes lazily (t, c, z of length 1), channels last
+    d = da.from_zarr(arr)
+    idx = tuple(0 if (n == 1 and axes[i] not in ("y", "x")) else slice(None) for i, n in enumerate(d.shape))
+    d = d[idx]
+    kept = [axes[i] for i in range(arr.ndim) if not isinstance(idx[i], int)]
+    if "c" in kept and d.ndim == 3:
+        d = da.moveaxis(d, kept.index("c"), -1)
+    return d
