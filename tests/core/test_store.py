@@ -232,3 +232,17 @@ def test_bad_images(project):
     with pytest.raises(DataError, match="numbers"):
         project.add_image("text", np.array([["a"] * 16] * 16))
     assert project.image_names() == []
+
+
+def test_pixel_size_of_a_stack_given_as_y_x_is_kept(tmp_path):
+    p = Project.create(tmp_path / "s.zarr", pixel_size=0.2)
+    p.add_image("stack", np.zeros((6, 32, 32), np.uint8), pixel_size=(0.1, 0.1))
+    rec = p.image_record("stack")
+    assert rec.pixel_size == (0.1, 0.1) and rec.spacing == (0.1, 0.1)  # z unknown, (y, x) kept
+    from napari_seg_box.layers import layer_scale
+
+    assert layer_scale(rec) == (1.0, 0.1, 0.1)
+    p.add_image("plane", np.zeros((32, 32), np.uint8))
+    assert p.image_record("plane").pixel_size == (0.2, 0.2) and layer_scale(p.image_record("plane")) == (0.2, 0.2)
+    with pytest.raises(DataError, match=r"\(z, y, x\)"):
+        p.add_image("bad", np.zeros((6, 32, 32), np.uint8), pixel_size=(0.1, 0.1, 0.1, 0.1))

@@ -167,15 +167,14 @@ def class_list(names: Sequence[str], colors: Sequence[str] | None) -> list[dict]
 
 
 def pixel_size_list(pixel_size: float | Sequence[float] | None, n: int = 2) -> list[float] | None:
-    """A pixel size as a list of ``n`` positive values (one value means the same on every axis)."""
+    """A pixel size as a list of positive numbers: one value (y = x), (y, x), or, for a stack of
+    ``n = 3`` spatial axes, (z, y, x) (given as (y, x), the plane spacing stays unknown)."""
     if pixel_size is None:
         return None
-    ps = [float(pixel_size)] * n if np.isscalar(pixel_size) else [float(p) for p in pixel_size]
-    if n == 3 and len(ps) == 2:  # (y, x) for a stack: the z spacing is unknown
-        return None
-    if len(ps) != n or any(not np.isfinite(p) or p <= 0 for p in ps):
-        what = "(y, x)" if n == 2 else "(z, y, x)"
-        raise DataError(f"Pixel size must be one positive number or {n} {what}; got {pixel_size!r}.")
+    ps = [float(pixel_size)] * 2 if np.isscalar(pixel_size) else [float(p) for p in pixel_size]
+    if len(ps) not in (2, n) or any(not np.isfinite(p) or p <= 0 for p in ps):
+        forms = "(y, x)" + (" or (z, y, x)" if n == 3 else "")
+        raise DataError(f"Pixel size must be one positive number or {forms}; got {pixel_size!r}.")
     return ps
 
 
