@@ -92,6 +92,21 @@ def cmd_import(args: argparse.Namespace) -> int:
     )
     annotated = sum(project.image_record(n).has_labels for n in names)
     print(f"Imported {len(names)} image(s) into {project.url} ({annotated} with annotations).")
+    by_kind: dict[str, list[str]] = {}
+    for name, kind in names.mask_kinds.items():
+        by_kind.setdefault(kind, []).append(name)
+    if by_kind:  # always say how masks were read: a wrong guess is visible at once
+        words = {
+            "binary": "binary (background / object)",
+            "classes": "class indices",
+            "instances": "instance ids (objects)",
+            "labels": "project labels",
+        }
+        for kind, which in by_kind.items():
+            shown = ", ".join(which[:5]) + (f" and {len(which) - 5} more" if len(which) > 5 else "")
+            print(
+                f"  masks read as {words[kind]}: {shown}" + ("" if args.mask_kind != "auto" else "  (--mask-kind to read them otherwise)")
+            )
     return 0
 
 

@@ -25,7 +25,7 @@ _LAZY = {
     "read_image": "io",
     "find_pairs": "io",
     "import_images": "io",
-    "interpret_mask": "io",
+    "interpret_mask": "masks",
     "export_annotations": "io",
     "read_ome_zarr": "io",
     "open_array": "io",

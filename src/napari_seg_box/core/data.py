@@ -23,7 +23,9 @@ def normalize(image: np.ndarray, *, percentiles: tuple[float, float] = DEFAULT_P
 
     Returns
     -------
-    (Y, X, C) float32 array (a channel axis is always present).
+    (Y, X, C) float32 array (a channel axis is always present). Pixels that are not numbers (NaN,
+    infinite: a dead pixel, a masked region exported as NaN) take the low value 0 and play no part in
+    the percentiles, so one of them cannot turn the whole image into background.
     """
     image = np.asarray(image)
     if image.ndim == 2:
@@ -31,7 +33,14 @@ def normalize(image: np.ndarray, *, percentiles: tuple[float, float] = DEFAULT_P
     if image.ndim != 3:
         raise DataError(f"Expected a (Y, X) or (Y, X, C) image, got shape {image.shape}.")
     lo, hi = percentile_bounds(image, percentiles)
-    out = (image.astype(np.float32, copy=False) - lo) / np.maximum(hi - lo, eps)
+    return scale(image, lo, hi, eps=eps)
+
+
+def scale(block: np.ndarray, lo: np.ndarray, hi: np.ndarray, *, eps: float = 1e-6) -> np.ndarray:
+    """``(block - lo) / (hi - lo)`` as float32, channel-last; non-finite pixels become 0."""
+    out = (block.astype(np.float32, copy=False) - lo) / np.maximum(hi - lo, eps)
+    if np.issubdtype(block.dtype, np.floating) and not np.isfinite(out).all():
+        out = np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
     return out.astype(np.float32, copy=False)
 
 
@@ -50,7 +59,14 @@ def percentile_bounds(array, percentiles: tuple[float, float] = DEFAULT_PERCENTI
     else:
         band = max(step, (4096 // step) * step)
         sample = np.concatenate([np.asarray(array[y0 : min(h, y0 + band) : step, ::step]) for y0 in range(0, h, band)], axis=0)
-    lo, hi = np.percentile(sample.astype(np.float32).reshape(-1, channels), percentiles, axis=0)
+    sample = sample.astype(np.float32).reshape(-1, channels)
+    if not np.isfinite(sample).all():  # NaN / inf pixels play no part (np.nanpercentile is slower: only here)
+        sample = np.where(np.isfinite(sample), sample, np.nan)
+        if np.isnan(sample).all(axis=0).any():
+            raise DataError("A channel of this image holds no finite number (all NaN or infinite): nothing can be seen in it.")
+        lo, hi = np.nanpercentile(sample, percentiles, axis=0)
+    else:
+        lo, hi = np.percentile(sample, percentiles, axis=0)
     return lo.astype(np.float32), hi.astype(np.float32)
 
 

@@ -52,7 +52,9 @@ class Evaluation:
         """Write the tables as CSV files into ``folder``; returns the paths."""
         import os
 
-        os.makedirs(folder, exist_ok=True)
+        from .io import output_dir
+
+        output_dir(folder)
         paths = []
         for name in ("per_image", "per_class", "objects", "confusion"):
             p = os.path.join(str(folder), f"{name}.csv")

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .config import Config, as_config
-from .data import normalize, pad_to_multiple, percentile_bounds
+from .data import normalize, pad_to_multiple, percentile_bounds, scale
 from .errors import ConfigError, DataError
 from .events import Message, Progress, check_cancel, run_to_end
 from .io import open_array
@@ -369,13 +369,10 @@ def iter_predict_large(
             probs_arr[...] = probs.astype(probability_dtype)
         return group
     lo, hi = percentile_bounds(array, predictor.percentiles)
-    scale = 1.0 / np.maximum(hi - lo, 1e-6)
 
     def read_rows(y0, y1):
-        block = np.asarray(array[y0:y1]).astype(np.float32)
-        if block.ndim == 2:
-            block = block[..., None]
-        return (block - lo) * scale
+        block = np.asarray(array[y0:y1])
+        return scale(block[..., None] if block.ndim == 2 else block, lo, hi)
 
     # writes arrive in row order with arbitrary heights: buffer them up to whole chunk rows
     pending: list[np.ndarray] = []

@@ -26,10 +26,12 @@ import numpy as np
 
 from .errors import DataError
 from .layout import canonical_axes, channels_of, read_axes, spatial_shape, to_canonical
+from .masks import read_mask
 
 IMAGE_EXTS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
-MASK_SUFFIXES = ("_mask", "_masks", "_label", "_labels", "-mask", "-labels", "_gt")
-MASK_KINDS = ("auto", "binary", "classes", "instances", "labels")
+MASK_SUFFIXES = ("_mask", "_masks", "_label", "_labels", "_instances", "-mask", "-labels", "_gt")
+# what `predict` writes next to the objects (<name>_instances.tif): not label images of their own
+PREDICTION_EXTRAS = ("_labels", "_probabilities")
 
 
 @dataclass(frozen=True)
@@ -125,59 +127,6 @@ def _squeeze_ome(data: np.ndarray, axes: Sequence[str]) -> np.ndarray:
     return data
 
 
-def interpret_mask(mask: np.ndarray, *, kind: str = "auto", n_classes: int = 2) -> tuple[np.ndarray, np.ndarray | None]:
-    """Turn a mask file's values into project labels (0 = unlabelled, 1..K) and instance ids.
-
-    kind:
-      ``binary``    two values (0/255, 0/1, False/True): low -> class 1, high -> class 2;
-      ``classes``   class indices 0..K-1 (0 = first class, usually background) -> 1..K;
-      ``instances`` object ids (0 = background): class 1 background, class 2 objects, plus the
-                    ids as instance ground truth;
-      ``labels``    already project labels (0 = unlabelled) -> kept;
-      ``auto``      two distinct values -> binary; values beyond the classes -> instances;
-                    otherwise classes.
-    """
-    if kind not in MASK_KINDS:
-        raise DataError(f"Unknown mask kind {kind!r}: use one of {', '.join(MASK_KINDS)}.")
-    mask = np.asarray(mask)
-    if mask.ndim == 3 and mask.shape[-1] in (3, 4):  # RGB(A) masks saved by paint programs
-        mask = mask[..., 0]
-    if not (np.issubdtype(mask.dtype, np.integer) or mask.dtype == bool):
-        if np.issubdtype(mask.dtype, np.floating) and np.all(np.mod(mask, 1) == 0):
-            mask = mask.astype(np.int64)
-        else:
-            raise DataError("Masks must hold whole numbers (binary, class indices or instance ids).")
-    values = np.unique(mask)
-    if kind == "auto":
-        if len(values) <= 2 and (values.max(initial=0) > 1 or n_classes == 2):
-            kind = "binary"
-        elif values.max(initial=0) > n_classes - 1:
-            kind = "instances"
-        else:
-            kind = "classes"
-    if kind == "binary":
-        if len(values) > 2:
-            raise DataError(f"A binary mask must have two values; this one has {len(values)} (use kind='instances' or 'classes').")
-        high = values.max(initial=0)
-        fg = (mask == high) & (high > 0)
-        return (1 + fg).astype(np.uint8), None
-    if kind == "instances":
-        if int(values.min(initial=0)) < 0:
-            raise DataError("Instance masks must not hold negative ids.")
-        return (1 + (mask > 0)).astype(np.uint8), mask.astype(np.uint32)
-    if kind == "classes":
-        if int(values.min(initial=0)) < 0 or int(values.max(initial=0)) > n_classes - 1:
-            raise DataError(
-                f"Class mask values {int(values.min())}..{int(values.max())} do not fit the project's {n_classes} classes "
-                "(0..K-1 expected): add classes first or choose mask kind 'instances'."
-            )
-        return (mask.astype(np.int64) + 1).astype(np.uint8), None
-    # labels
-    if int(values.max(initial=0)) > n_classes or int(values.min(initial=0)) < 0:
-        raise DataError(f"Label values must be 0..{n_classes} (0 = unlabelled).")
-    return mask.astype(np.uint8), None
-
-
 def _is_image_file(p: str) -> bool:
     return p.lower().endswith(IMAGE_EXTS) and not os.path.basename(p).startswith(".")
 
@@ -258,6 +207,12 @@ def find_pairs(images: str | os.PathLike | Sequence, masks: str | os.PathLike | 
     return pairs
 
 
+class Imported(list):
+    """The names :func:`import_images` added (a list), with how each mask was read (``mask_kinds``)."""
+
+    mask_kinds: dict[str, str]
+
+
 def import_images(
     project,
     images: str | os.PathLike | Sequence,
@@ -269,14 +224,16 @@ def import_images(
     stack: bool | None = None,
     prefix: str = "",
     overwrite: bool = False,
-) -> list[str]:
+) -> Imported:
     """Import image files (and masks) into ``project``; returns the names added.
 
     A multipage TIFF or any 3D array without a short channel axis is one image, a stack of planes
     (:func:`.layout.read_axes`; ``channel_axis`` / ``stack`` override the reading), with its mask
-    read plane by plane. ``split`` defaults to ``train`` for new images; a replaced image
-    (``overwrite``) keeps its split. Everything is read and checked (names, shapes, channels,
-    classes) before anything is written, so a bad file leaves the project as it was.
+    read plane by plane; a (3, Y, X) image with a (3, Y, X) mask is a stack of 3 planes. ``split``
+    defaults to ``train`` for new images; a replaced image (``overwrite``) keeps its split. Everything
+    is read and checked (names, shapes, channels, classes) before anything is written, so a bad file
+    leaves the project as it was. The result's ``mask_kinds`` says how each mask was read
+    (:func:`.masks.read_mask`).
     """
     from .manifest import check_name
 
@@ -284,6 +241,7 @@ def import_images(
     loaded = []
     known = {r.name: r.channels for r in project.images()}
     channels = set(known.values())
+    kinds: dict[str, str] = {}
     for pair in pairs:
         name = check_name(prefix + pair.name)
         if name in known and not overwrite:
@@ -291,20 +249,24 @@ def import_images(
                 f"An image named {name!r} is already in the project: import with --overwrite (Python: overwrite=True) to replace it, or use --prefix."
             )
         image = read_image(pair.image)
-        layout = read_axes(
-            image.shape, channel_axis=channel_axis, stack=stack, channels=channels.copy().pop() if len(channels) == 1 else None
-        )
-        space = spatial_shape(to_canonical(image, layout).shape, canonical_axes(image, layout))
-        channels.add(channels_of(to_canonical(image, layout).shape, canonical_axes(image, layout)))
+        mask = read_image(pair.mask) if pair.mask else None
+        hint = channels.copy().pop() if len(channels) == 1 else None
+        layout = read_axes(image.shape, channel_axis=channel_axis, stack=stack, channels=hint)
+        if mask is not None and stack is None and channel_axis is None and layout.channel_axis == 0 and mask.shape == image.shape:
+            layout = read_axes(image.shape, stack=True)  # a mask per plane: the short axis holds planes
+        canonical = to_canonical(image, layout)
+        axes = canonical_axes(image, layout)
+        space = spatial_shape(canonical.shape, axes)
+        channels.add(channels_of(canonical.shape, axes))
         labels = instances = None
-        if pair.mask:
-            mask = read_image(pair.mask)
+        if mask is not None:
             if layout.is_stack and mask.ndim == 3 and mask.shape[0] == space[0] and mask.shape[-1] not in (3, 4):
-                per_plane = [interpret_mask(m, kind=mask_kind, n_classes=project.n_classes) for m in mask]
+                per_plane = [read_mask(m, kind=mask_kind, n_classes=project.n_classes) for m in mask]
                 labels = np.stack([p[0] for p in per_plane])
                 instances = None if per_plane[0][1] is None else np.stack([p[1] for p in per_plane])
+                kinds[name] = per_plane[0][2]
             else:
-                labels, instances = interpret_mask(mask, kind=mask_kind, n_classes=project.n_classes)
+                labels, instances, kinds[name] = read_mask(mask, kind=mask_kind, n_classes=project.n_classes)
             if labels.shape != space:
                 raise DataError(
                     f"Mask {pair.mask} has shape {labels.shape} but image {pair.image} has {image.shape} (labels {space} expected)."
@@ -315,7 +277,8 @@ def import_images(
             f"These images have different channel counts ({', '.join(map(str, sorted(channels)))}, with the project's): one model needs "
             "one kind of image. Convert them (e.g. RGB to grayscale) or import them into separate projects. Nothing was imported."
         )
-    names = []
+    names = Imported()
+    names.mask_kinds = kinds
     for name, pair, image, layout, labels, instances in loaded:
         names.append(
             project.add_image(
@@ -334,19 +297,41 @@ def export_annotations(project, out_dir: str | os.PathLike, *, names: Iterable[s
     """
     import tifffile
 
-    os.makedirs(out_dir, exist_ok=True)
+    names = list(names or project.image_names())
+    paths = {name: (output_path(out_dir, name, ".tif"), output_path(out_dir, name, "_instances.tif")) for name in names}
+    output_dir(out_dir)
     written = []
-    for name in names or project.image_names():
+    for name in names:
         labels = project.get_labels(name)
         if labels is not None:
-            path = os.path.join(out_dir, f"{name}.tif")
-            tifffile.imwrite(path, labels, compression="zlib")
-            written.append(path)
+            tifffile.imwrite(paths[name][0], labels, compression="zlib")
+            written.append(paths[name][0])
         if instances and (inst := project.get_instances(name)) is not None:
-            path = os.path.join(out_dir, f"{name}_instances.tif")
-            tifffile.imwrite(path, inst, compression="zlib")
-            written.append(path)
+            tifffile.imwrite(paths[name][1], inst, compression="zlib")
+            written.append(paths[name][1])
     return written
+
+
+def output_dir(path: str | os.PathLike) -> str:
+    """Make the output folder ``path`` (refusing a file of that name, which would be overwritten)."""
+    path = os.fspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise DataError(f"The output {path} is a file: give a folder (nothing was written).")
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def output_path(out_dir: str | os.PathLike, name: str, suffix: str) -> str:
+    """``<out_dir>/<name><suffix>``, confined to ``out_dir``: the name is checked again where it is
+    used (a store can come from a shared bucket), and the path may not leave the folder."""
+    from .manifest import check_name
+
+    check_name(name)
+    root = os.path.realpath(os.fspath(out_dir))
+    path = os.path.join(os.fspath(out_dir), name + suffix)
+    if os.path.commonpath([root, os.path.realpath(path)]) != root:
+        raise DataError(f"The image name {name!r} would write outside the output folder {out_dir}: rename the image.")
+    return path
 
 
 def open_array(source):

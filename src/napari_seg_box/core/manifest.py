@@ -184,7 +184,10 @@ def check_image_array(image) -> np.ndarray:
         image = image.astype(np.uint8)
     if not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)):
         raise DataError(f"Images must hold numbers (uint8, uint16, float...); got dtype {image.dtype}.")
-    return image
+    # the canonical native dtype: tifffile's int64 is numpy's 'longlong', which zarr does not know;
+    # big-endian data (from some TIFFs) becomes native
+    canonical = np.dtype(f"{image.dtype.kind}{image.dtype.itemsize}")
+    return image if image.dtype == canonical and image.dtype.isnative and type(image.dtype) is type(canonical) else image.astype(canonical)
 
 
 def check_plane_size(shape: Sequence[int], axes: str) -> None:
@@ -199,7 +202,9 @@ def check_instances(instances: np.ndarray, shape: tuple[int, ...]) -> np.ndarray
         raise DataError(f"Instance labels of shape {instances.shape} do not match the image's {tuple(shape)}.")
     if not np.issubdtype(instances.dtype, np.integer) or int(instances.min(initial=0)) < 0:
         raise DataError("Instance labels must be non-negative integers (0 = no object).")
-    return instances.astype(np.uint32)
+    from .masks import sequential_ids
+
+    return sequential_ids(instances)
 
 
 def slug(name: str) -> str:
@@ -228,7 +233,9 @@ def migrate(manifest: Any, project) -> tuple[dict, bool]:
     if not isinstance(manifest, dict) or not isinstance(manifest.get("images"), dict) or not isinstance(manifest.get("classes"), list):
         raise StoreError(f"The manifest {MANIFEST} of {project.url} is damaged (not a napari-seg-box manifest): restore it from a backup.")
     version = manifest.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise StoreError(f"The manifest {MANIFEST} of {project.url} is damaged (format version {version!r}): restore it from a backup.")
+    if version > FORMAT_VERSION:
         raise StoreError(
             f"The project at {project.url} has format version {version!r}, newer than this napari-seg-box "
             f"understands ({FORMAT_VERSION}): update napari-seg-box (pip install -U napari-seg-box)."

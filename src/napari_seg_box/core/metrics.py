@@ -100,11 +100,11 @@ def _pixel_dict(conf: np.ndarray, class_names: Sequence[str] | None) -> dict:
 
 # ---------------------------------------------------------------------- object metrics
 def _relabel(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    ids = np.unique(labels)
-    ids = ids[ids != 0]
-    lut = np.zeros(int(labels.max(initial=0)) + 1, np.int64)
-    lut[ids] = np.arange(1, len(ids) + 1)
-    return lut[labels], ids
+    """Object ids renumbered 1..N (0 stays 0) and the original ids; any id size (no lookup table)."""
+    ids, inverse = np.unique(labels, return_inverse=True)
+    if len(ids) and ids[0] == 0:
+        return inverse.reshape(labels.shape), ids[1:]
+    return inverse.reshape(labels.shape) + 1, ids
 
 
 def iou_matrix(truth: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

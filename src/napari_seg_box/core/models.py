@@ -87,15 +87,40 @@ def build_model(spec: ModelSpec, *, encoder_weights_file: str | os.PathLike | No
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.momentum is not None and m.momentum < 0.1:
             m.momentum = 0.1
     if encoder_weights_file:
-        state = read_state_dict(encoder_weights_file)
-        state = {k.removeprefix("encoder."): v for k, v in state.items()}
-        missing, unexpected = model.encoder.load_state_dict(state, strict=False)
-        if len(missing) > len(model.encoder.state_dict()) // 2:
-            raise ConfigError(
-                f"The weights in {encoder_weights_file} do not fit encoder {spec.encoder!r} "
-                f"({len(missing)} tensors missing): use weights saved for this encoder."
-            )
+        load_encoder_weights(model.encoder, read_state_dict(encoder_weights_file), spec.encoder, str(encoder_weights_file))
     return model
+
+
+def load_encoder_weights(encoder, state: dict, name: str, source: str) -> int:
+    """Load pretrained weights (a state dict of this encoder, with or without an ``encoder.``
+    prefix, e.g. ImageNet weights of timm/torchvision) into ``encoder``; returns how many tensors
+    were loaded. Tensors the encoder lacks (a classifier head, stages a shallower U-Net drops) are
+    skipped; a first convolution made for 3 channels is adapted to the encoder's input channels,
+    as segmentation-models-pytorch does. Fewer than half the encoder's tensors fitting is an error.
+    """
+    import torch
+
+    own = encoder.state_dict()
+    state = {k.removeprefix("encoder."): v for k, v in state.items()}
+    fitting = {}
+    for key, value in state.items():
+        if key not in own or not hasattr(value, "shape"):
+            continue
+        target = own[key].shape
+        if value.shape == target:
+            fitting[key] = value
+        elif value.ndim == 4 and value.shape[0] == target[0] and value.shape[2:] == target[2:]:  # the input convolution
+            c = target[1]
+            fitting[key] = (
+                value.sum(1, keepdim=True) if c == 1 else value.repeat(1, -(-c // value.shape[1]), 1, 1)[:, :c] * (value.shape[1] / c)
+            )
+    if len(fitting) < len(own) / 2:
+        raise ConfigError(
+            f"The weights in {source} do not fit encoder {name!r} ({len(fitting)} of its {len(own)} tensors found): "
+            "use weights saved for this encoder (a state dict of the encoder, safetensors or .pth)."
+        )
+    torch.nn.Module.load_state_dict(encoder, fitting, strict=False)  # smp's encoders override it and return nothing
+    return len(fitting)
 
 
 def read_state_dict(path: str | os.PathLike) -> dict:
@@ -108,7 +133,19 @@ def read_state_dict(path: str | os.PathLike) -> dict:
         from safetensors.torch import load_file
 
         return load_file(path)
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)  # never unpickles code
+    except Exception as err:  # noqa: BLE001 - every failure means the same to the user
+        raise ConfigError(
+            f"{path} is not a file of plain weights (a state dict of tensors): napari-seg-box does not load pickled "
+            "models, which can run code. Save the encoder's state_dict, preferably as .safetensors, and give that file."
+        ) from err
+    for key in ("state_dict", "model"):  # common checkpoint layouts around a state dict
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise ConfigError(f"{path} holds a {type(state).__name__}, not a state dict of weights: save the encoder's state_dict.")
+    return state
 
 
 def weights_to_bytes(model) -> bytes:

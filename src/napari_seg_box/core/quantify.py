@@ -66,7 +66,9 @@ class Quantification:
 
     def save(self, folder, *, formats: Sequence[str] = ("csv", "parquet"), plots: bool = True) -> list[str]:
         """Write ``objects`` and ``images`` tables (CSV and Parquet) and PNG plots into ``folder``."""
-        os.makedirs(folder, exist_ok=True)
+        from .io import output_dir
+
+        output_dir(folder)
         paths = []
         for name in ("objects", "images"):
             df = getattr(self, name)
@@ -184,10 +186,17 @@ def quantify_labels(
             kwargs = {}
             if image is not None:
                 kwargs["intensity_image"] = image
+            ids = None
+            if int(inst.max()) > 4 * n + 1024:  # huge ids (2**31): regionprops would allocate by id
+                ids, inst = np.unique(inst, return_inverse=True)
+                inst = inst.reshape(labels.shape) + (ids[0] != 0)
+                ids = ids if ids[0] != 0 else ids[1:]
             t = measure.regionprops_table(
                 inst, properties=props + (["intensity_mean", "intensity_max"] if image is not None else []), **kwargs
             )
             df = pd.DataFrame(t)
+            if ids is not None:
+                df["label"] = ids[df["label"].to_numpy() - 1]  # the image's own ids
             out = pd.DataFrame({"image": name, "class": c, "class_name": cname(c), "label": df["label"].astype(np.int64)})
             a = "px2" if not ps else f"{u}2"
             out[f"area_{a}"] = df["area"] * area1
@@ -237,7 +246,7 @@ class QuantifyTask:
     image: str | None = None  # file path of the intensity image
     store: str | None = None  # project store URL (labels/instances read from it)
     store_options: tuple = ()
-    slice_index: int | None = None
+    images_from: str | None = None  # where intensity images were looked for (none matched when image is None)
 
 
 def tasks_from(source=None, *, images=None, project=None) -> list[QuantifyTask]:
@@ -246,21 +255,29 @@ def tasks_from(source=None, *, images=None, project=None) -> list[QuantifyTask]:
     if project is not None:
         opts = tuple(sorted(project.storage_options.items()))
         return [QuantifyTask(n, store=project.url, store_options=opts) for n in project.image_names() if project.image_record(n).has_labels]
-    from .io import _expand, _mask_key, _stem
+    from .io import PREDICTION_EXTRAS, _expand, _mask_key, _stem
 
     if source is None:
         raise DataError("Give label images to quantify (a folder, glob, list of files or a zarr), or a project store.")
     if isinstance(source, (str, os.PathLike)) and str(source).rstrip("/").lower().endswith(".zarr") and images is None:
         return [QuantifyTask(_stem(str(source).rstrip("/")), labels=str(source))]
     paths = _expand(source)
+    # a folder written by `predict`: measure <name>_instances.tif, not its _labels / _probabilities
+    objects = {_stem(p)[: -len("_instances")] for p in paths if _stem(p).endswith("_instances")}
+    paths = [p for p in paths if not any(_stem(p).endswith(x) and _stem(p)[: -len(x)] in objects for x in PREDICTION_EXTRAS)]
     img_by_key = {}
     if images is not None:
         for p in _expand(images):
             img_by_key[_mask_key(p)] = p
-    tasks = []
-    for p in paths:
-        key = _mask_key(p)
-        tasks.append(QuantifyTask(_stem(p), labels=p, image=img_by_key.get(key) or img_by_key.get(_stem(p))))
+    where = None if images is None else str(images)
+    tasks = [
+        QuantifyTask(_stem(p), labels=p, image=img_by_key.get(_mask_key(p)) or img_by_key.get(_stem(p)), images_from=where) for p in paths
+    ]
+    if images is not None and tasks and all(t.image is None for t in tasks):
+        raise DataError(
+            f"No label image matches an intensity image in {images} (e.g. {tasks[0].labels}): name them alike "
+            "(a.tif with a.tif, a_instances.tif or a_mask.tif), or leave out --images to measure shapes only."
+        )
     return tasks
 
 
@@ -291,6 +308,8 @@ def _read_task(task: QuantifyTask):
             labels, image = image, None
         return labels, image, None, None, "µm", None, "instances"
     labels = read_image(task.labels)
+    if task.image is None and task.images_from:  # reported, not measured without intensities in silence
+        raise DataError(f"No intensity image in {task.images_from} matches {task.labels}: name it alike (a.tif with a_instances.tif).")
     image = read_image(task.image) if task.image else None
     return labels, image, None, None, "µm", None, "instances"
 

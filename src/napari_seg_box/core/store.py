@@ -51,7 +51,7 @@ from .manifest import (
     now_iso,
     pixel_size_list,
 )
-from .storage import Storage, json_default
+from .storage import Storage, is_remote, json_default
 from .store_images import ImagesMixin, Plane, iter_annotated_planes
 from .store_versions import VersionsMixin
 from .versions import ModelVersion
@@ -110,16 +110,6 @@ class Project(ImagesMixin, VersionsMixin):
             raise StoreError(f"A project store already exists at {url}: open it with Project.open (or `info`).")
         if task not in TASKS:
             raise DataError(f"Unknown task {task!r}: use one of {', '.join(TASKS)}.")
-        import zarr
-
-        storage = Storage(url, storage_options)
-        if storage.fs.exists(storage.root) and storage.fs.isfile(storage.root):
-            raise StoreError(f"{url} is a file, not a folder: choose a new folder for the project store.")
-        if storage.fs.exists(storage.root) and storage.fs.ls(storage.root):
-            raise StoreError(
-                f"{url} exists and is not empty, and it is not a napari-seg-box project: "
-                "choose a new or empty folder so that nothing there is overwritten."
-            )
         manifest = {
             "format_version": FORMAT_VERSION,
             "task": task,
@@ -131,11 +121,14 @@ class Project(ImagesMixin, VersionsMixin):
             "images": {},
             "models": {},
         }
-        zarr.open_group(store=storage.zarr_store(), mode="w", attributes={MARKER: {"format_version": FORMAT_VERSION, "kind": "project"}})
         try:
-            storage.transact(MANIFEST, lambda doc: (manifest, None), create=True)
-        except FileExistsError:
-            raise StoreError(f"A project store was created at {url} by another program meanwhile: open it instead.") from None
+            _create(Storage(url, storage_options), manifest)
+        except (StoreError, DataError):
+            raise
+        except Exception as err:
+            if not is_remote(url):
+                raise
+            raise _unreachable(url, err) from err
         return cls(url, storage_options=storage_options, _manifest=manifest)
 
     @classmethod
@@ -326,13 +319,44 @@ class Project(ImagesMixin, VersionsMixin):
         }
 
 
+def _create(storage: Storage, manifest: dict) -> None:
+    """Write a new store's group and manifest, refusing a file or a folder with other contents."""
+    import zarr
+
+    fs, root, url = storage.fs, storage.root, storage.url
+    if fs.exists(root) and fs.isfile(root):
+        raise StoreError(f"{url} is a file, not a folder: choose a new folder for the project store.")
+    if fs.exists(root) and fs.ls(root):
+        raise StoreError(
+            f"{url} exists and is not empty, and it is not a napari-seg-box project: "
+            "choose a new or empty folder so that nothing there is overwritten."
+        )
+    zarr.open_group(store=storage.zarr_store(), mode="w", attributes={MARKER: {"format_version": FORMAT_VERSION, "kind": "project"}})
+    try:
+        storage.transact(MANIFEST, lambda doc: (manifest, None), create=True)
+    except FileExistsError:
+        raise StoreError(f"A project store was created at {url} by another program meanwhile: open it instead.") from None
+
+
+def _unreachable(url: str, err: BaseException) -> StoreError:
+    """A StoreError that says what to do about a remote store that cannot be used."""
+    text = f"{type(err).__name__}: {err}"
+    if isinstance(err, PermissionError) or any(k in text for k in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403")):
+        return StoreError(f"Access to {url} was refused ({text}): check the credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY).")
+    if isinstance(err, FileNotFoundError) or "NoSuchBucket" in text:
+        bucket = url.split("://", 1)[-1].split("/", 1)[0]
+        return StoreError(
+            f"The bucket {bucket!r} does not exist on this server ({text}): create it first (e.g. `mc mb` / `aws s3 mb`), or check the URL."
+        )
+    return StoreError(
+        f"Cannot reach the project store at {url}: {text}. Check the URL, the endpoint (--endpoint-url / AWS_ENDPOINT_URL) and the credentials."
+    )
+
+
 def _check_reachable(url: str, storage_options: Mapping[str, Any] | None) -> None:
     """Raise a StoreError that says so when the store's location cannot be reached at all."""
     try:
         storage = Storage(url, storage_options)
         storage.fs.exists(storage.root)
     except Exception as err:
-        raise StoreError(
-            f"Cannot reach the project store at {url}: {type(err).__name__}: {err}. "
-            "Check the URL, the endpoint (--endpoint-url / AWS_ENDPOINT_URL) and the credentials."
-        ) from err
+        raise _unreachable(url, err) from err

@@ -219,8 +219,19 @@ class ImagesMixin:
         return np.asarray(self.image_array(name)[...])
 
     def get_labels(self, name: str) -> np.ndarray | None:
-        """The current annotation of ``name`` (0 = unlabelled), or None when it has none."""
-        return self._read_revision(name, "labels")
+        """The current annotation of ``name`` (0 = unlabelled), or None when it has none.
+
+        Checked against the annotated-pixel counts the manifest keeps: a lost chunk of the array
+        would otherwise read as unlabelled pixels without notice."""
+        labels = self._read_revision(name, "labels")
+        saved = self._entry(name).get("label_counts")
+        if labels is not None and saved is not None and self._counts(labels) != (list(saved) + [0] * self.n_classes)[: self.n_classes]:
+            lost = int(sum(saved)) - int(np.count_nonzero(labels))
+            raise StoreError(
+                f"The annotation of {name!r} is damaged: {max(lost, 0):,} annotated pixels are missing from its array (a deleted or "
+                "corrupted chunk). Restore the store from a backup, or save the annotation again from napari."
+            )
+        return labels
 
     def get_instances(self, name: str) -> np.ndarray | None:
         return self._read_revision(name, "instances")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -12,7 +11,7 @@ from ..core.config import as_config
 from ..core.errors import DataError, StoreError
 from ..core.events import ItemDone, check_cancel, run_to_end
 from ..core.infer import PredictConfig, Predictor, as_predictor, iter_predict
-from ..core.io import _expand, _stem, read_image
+from ..core.io import _expand, _stem, output_dir, output_path, read_image
 from ..core.postprocess import PostprocessConfig
 
 
@@ -75,7 +74,18 @@ def iter_predict_files(
     """
     config = as_config(PredictConfig, config, config_kwargs)
     predictor = as_predictor(model, version=version, device=config.device)
-    sources = [(_stem(path), path, lambda path=path: (read_image(path), None)) for path in _expand(inputs)]
+    paths = _expand(inputs)
+    stems: dict[str, list[str]] = {}
+    for path in paths:
+        stems.setdefault(_stem(path), []).append(path)
+    clashes = {s: p for s, p in stems.items() if len(p) > 1}
+    if clashes:
+        stem, same = next(iter(clashes.items()))
+        raise DataError(
+            f"{len(clashes)} name(s) are shared by several inputs, whose outputs would overwrite each other: {stem} "
+            f"({', '.join(same)}). Predict them into separate --out folders (nothing was written)."
+        )
+    sources = [(_stem(path), path, lambda path=path: (read_image(path), None)) for path in paths]
     return (yield from _predict_to_files(sources, out_dir, predictor, config, postprocess, save_probabilities, cancel))
 
 
@@ -106,23 +116,23 @@ def _predict_to_files(sources, out_dir, predictor: Predictor, config, postproces
     import tifffile
 
     pp = as_config(PostprocessConfig, postprocess) if postprocess is not None else predictor.default_postprocess
-    os.makedirs(out_dir, exist_ok=True)
+    output_dir(out_dir)
     rows = []
     for i, (name, path, load) in enumerate(sources):
         check_cancel(cancel)
         row = {"name": name, "path": path, "labels": None, "instances": None, "n_objects": None, "error": None}
         try:
+            outputs = {kind: output_path(out_dir, name, f"_{kind}.tif") for kind in ("labels", "instances", "probabilities")}
             image, stack = load()
             probs = yield from iter_predict(image, predictor, config=config, stack=stack, cancel=cancel)
             results = [predictor.postprocess(p, pp) for p in (probs if probs.ndim == 4 else [probs])]
             semantic = np.stack([r.semantic for r in results]) if probs.ndim == 4 else results[0].semantic
             instances = np.stack([r.instances for r in results]) if probs.ndim == 4 else results[0].instances
-            row["labels"] = os.path.join(out_dir, f"{name}_labels.tif")
-            row["instances"] = os.path.join(out_dir, f"{name}_instances.tif")
+            row["labels"], row["instances"] = outputs["labels"], outputs["instances"]
             tifffile.imwrite(row["labels"], semantic, compression="zlib")
             tifffile.imwrite(row["instances"], instances.astype(np.uint32), compression="zlib")
             if save_probabilities:
-                tifffile.imwrite(os.path.join(out_dir, f"{name}_probabilities.tif"), probs.astype(np.float32), compression="zlib")
+                tifffile.imwrite(outputs["probabilities"], probs.astype(np.float32), compression="zlib")
             row["n_objects"] = int(sum(r.n_objects for r in results))
             yield ItemDone(i, len(sources), name, result=row)
         except (DataError, StoreError) as err:

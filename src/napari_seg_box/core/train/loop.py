@@ -207,6 +207,11 @@ def _settings(run: Run, state: dict | None, cancel) -> Iterator[Any]:
     cfg, data = run.cfg, run.data
     chosen = dict(state["chosen"]) if state else {}
     patch = chosen.get("patch_size") or cfg.patch_size or auto_patch_size(data)
+    biggest = max(max(it.target.shape) for it in data.train)
+    if patch > max(32, math.ceil(biggest / 32) * 32):  # larger patches only pad the images: memory for nothing
+        capped = max(32, math.ceil(biggest / 32) * 32)
+        yield Message(f"Patch size {patch} is larger than the images ({biggest} px at most): training with {capped}.", "warning")
+        patch = capped
     loss_fn = make_loss(cfg.loss)
     batch = chosen.get("batch_size") or cfg.batch_size or auto_batch_size(run.model, patch, data.channels, run.rt, loss_fn)
     lr = cfg.learning_rate or chosen.get("learning_rate")
