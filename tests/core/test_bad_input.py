@@ -423,3 +423,16 @@ def test_s3_init_without_bucket_or_server_gives_a_sentence(s3_env, capsys):
     assert cli(["init", "s3://lab/p", "--endpoint-url", closed]) == 1
     err = capsys.readouterr().err
     assert "Cannot reach the project store" in err and "Traceback" not in err
+
+
+def test_training_on_an_image_with_nan_pixels_learns(tmp_path):
+    from napari_seg_box.core.train import TrainConfig, train
+
+    p = Project.create(tmp_path / "p.zarr", classes=["background", "nucleus"])
+    for (name, image, inst), split in zip(nuclei_quadrants()[:3], ["train", "train", "validation"]):
+        image = image.astype(np.float32)
+        image[10:12, 10:12] = np.nan  # a few dead pixels
+        p.add_image(name, image, labels=(1 + (inst > 0)).astype(np.uint8), split=split)
+    cfg = TrainConfig(epochs=2, encoder="resnet18", encoder_depth=3, patch_size=64, batch_size=8, steps_per_epoch=6, learning_rate=5e-3)
+    version = train(p, cfg)  # before: "The loss became nan ... lower the learning rate"
+    assert p.model_version(version).best["val_iou"] > 0.5
