@@ -378,3 +378,48 @@ def test_train_cli_prints_epochs_and_json(nuclei_project, capsys, tmp_path):
 
     assert main(["train", nuclei_project.url, "--patch-size", "100"]) == 1
     assert "multiple of 32" in capsys.readouterr().err
+
+
+def test_short_runs_validate_with_the_current_batch_norm_statistics(tmp_path):
+    """A few short epochs at a high learning rate: with the running batch-norm averages the
+    validation loss was 10^6 and IoU 0.38 (the widget's curves 'looked broken'); recomputed from
+    training batches of the current weights they are what the network really does."""
+    p = Project.create(tmp_path / "p.zarr", classes=["background", "nucleus"])
+    for (name, image, inst), split in zip(nuclei_quadrants()[:3], ["train", "train", "validation"]):
+        labels = np.zeros(inst.shape, np.uint8)
+        labels[:160] = 1 + (inst[:160] > 0)
+        p.add_image(name, image, labels=labels, split=split)
+    cfg = TrainConfig(
+        epochs=3, encoder="resnet18", patch_size=128, batch_size=4, steps_per_epoch=4, learning_rate=1e-2, augmentation="light"
+    )
+    history = p.model_version(train(p, cfg)).training.history
+    assert max(h["val_loss"] for h in history) < 5, history
+    assert history[-1]["val_iou"] > 0.7, history
+
+
+def test_the_time_left_counts_learning_steps_only(nuclei_project, monkeypatch):
+    """The ETA used to spread the data preparation and the learning-rate search over the steps: "ETA
+    7:13" with a minute left. Here the clock jumps 1000 s while the settings are chosen: the
+    estimates must not grow by it."""
+    import time
+    import types
+
+    from napari_seg_box.core.events import Progress
+    from napari_seg_box.core.train import loop
+
+    jump = [0.0]
+    clock = types.SimpleNamespace(**{k: getattr(time, k) for k in ("time", "sleep", "monotonic", "strftime")})
+    clock.perf_counter = lambda: time.perf_counter() + jump[0]
+    real = loop._settings
+
+    def slow_settings(*args, **kwargs):
+        jump[0] += 1000.0  # a very slow learning-rate search
+        return (yield from real(*args, **kwargs))
+
+    monkeypatch.setattr(loop, "time", clock)
+    monkeypatch.setattr(loop, "_settings", slow_settings)
+    _, events = collect(iter_train(nuclei_project, tiny(epochs=2, steps_per_epoch=4)))
+    steps = [e for e in events if isinstance(e, Progress) and e.stage == "train"]
+    assert [e.message for e in steps] == ["epoch 1 of 2"] * 4 + ["epoch 2 of 2"] * 4
+    assert all(0 <= e.eta_s < 100 for e in steps), [round(e.eta_s, 1) for e in steps]  # the old way: 1000 s and more
+    assert steps[0].eta_s > steps[4].eta_s > steps[-1].eta_s == 0

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import numpy as np
 
-from ..events import check_cancel
+from ..events import Progress, check_cancel, run_to_end
 from .prepare import _Data
 from .runtime import _Runtime
 from .sampling import _Sampler
@@ -45,13 +46,22 @@ def auto_batch_size(model, patch: int, channels: int, rt: _Runtime, loss_fn) -> 
     return int(2 ** np.clip(np.floor(np.log2(max(fits, 1))), 1, 6))
 
 
-def lr_find(
+LR_STAGE = "finding the learning rate"
+
+
+def lr_find(model, sampler: _Sampler, rt: _Runtime, loss_fn, **kwargs) -> dict:
+    """Blocking :func:`iter_lr_find`."""
+    return run_to_end(iter_lr_find(model, sampler, rt, loss_fn, **kwargs))
+
+
+def iter_lr_find(
     model, sampler: _Sampler, rt: _Runtime, loss_fn, *, batch_size: int, steps: int = 24, lo: float = 1e-5, hi: float = 1e-1, cancel=None
-) -> dict:
+) -> Iterator[Progress]:
     """Learning-rate range test (Smith 2017): exponentially growing rate, loss recorded, model restored.
 
-    Returns ``{"lr": suggestion, "lrs": [...], "losses": [...]}``; the suggestion is a tenth of the rate
-    with the lowest smoothed loss, kept within ``[lo * 10, hi / 10]``.
+    Yields a :class:`Progress` per trial step (at most ``steps``). Returns ``{"lr": suggestion,
+    "lrs": [...], "losses": [...]}``; the suggestion is a tenth of the rate with the lowest smoothed
+    loss, kept within ``[lo * 10, hi / 10]``.
     """
     import copy
 
@@ -64,6 +74,7 @@ def lr_find(
     try:
         for i in range(steps):
             check_cancel(cancel)
+            yield Progress(i, steps, stage=LR_STAGE, message=f"trial step {i + 1} of {steps}")
             lr = lo * (hi / lo) ** (i / max(steps - 1, 1))
             for g in opt.param_groups:
                 g["lr"] = lr

@@ -23,13 +23,16 @@ from ..events import CheckpointSaved, EpochEnd, Message, Preview, Progress, Step
 from ..losses import IGNORE, make_loss
 from ..models import ModelSpec, build_model
 from ..versions import ModelVersion
-from .auto import auto_batch_size, auto_patch_size, lr_find
+from .auto import auto_batch_size, auto_patch_size, iter_lr_find
 from .checkpoint import cpu_state, restore_checkpoint, save_checkpoint, unfinished_runs
 from .config import TrainConfig
 from .prepare import _Data, _fold_boundary, _Item, _prepare_data
 from .runtime import _accumulate_confusion, _Runtime, _scores, _too_big, lr_at
 from .sampling import _InlineBatches, _Prefetcher, _Sampler
 from .version import save_version
+
+PRECISE_BN_STEPS = 50  # while the run is this young (in optimisation steps) the batch-norm statistics are recomputed each epoch
+PRECISE_BN_SEED = 10_000_000  # batches for them come from their own seeds (not those of training batches)
 
 
 @dataclass
@@ -53,6 +56,9 @@ class Run:
     opt: Any = None
     start_epoch: int = 0
     status: str = "completed"
+    step_seconds: float = 0.0  # time spent in optimisation steps this session (validation excluded)
+    steps_done: int = 0
+    validation_seconds: float = 0.0  # the last validation's duration
 
     @property
     def duration_s(self) -> float:
@@ -79,12 +85,14 @@ def iter_train(
     cfg, state = _resumed(project, config, resume)
     rt = _Runtime(cfg)
     torch.manual_seed(cfg.seed)
-    yield Message(f"Training on {rt.describe()}.")
+    yield Message(f"Training on {rt.describe()}.", topic="device")
     yield Progress(0, 1, stage="preparing data")
     data = _prepare_data(project, cfg)
     if state is not None and state["training_data"]["fingerprint"] != data.fingerprint:
         yield Message("The annotations changed since this run stopped: training continues on the new annotations.", "warning")
-    yield Message(f"Validation: {data.split} ({len(data.train_names)} training, {len(data.val_names)} validation image(s)).")
+    yield Message(
+        f"Validation: {data.split} ({len(data.train_names)} training, {len(data.val_names)} validation image(s)).", topic="validation"
+    )
     run = yield from _start(project, cfg, rt, data, state, t_start)
     run.chosen = yield from _settings(run, state, cancel)
     run.opt = torch.optim.AdamW(run.model.parameters(), lr=run.chosen["learning_rate"], weight_decay=cfg.weight_decay)
@@ -104,11 +112,15 @@ def iter_train(
             run.status = "stopped"
             break
         train_time = time.perf_counter() - t_epoch
+        if (epoch + 1) * run.chosen["steps_per_epoch"] <= PRECISE_BN_STEPS:
+            _precise_batch_norm(run, sampler, epoch)
+        t_val = time.perf_counter()
         try:
             val = _validate(run.model, data.val, loss_fn, rt, len(data.classes), cancel, fold=cfg.boundary)
         except CancelledError:
             run.status = "stopped"
             break
+        run.validation_seconds = time.perf_counter() - t_val
         metrics = {
             "epoch": epoch + 1,
             **figures["metrics"],
@@ -217,7 +229,9 @@ def _settings(run: Run, state: dict | None, cancel) -> Iterator[Any]:
     lr = cfg.learning_rate or chosen.get("learning_rate")
     if not lr:
         yield Progress(0, 1, stage="finding the learning rate")
-        lr = lr_find(run.model, _Sampler(data, patch, cfg), run.rt, loss_fn, batch_size=min(batch, 8), cancel=cancel)["lr"]
+        lr = (yield from iter_lr_find(run.model, _Sampler(data, patch, cfg), run.rt, loss_fn, batch_size=min(batch, 8), cancel=cancel))[
+            "lr"
+        ]
     area = sum(it.annotated for it in data.train)
     steps = chosen.get("steps_per_epoch") or cfg.steps_per_epoch or int(np.clip(math.ceil(area / (patch * patch * batch)), 4, 500))
     chosen = {"patch_size": int(patch), "batch_size": int(batch), "learning_rate": float(lr), "steps_per_epoch": int(steps)}
@@ -226,7 +240,8 @@ def _settings(run: Run, state: dict | None, cancel) -> Iterator[Any]:
         "Settings: " + ", ".join(f"{k.replace('_', ' ')} {v:.2g}" if isinstance(v, float) else f"{k.replace('_', ' ')} {v}" for k, v in chosen.items())
         + (f" (automatic: {', '.join(a.replace('_', ' ') for a in auto)})" if auto else "")
         + f"; {run.spec.encoder} U-Net, {cfg.loss} loss, {cfg.augmentation} augmentation"
-        + (f", boundary class ({cfg.boundary_width} px)." if cfg.boundary else ".")
+        + (f", boundary class ({cfg.boundary_width} px)." if cfg.boundary else "."),
+        topic="settings",
     )  # fmt: skip
     return chosen
 
@@ -256,6 +271,7 @@ def _train_epoch(run: Run, sampler: _Sampler, loss_fn, epoch: int, cancel) -> It
         return StepLoss(epoch + 1, p[3], steps, value, p[2])
 
     stopped = False
+    t0 = time.perf_counter()
     try:
         for step in range(steps):
             if cancel is not None and cancel.is_set():
@@ -293,12 +309,16 @@ def _train_epoch(run: Run, sampler: _Sampler, loss_fn, epoch: int, cancel) -> It
                 yield settle(pending)
             pending = (loss.detach(), len(x), lr_now, step + 1)
             done = epoch * steps + step + 1
-            elapsed = time.perf_counter() - run.t_start
-            yield Progress(done, total_steps, stage="train", eta_s=elapsed / max(done - run.start_epoch * steps, 1) * (total_steps - done))
+            run.steps_done += 1
+            per_step = (run.step_seconds + time.perf_counter() - t0) / run.steps_done
+            per_epoch = per_step * steps + run.validation_seconds
+            eta = per_step * (steps - step - 1) + per_epoch * (cfg.epochs - epoch - 1)
+            yield Progress(done, total_steps, stage="train", eta_s=eta, message=f"epoch {epoch + 1} of {cfg.epochs}")
         if pending is not None:
             yield settle(pending)
     finally:
         prefetch.close()
+        run.step_seconds += time.perf_counter() - t0
     if stopped:
         return None
     acc, iou, _ = _scores(conf_t[: k * k].reshape(k, k).cpu().numpy())
@@ -307,6 +327,37 @@ def _train_epoch(run: Run, sampler: _Sampler, loss_fn, epoch: int, cancel) -> It
         "seen": seen,
         "wait_s": prefetch.wait_s,
     }
+
+
+def _precise_batch_norm(run: Run, sampler: _Sampler, epoch: int) -> None:
+    """Recompute the batch-norm statistics of the current weights from a few training batches.
+
+    Early in a run the weights change fast and the running averages (momentum 0.1) still carry the
+    statistics of weights long gone, so the network in eval mode (validation, the saved model)
+    predicts nonsense: a validation loss of 10^10 and IoU 0.28 after 3 short epochs, where the same
+    weights with recomputed statistics reach 0.84 ("precise BN", Wu & Johnson 2021). Forward passes
+    only, in train mode, with a cumulative average; used while the run is young
+    (:data:`PRECISE_BN_STEPS`): later the running averages have forgotten their start and, over more
+    batches than a few recomputing ones, generalise better (recomputing for 160 steps cut the demo's
+    test F1 from 0.92 to 0.81, mean of 3 seeds).
+    """
+    import torch
+
+    norms = [m for m in run.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    run.model.train()
+    n = min(8, max(2, run.chosen["steps_per_epoch"] // 2))
+    with torch.no_grad(), run.rt.autocast():
+        for i in range(n):
+            x, _, _ = run.rt.to(*sampler.batch(PRECISE_BN_SEED + epoch, i, run.chosen["batch_size"]))
+            run.model(x)
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
 
 
 def _is_better(metrics: dict, best: dict) -> bool:
