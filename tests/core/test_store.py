@@ -153,8 +153,9 @@ def test_open_non_project_and_other_zarr(tmp_path):
     assert not Project.is_project(tmp_path / "other.zarr")
     with pytest.raises(StoreError, match="No napari-seg-box project store"):
         Project.open(tmp_path / "other.zarr")
-    with pytest.raises(StoreError, match="init"):
+    with pytest.raises(StoreError, match=r"Create one with Project\.create") as err:
         Project.open(tmp_path / "missing")
+    assert "napari-seg-box init" in err.value.for_face("cli") and "New project…" in err.value.for_face("gui")
 
 
 def test_shape_mismatch_is_refused_and_nothing_changes(project, shared_data):
@@ -246,3 +247,40 @@ def test_pixel_size_of_a_stack_given_as_y_x_is_kept(tmp_path):
     assert p.image_record("plane").pixel_size == (0.2, 0.2) and layer_scale(p.image_record("plane")) == (0.2, 0.2)
     with pytest.raises(DataError, match=r"\(z, y, x\)"):
         p.add_image("bad", np.zeros((6, 32, 32), np.uint8), pixel_size=(0.1, 0.1, 0.1, 0.1))
+
+
+def test_split_into_tiles_keeps_every_pixel_and_holds_part_out(project, shared_data):
+    """One large annotated image cut into tiles: the tiles together are the image and its
+    annotation, the last is held out for testing, and the image goes only once every tile is saved."""
+    image, mask = isbi(0)
+    labels = np.where(mask > 0, 2, 1).astype(np.uint8)
+    labels[:10] = 0  # part unpainted
+    project.add_image("slice", image, labels=labels, split="train")
+    project.set_unpainted_background("slice")
+    names = project.split_into_tiles("slice", 2, 2)
+    assert names == ["slice tile 1-1", "slice tile 1-2", "slice tile 2-1", "slice tile 2-2"]
+    assert [project.image_record(n).split for n in names] == ["train", "train", "validation", "test"]
+    assert "slice" not in project.image_names()
+    assert all(project.image_record(n).unpainted_background for n in names)
+    rows = [np.hstack([project.get_image(names[2 * r + c]) for c in range(2)]) for r in range(2)]
+    np.testing.assert_array_equal(np.vstack(rows), image)
+    rows = [np.hstack([project.get_labels(names[2 * r + c]) for c in range(2)]) for r in range(2)]
+    np.testing.assert_array_equal(np.vstack(rows), labels)
+    assert project.image_record(names[3]).source == "slice[256:512, 256:512]"
+
+    with pytest.raises(DataError, match="exist already"):  # tiles of a tile would be fine, tiles twice are not
+        project.add_image("slice", image)
+        project.split_into_tiles("slice", 2, 2)
+    assert "slice" in project.image_names() and len(project.image_names()) == 5  # nothing changed
+    with pytest.raises(DataError, match="one split per tile"):
+        project.split_into_tiles("slice", 1, 2, splits=["train"])
+    with pytest.raises(DataError, match="at least 2 tiles"):
+        project.split_into_tiles("slice", 1, 1)
+    with pytest.raises(StoreError, match="No image named"):
+        project.set_unpainted_background(["slice", "missing"])
+    assert not project.image_record("slice").unpainted_background  # all or none
+    from napari_seg_box.cli import main as cli
+
+    assert cli(["background", project.url, names[0], "--off"]) == 0
+    project.refresh()
+    assert not project.image_record(names[0]).unpainted_background and project.image_record(names[1]).unpainted_background

@@ -397,6 +397,25 @@ def test_short_runs_validate_with_the_current_batch_norm_statistics(tmp_path):
     assert history[-1]["val_iou"] > 0.7, history
 
 
+def test_objects_painted_alone_are_refused_until_unpainted_means_background(tmp_path, capsys):
+    """Painting only the nuclei used to train a useless model that reported validation IoU 1.000."""
+    from napari_seg_box.cli import main as cli
+    from napari_seg_box.core.errors import OneClassError
+
+    p = Project.create(tmp_path / "p.zarr", classes=["background", "nucleus"])
+    for (name, image, inst), split in zip(nuclei_quadrants()[:3], ["train", "train", "validation"]):
+        p.add_image(name, image, labels=np.where(inst > 0, 2, 0).astype(np.uint8), split=split)  # objects only
+    with pytest.raises(OneClassError, match="Only 'nucleus' is painted") as err:
+        train(p, tiny(epochs=1))
+    assert err.value.images == ["q0", "q1", "q2"] and "napari-seg-box background" in err.value.for_face("cli")
+    assert p.model_versions() == []
+    assert cli(["background", p.url, "q0", "q1", "q2"]) == 0 and "are background now" in capsys.readouterr().out
+    p.refresh()
+    assert all(r.unpainted_background for r in p.images())
+    version = train(p, tiny(epochs=3, steps_per_epoch=8, patch_size=96))
+    assert 0.6 < p.model_version(version).best["val_iou"] < 0.99  # a real score, not a perfect nonsense one
+
+
 def test_the_time_left_counts_learning_steps_only(nuclei_project, monkeypatch):
     """The ETA used to spread the data preparation and the learning-rate search over the steps: "ETA
     7:13" with a minute left. Here the clock jumps 1000 s while the settings are chosen: the

@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except SegBoxError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {err.for_face('cli')}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -56,6 +56,17 @@ def register(sub) -> None:
     p.add_argument("names", nargs="+", help="image names in the store")
     p.set_defaults(func=cmd_split)
 
+    p = sub.add_parser(
+        "background",
+        help="say that unpainted pixels of images are background",
+        description="When only the objects were painted, say that the rest of these images is background (class 1): "
+        "training, tuning and evaluation then read unpainted pixels of them as background. --off takes it back.",
+    )
+    add_store_options(p)
+    p.add_argument("names", nargs="+", help="image names in the store")
+    p.add_argument("--off", action="store_true", help="unpainted pixels are unlabelled again (the default)")
+    p.set_defaults(func=cmd_background)
+
     p = sub.add_parser("export", help="export annotations as TIFF", description="Write each image's annotation as <out>/<name>.tif.")
     add_store_options(p)
     p.add_argument("--out", required=True, help="output folder")
@@ -141,6 +152,13 @@ def cmd_split(args: argparse.Namespace) -> int:
     project = open_project(args)
     project.set_split(args.names, args.split)  # all or none
     print(f"Marked {len(args.names)} image(s) as {args.split}.")
+    return 0
+
+
+def cmd_background(args: argparse.Namespace) -> int:
+    project = open_project(args)
+    project.set_unpainted_background(args.names, not args.off)
+    print(f"Unpainted pixels of {len(args.names)} image(s) are {'unlabelled' if args.off else project.class_names[0]} now.")
     return 0
 
 

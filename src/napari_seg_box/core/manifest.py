@@ -7,7 +7,7 @@ Format 2 (this version)::
      "unit": "µm",
      "images": {name: {"key", "split", "shape", "dtype", "axes", "channels", "array",
                        "labels", "instances", "label_counts", "spacing", "source", "image_class",
-                       "annotation", "annotation_history", "added"}},
+                       "annotation", "annotation_history", "unpainted_background", "added"}},
      "models": {"v001": {"state": "claimed" | "ready", "created", "task", "encoder", "status",
                          "epochs_run", "best", "device", "duration_s", "tuned"}}}
 
@@ -36,17 +36,17 @@ SPLITS = ("train", "validation", "test")
 TASKS = ("segmentation", "classification")
 ORIGINS = ("drawn", "imported", "corrected", "predicted")
 MIN_SIDE = 8  # pixels: smaller planes cannot be segmented
-DEFAULT_COLORS = (
+DEFAULT_COLORS = (  # the Okabe-Ito palette first (colour-blind safe), every one visible on a grey image
     "#000000",  # unused: label 0 = unlabelled
-    "#7f7f7f",
-    "#ff7f0e",
-    "#1f77b4",
-    "#2ca02c",
-    "#d62728",
+    "#56b4e9",  # background: sky blue, not grey on grey
+    "#e69f00",
+    "#009e73",
+    "#cc79a7",
+    "#f0e442",
+    "#0072b2",
+    "#d55e00",
     "#9467bd",
     "#8c564b",
-    "#e377c2",
-    "#bcbd22",
     "#17becf",
 )
 
@@ -83,6 +83,7 @@ class ImageRecord:
     label_counts: tuple[int, ...]  # annotated pixels per class (index 0 = class 1)
     image_class: str | None  # an image-level class (classification projects)
     annotation: Mapping[str, Any] | None  # provenance of the current annotation revision
+    unpainted_background: bool = False  # the annotation is dense: unpainted pixels are class 1
 
     @property
     def is_stack(self) -> bool:

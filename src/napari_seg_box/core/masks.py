@@ -53,7 +53,7 @@ def read_mask(mask: np.ndarray, *, kind: str = "auto", n_classes: int = 2) -> tu
         kind = mask_kind(mask, values, n_classes)
     if kind == "binary":
         if len(values) > 2:
-            raise DataError(f"A binary mask must have two values; this one has {len(values)} (use --mask-kind instances or classes).")
+            raise DataError(f"A binary mask must have two values; this one has {len(values)}: read it as instances or classes (mask kind).")
         high = values.max(initial=0)
         fg = (mask == high) & (high > 0)
         return (1 + fg).astype(np.uint8), None, kind

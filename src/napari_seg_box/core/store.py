@@ -107,7 +107,14 @@ class Project(ImagesMixin, VersionsMixin):
         if cls.is_project(url, storage_options=storage_options):
             if exist_ok:
                 return cls.open(url, storage_options=storage_options)
-            raise StoreError(f"A project store already exists at {url}: open it with Project.open (or `info`).")
+            raise StoreError(
+                f"A project already exists at {url}.",
+                hints={
+                    "python": "Open it with Project.open(url), or pass exist_ok=True.",
+                    "cli": "Use it as it is (napari-seg-box info shows what it holds), or choose another folder.",
+                    "gui": "Open it with Open…, or choose another name for the new project.",
+                },
+            )
         if task not in TASKS:
             raise DataError(f"Unknown task {task!r}: use one of {', '.join(TASKS)}.")
         manifest = {
@@ -138,7 +145,12 @@ class Project(ImagesMixin, VersionsMixin):
         if not cls.is_project(url, storage_options=storage_options):
             _check_reachable(url, storage_options)
             raise StoreError(
-                f"No napari-seg-box project store at {url}. Create one with `napari-seg-box init {url}` or Project.create({url!r})."
+                f"No napari-seg-box project store at {url}.",
+                hints={
+                    "python": f"Create one with Project.create({url!r}).",
+                    "cli": f"Create one with `napari-seg-box init {url}`.",
+                    "gui": "Create one with New project… in the Annotate panel, or choose another with Open….",
+                },
             )
         return cls(url, storage_options=storage_options)
 

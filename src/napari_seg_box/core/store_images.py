@@ -75,6 +75,7 @@ class ImagesMixin:
             label_counts=tuple(rec.get("label_counts") or ()),
             image_class=rec.get("image_class"),
             annotation=rec.get("annotation"),
+            unpainted_background=bool(rec.get("unpainted_background")),
         )
 
     def images(self, split: str | None = None) -> list[ImageRecord]:
@@ -163,7 +164,15 @@ class ImagesMixin:
         def change(m):
             old = m["images"].get(name)
             if old and not overwrite:
-                raise StoreError(f"An image named {name!r} is already in the project: choose another name, or replace it (overwrite).")
+                raise StoreError(
+                    f"An image named {name!r} is already in the project.",
+                    hints={
+                        "python": "Choose another name, or pass overwrite=True to replace it.",
+                        "cli": "Use --prefix for other names, or --overwrite to replace it.",
+                        "gui": "It is in the panel's list: change its split there (e.g. to test), rename the layer to add "
+                        "it again, or select it and press Remove first.",
+                    },
+                )
             used = {r["channels"] for n, r in m["images"].items() if n != name}
             if used and channels not in used:
                 raise DataError(
@@ -198,6 +207,59 @@ class ImagesMixin:
                 existing(m, n)
             for n in names:
                 m["images"][n]["split"] = split
+
+        self._update(change)
+
+    def split_into_tiles(self, name: str, rows: int = 2, cols: int = 2, *, splits: Sequence[str] | None = None) -> list[str]:
+        """Cut one image into ``rows`` x ``cols`` tiles, each a new image with its share of the
+        annotation and instances, so that part of a single large image can be held out (validation,
+        test). ``splits`` gives each tile's split, row by row; by default the last tile is ``test``,
+        the one before ``validation`` (from 3 tiles on) and the others ``train``. The image itself is
+        removed once every tile is saved (nothing is lost). Returns the tiles' names."""
+        rec = self.image_record(name)
+        if rec.is_stack:
+            raise DataError(f"{name} is a stack: cutting stacks into tiles is not supported; split its planes instead.")
+        n = rows * cols
+        if rows < 1 or cols < 1 or n < 2:
+            raise DataError(f"Cut an image into at least 2 tiles (got {rows} x {cols}).")
+        splits = (
+            list(splits) if splits is not None else ["train"] * (n - 2 if n >= 3 else 1) + (["validation"] if n >= 3 else []) + ["test"]
+        )
+        if len(splits) != n:
+            raise DataError(f"Give one split per tile: {n} tiles, {len(splits)} splits.")
+        for s in splits:
+            check_split(s)
+        names = [f"{name} tile {r + 1}-{c + 1}" for r in range(rows) for c in range(cols)]
+        taken = [t for t in names if t in self._manifest["images"]]
+        if taken:
+            raise DataError(f"Images named {taken[0]!r} and so on exist already: rename or remove them first.")
+        image, labels, instances = self.get_image(name), self.get_labels(name), self.get_instances(name)
+        h, w = rec.spatial_shape
+        ys, xs = np.linspace(0, h, rows + 1).astype(int), np.linspace(0, w, cols + 1).astype(int)
+        for k, (tile, split) in enumerate(zip(names, splits)):
+            r, c = divmod(k, cols)
+            sl = (slice(ys[r], ys[r + 1]), slice(xs[c], xs[c + 1]))
+            self.add_image(
+                tile, image[sl], labels=None if labels is None else labels[sl], instances=None if instances is None else instances[sl],
+                split=split, pixel_size=rec.spacing, source=f"{name}[{ys[r]}:{ys[r + 1]}, {xs[c]}:{xs[c + 1]}]",
+                stack=False if image.ndim == 3 else None, channel_axis=2 if image.ndim == 3 else None,
+            )  # fmt: skip
+        if rec.unpainted_background:
+            self.set_unpainted_background(names)
+        self.remove_image(name)
+        return names
+
+    def set_unpainted_background(self, names: str | Sequence[str], on: bool = True) -> None:
+        """Say that the unpainted pixels of these images are background (class 1): their annotation
+        is dense, though only the objects were painted (as in cellpose or micro-sam). Training,
+        tuning and evaluation then read label 0 of these images as class 1. All or none."""
+        names = [names] if isinstance(names, str) else list(names)
+
+        def change(m):
+            for n in names:
+                existing(m, n)
+            for n in names:
+                m["images"][n]["unpainted_background"] = bool(on)
 
         self._update(change)
 
@@ -309,8 +371,12 @@ class ImagesMixin:
         lo, hi = int(labels.min(initial=0)), int(labels.max(initial=0))
         if lo < 0 or hi > self.n_classes:
             raise DataError(
-                f"Labels hold values {lo}..{hi} but the project has {self.n_classes} classes "
-                f"({', '.join(self.class_names)}; 0 = unlabelled): add classes with set_classes or fix the labels."
+                f"Labels hold values {lo}..{hi} but the project has {self.n_classes} classes ({', '.join(self.class_names)}; 0 = unlabelled).",
+                hints={
+                    "python": "Add classes with project.set_classes([...]) or fix the labels.",
+                    "cli": "Import them into a project with more classes (init --classes), or fix the labels.",
+                    "gui": "Add a class in the Classes field (Apply classes), or paint only with the project's classes.",
+                },
             )
         return labels.astype(np.uint8 if self.n_classes < 255 else np.uint16)
 
@@ -357,6 +423,8 @@ def iter_annotated_planes(project, splits: Iterable[str] = ("train", "validation
         if rec.split not in splits or not rec.has_labels:
             continue
         labels, instances = project.get_labels(rec.name), project.get_instances(rec.name)
+        if rec.unpainted_background:  # dense: what was not painted is background
+            labels = np.where(labels == 0, 1, labels).astype(labels.dtype)
         if not rec.is_stack:
             yield Plane(rec.name, None, rec.split, project.get_image(rec.name), labels, instances)
             continue

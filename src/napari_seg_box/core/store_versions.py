@@ -69,7 +69,14 @@ class VersionsMixin:
         self.refresh()  # another program may have saved versions since this handle read the manifest
         entries = self.model_versions()
         if not entries:
-            raise StoreError(f"The project {self.url} has no model version yet: train one first (`napari-seg-box train`).")
+            raise StoreError(
+                f"The project {self.url} has no model version yet.",
+                hints={
+                    "python": "Train one first: train_model(project, TrainConfig(epochs=...)).",
+                    "cli": "Train one first: `napari-seg-box train STORE --epochs N`.",
+                    "gui": "Train one first in the Train panel.",
+                },
+            )
         if version in (None, "latest"):
             return entries[-1].version
         if version == "best":

@@ -16,6 +16,7 @@ from ..core.events import ItemDone, Message, check_cancel, run_to_end
 from ..core.infer import Predictor, iter_predict
 from ..core.postprocess import PostprocessConfig
 from ..core.store import SPLITS, iter_annotated_planes
+from .tune import mark_split_hints
 
 
 def iter_evaluate_project(
@@ -49,7 +50,7 @@ def iter_evaluate_project(
     planes = list(iter_annotated_planes(project, (split,) if names is None else SPLITS))
     planes = [p for p in planes if names is None or p.image in names]
     if not planes:
-        raise DataError(f"No annotated {split} images in the project: mark annotated images as {split} (`split {split} NAME`) to evaluate.")
+        raise DataError(f"No annotated {split} images in the project to evaluate on.", hints=mark_split_hints(split))
     object_classes = list(pp.object_classes) if pp.object_classes is not None else list(range(2, K + 1))
     items = []
     for i, plane in enumerate(planes):

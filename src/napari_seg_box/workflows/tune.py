@@ -61,7 +61,7 @@ def iter_tune_postprocess(
         if names is None or p.image in names
     ]
     if not planes:
-        raise DataError("No annotated validation images to tune on: mark some annotated images as validation (`split`).")
+        raise DataError("No annotated validation images to tune on.", hints=mark_split_hints("validation"))
     grid = {**DEFAULT_GRID, **(grid or {})}
     base = base or predictor.default_postprocess
     probabilities = []
@@ -116,6 +116,15 @@ def iter_tune_postprocess(
             f"Saved post-processing settings with model version {predictor.version}: {best.to_dict()} ({best_row['metric']} {best_row['score']:.3f})."
         )
     return best, table
+
+
+def mark_split_hints(split: str) -> dict:
+    """What to do when no annotated image is marked ``split``, in each face's words."""
+    return {
+        "python": f"Mark annotated images as {split}: project.set_split(name, {split!r}).",
+        "cli": f"Mark annotated images as {split}: `napari-seg-box split STORE {split} NAME ...`.",
+        "gui": f"Mark annotated images as '{split}' in the Annotate panel's list.",
+    }
 
 
 def most_robust_best(table, keys: Sequence[str], grid: dict[str, Sequence]):

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..data import DEFAULT_PERCENTILES, labels_to_target, normalize
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, OneClassError
 from ..losses import IGNORE, edge_weight_map
 from ..store import Plane, iter_annotated_planes
 from .config import TrainConfig
@@ -177,9 +177,9 @@ def _prepare_data(project, cfg: TrainConfig) -> _Data:
         split = "automatic: bottom ~20% of each image's annotated rows"
     if not any(it.annotated for it in train):
         raise DataError("The training part has no annotated pixels: annotate more, or mark fewer images as validation.")
-    background_only = all((it.target[it.target != IGNORE] == 0).all() for it in train)
-    if background_only:
-        raise DataError("Only background (class 1) is annotated in the training images: paint some objects too.")
+    painted = set().union(*(np.unique(it.target[it.target != IGNORE]).tolist() for it in items))
+    if len(painted) < 2:  # nothing to tell that class from: the model would call everything by its name
+        raise one_class_error(project, sorted({p.image for p in planes}), project.class_names[painted.pop()] if painted else "?")
     for it in train:
         it.coords = _coords(it.target != IGNORE, rng)
         it.fg_coords = _coords(it.target >= 1, rng)
@@ -194,6 +194,22 @@ def _prepare_data(project, cfg: TrainConfig) -> _Data:
         val_names=sorted({it.name.split(" (rows")[0] for it in val}),
         split=split,
         object_diameter=diameter,
+    )
+
+
+def one_class_error(project, images: list[str], name: str) -> OneClassError:
+    """Only ``name`` is painted in the training images: say so, and the two ways out."""
+    shown = ", ".join(images[:5]) + (f" and {len(images) - 5} more" if len(images) > 5 else "")
+    background = project.class_names[0]
+    return OneClassError(
+        f"Only {name!r} is painted in the training images ({shown}): a network trained on it calls everything {name!r}. "
+        f"Either the unpainted pixels of these images are {background!r}, or paint some {background!r} too.",
+        images=images,
+        hints={
+            "python": "For the first, call project.set_unpainted_background(names).",
+            "cli": f"For the first, run `napari-seg-box background STORE {' '.join(images[:5])}`.",
+            "gui": "Press Start again and choose 'Unpainted pixels are background', or paint some background.",
+        },
     )
 
 
