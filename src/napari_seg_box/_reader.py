@@ -10,13 +10,20 @@ from __future__ import annotations
 
 
 def get_reader(path):
+    """The reader of a project store: its folder, or the ``segbox.json`` in it (which only this
+    reader claims, so File > Open Files… opens a project without asking which reader to use)."""
     if isinstance(path, list):
         if len(path) != 1:
             return None
         path = path[0]
     from .core.store import Project
 
-    return read_project if Project.is_project(str(path)) else None
+    return read_project if Project.is_project(_store_of(path)) else None
+
+
+def _store_of(path) -> str:
+    path = str(path).rstrip("/")
+    return path[: -len("/segbox.json")] if path.endswith("/segbox.json") else path
 
 
 def project_layers(project, names=None) -> list[tuple]:
@@ -48,4 +55,4 @@ def project_layers(project, names=None) -> list[tuple]:
 def read_project(path):
     from .core.store import Project
 
-    return project_layers(Project.open(path if isinstance(path, str) else path[0]))
+    return project_layers(Project.open(_store_of(path if isinstance(path, str) else path[0])))

@@ -45,3 +45,15 @@ def layer_scale(record) -> tuple[float, ...]:
         return tuple(record.spacing)
     yx = tuple(record.pixel_size or (1.0, 1.0))
     return ((1.0,) + yx) if record.is_stack else yx
+
+
+def is_image(layer) -> bool:
+    from napari.layers import Image
+
+    return isinstance(layer, Image)
+
+
+def is_labels(layer) -> bool:
+    from napari.layers import Labels
+
+    return isinstance(layer, Labels)

@@ -58,6 +58,25 @@ def test_import_flat_folders_matches_names(em_folders):
     assert {r.split for r in p.images()} == {"validation"}
 
 
+def test_the_layouts_people_keep_masks_in_are_found_without_a_masks_folder(em_folders, tmp_path):
+    """Issue 20, point 2: ``images/`` + ``masks/`` under one parent, and masks beside their images, are
+    found from the parent folder alone; a folder to predict or measure leaves such masks out."""
+    from napari_seg_box.core.io import image_inputs
+
+    parent = {p.name: p.mask for p in find_pairs(em_folders)}
+    assert {n: bool(m) for n, m in parent.items()} == {"em0": True, "em1": True, "em2": True, "unlabelled": False}
+    beside = tmp_path / "beside"
+    beside.mkdir()
+    for i in (0, 1):
+        image, mask = isbi(i)
+        imwrite(beside / f"cells_0{i}.png", image)
+        imwrite(beside / f"cells_0{i}_mask.png", mask)
+    pairs = find_pairs(beside)
+    assert [(p.name, p.mask.endswith(f"{p.name}_mask.png")) for p in pairs] == [("cells_00", True), ("cells_01", True)]
+    assert [p.rsplit("/", 1)[1] for p in image_inputs(beside)] == ["cells_00.png", "cells_01.png"]
+    assert len(image_inputs(str(beside / "*_mask.png"))) == 2  # asked for by name, a mask is an image
+
+
 def test_import_pyjamas_layout_and_instance_masks(tmp_path, shared_data):
     image, mask = nuclei()
     for i, (y, x) in enumerate([(0, 0), (256, 256)]):

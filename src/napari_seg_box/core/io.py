@@ -164,15 +164,35 @@ def _mask_key(p: str) -> str:
     return stem
 
 
+def image_inputs(spec: str | os.PathLike | Sequence) -> list[str]:
+    """The image files of ``spec`` (a folder, glob, file or list of those) without the masks among
+    them: a file named like an image of the batch plus a mask suffix (``a_mask.tif`` beside ``a.tif``)
+    is that image's mask, not an image to predict or measure."""
+    paths = _expand(spec)
+    stems = {_stem(p) for p in paths}
+    return [p for p in paths if _mask_key(p) == _stem(p) or _mask_key(p) not in stems]
+
+
 def find_pairs(images: str | os.PathLike | Sequence, masks: str | os.PathLike | Sequence | None = None) -> list[Pair]:
     """Match image files with mask files by name.
 
-    ``images`` is a folder, a file, a glob or a list of those; ``masks`` likewise (or None). A
-    folder whose subfolders each hold ``image/`` and ``mask/`` (PyJAMAS layout) is recognised too.
-    Images without a mask are returned with ``mask=None``; masks without an image are an error.
+    ``images`` is a folder, a file, a glob or a list of those; ``masks`` likewise (or None). Without
+    ``masks``, a folder is searched for the layouts people keep: masks beside their images
+    (``a.tif`` + ``a_mask.tif``), ``images/`` + ``masks/`` (or ``labels/``) subfolders, and the
+    PyJAMAS layout (``<sample>/image/`` + ``<sample>/mask/``). Images without a mask are returned
+    with ``mask=None``; masks without an image are an error.
     """
     root = str(images) if isinstance(images, (str, os.PathLike)) else None
     if masks is None and root and os.path.isdir(root):
+        sub = {d.name.lower(): d for d in Path(root).iterdir() if d.is_dir()}
+        image_dir = next((sub[n] for n in ("images", "image", "raw") if n in sub), None)
+        mask_dir = next((sub[n] for n in ("masks", "mask", "labels", "annotations", "ground_truth", "gt") if n in sub), None)
+        if image_dir is not None and mask_dir is not None:
+            return find_pairs(image_dir, mask_dir)
+        files = _expand(root)
+        beside = [p for p in files if _mask_key(p) != _stem(p) and _mask_key(p) in {_stem(q) for q in files}]
+        if beside:  # a.tif with a_mask.tif in one folder
+            return find_pairs([p for p in files if p not in beside], beside)
         samples = [d for d in sorted(Path(root).iterdir()) if (d / "image").is_dir()]
         if samples:
             pairs = []
@@ -246,7 +266,12 @@ def import_images(
         name = check_name(prefix + pair.name)
         if name in known and not overwrite:
             raise DataError(
-                f"An image named {name!r} is already in the project: import with --overwrite (Python: overwrite=True) to replace it, or use --prefix."
+                f"An image named {name!r} is already in the project (nothing was imported).",
+                hints={
+                    "python": "Pass overwrite=True to replace it, or prefix=... for other names.",
+                    "cli": "Use --overwrite to replace it, or --prefix for other names.",
+                    "gui": "Remove that image from the project first (Remove), or import into another project.",
+                },
             )
         image = read_image(pair.image)
         mask = read_image(pair.mask) if pair.mask else None

@@ -10,7 +10,7 @@ import numpy as np
 from ..core.metrics import error_maps
 from ..core.plots import column_label
 from ..core.versions import ModelVersion
-from .report import Report, error_overlay, overlay
+from .report import ERROR_KEY, Report, error_overlay, overlay
 
 # readable column names for the report's tables (the CSVs keep the short machine names)
 _DISPLAY = {
@@ -94,7 +94,7 @@ def write_report(out: Path, project, info: ModelVersion, comparison, quant, pred
         "ground truth",
         f"U-Net ({len(np.unique(predicted)) - 1} objects)",
         f"classical baseline ({int(baseline_instances.max())} objects)",
-        "U-Net errors: TP green, FP red, FN blue",
+        f"U-Net errors: {ERROR_KEY}",
     ]
     for ax, panel, title in zip(axes, panels, titles):
         ax.imshow(panel)

@@ -11,7 +11,7 @@ from ..core.config import as_config
 from ..core.errors import DataError, StoreError
 from ..core.events import ItemDone, check_cancel, run_to_end
 from ..core.infer import PredictConfig, Predictor, as_predictor, iter_predict
-from ..core.io import _expand, _stem, output_dir, output_path, read_image
+from ..core.io import _stem, image_inputs, output_dir, output_path, read_image
 from ..core.postprocess import PostprocessConfig
 
 
@@ -74,7 +74,7 @@ def iter_predict_files(
     """
     config = as_config(PredictConfig, config, config_kwargs)
     predictor = as_predictor(model, version=version, device=config.device)
-    paths = _expand(inputs)
+    paths = image_inputs(inputs)
     stems: dict[str, list[str]] = {}
     for path in paths:
         stems.setdefault(_stem(path), []).append(path)
@@ -83,7 +83,7 @@ def iter_predict_files(
         stem, same = next(iter(clashes.items()))
         raise DataError(
             f"{len(clashes)} name(s) are shared by several inputs, whose outputs would overwrite each other: {stem} "
-            f"({', '.join(same)}). Predict them into separate --out folders (nothing was written)."
+            f"({', '.join(same)}). Predict them into separate output folders (nothing was written)."
         )
     sources = [(_stem(path), path, lambda path=path: (read_image(path), None)) for path in paths]
     return (yield from _predict_to_files(sources, out_dir, predictor, config, postprocess, save_probabilities, cancel))

@@ -79,13 +79,19 @@ def overlay(image: np.ndarray, labels: np.ndarray, *, alpha: float = 0.45, outli
     return rgb.clip(0, 255).astype(np.uint8)
 
 
+# the kinds of object errors (their values in an error map) in the Okabe-Ito palette: told apart with
+# every common colour-vision deficiency
+ERROR_KINDS = {1: ("found (TP)", "#0072B2"), 2: ("false alarm (FP)", "#E69F00"), 3: ("missed (FN)", "#CC79A7")}
+ERROR_KEY = ", ".join(f"{word} {name}" for word, name in zip((w for w, _ in ERROR_KINDS.values()), ("blue", "orange", "purple")))
+
+
 def error_overlay(image: np.ndarray, tp: np.ndarray, fp: np.ndarray, fn: np.ndarray, *, alpha: float = 0.5) -> np.ndarray:
-    """RGB overlay of object errors: true positives green, false positives red, false negatives blue."""
+    """RGB overlay of object errors in the colours of :data:`ERROR_KINDS` (found, false alarm, missed)."""
     gray = to_uint8(image).astype(np.float32)
     rgb = np.repeat(gray[..., None], 3, axis=-1)
-    for mask, color in ((tp, (40, 200, 40)), (fp, (230, 40, 40)), (fn, (40, 90, 240))):
+    for mask, (_, color) in zip((tp, fp, fn), ERROR_KINDS.values()):
         m = np.asarray(mask) > 0
-        rgb[m] = (1 - alpha) * rgb[m] + alpha * np.array(color, np.float32)
+        rgb[m] = (1 - alpha) * rgb[m] + alpha * np.array([int(color[i : i + 2], 16) for i in (1, 3, 5)], np.float32)
     return rgb.clip(0, 255).astype(np.uint8)
 
 

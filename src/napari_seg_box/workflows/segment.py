@@ -11,7 +11,7 @@ from ..core.config import as_config
 from ..core.errors import DataError, StoreError
 from ..core.events import ItemDone, check_cancel, run_to_end
 from ..core.infer import Predictor, iter_predict
-from ..core.io import _expand, _stem, read_image
+from ..core.io import _stem, image_inputs, read_image
 from ..core.manifest import plane_name
 from ..core.postprocess import PostprocessConfig
 from ..core.quantify import Quantification, measuring_scale, quantify_labels
@@ -52,7 +52,7 @@ def iter_segment_and_quantify(
     predictor = predictor or Predictor.from_project(project, version)
     pp = as_config(PostprocessConfig, postprocess) if postprocess is not None else predictor.default_postprocess
     if files is not None:
-        items = [(_stem(p), lambda p=p: (read_image(p), None), None, p) for p in _expand(files)]
+        items = [(_stem(p), lambda p=p: (read_image(p), None), None, p) for p in image_inputs(files)]
     else:
         names = list(names) if names is not None else project.image_names()
         items = [
