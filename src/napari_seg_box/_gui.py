@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-WIDGETS = ("Annotate", "Train", "Predict & evaluate", "Quantify")
+WIDGETS = ("Annotate", "Train", "Predict and evaluate", "Quantify")
 
 
 def open_project_in_napari(store: str | os.PathLike, *, run: bool = True):

@@ -11,6 +11,34 @@ import napari_seg_box.widgets  # noqa: F401  (the triton guard, before anything 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
+@pytest.fixture(autouse=True)
+def panel_settings(tmp_path_factory):
+    """The panels remember their settings (QSettings): each test starts from none, in its own folder."""
+    from qtpy.QtCore import QSettings
+
+    folder = tmp_path_factory.mktemp("settings")
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(folder))
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def no_unexpected_questions(monkeypatch):
+    """A question dialog nobody answers would hang the test run: the panels' ``ask`` is replaced by
+    one that records the question and answers "closed"; a test expecting one patches its own."""
+    from napari_seg_box.widgets import _annotate_actions, _messages, annotate, train
+
+    asked = []
+
+    def unexpected(parent, title, text, choices):
+        asked.append(f"{title}: {text}")
+        return None
+
+    for module in (_messages, _annotate_actions, annotate, train):
+        monkeypatch.setattr(module, "ask", unexpected)
+    yield
+    assert not asked, f"unexpected questions: {asked}"
+
+
 @pytest.fixture
 def viewer(make_napari_viewer):
     return make_napari_viewer()
@@ -30,3 +58,41 @@ def wait_done(qtbot, runner, timeout: int = 300000) -> None:
     was connected before the worker started."""
     assert runner.running, "no task was started"
     qtbot.waitUntil(lambda: not runner.running, timeout=timeout)
+
+
+def objects_shown(qtbot, predict_widget, timeout: int = 20000):
+    """Wait until the Predict panel's post-processing worker has shown the objects of its settings."""
+    w = predict_widget
+    qtbot.waitUntil(lambda: w.objects is not None and not w.pp_runner.running and not w._pp_timer.isActive(), timeout=timeout)
+    return w.objects
+
+
+TINY_TRAINING = dict(
+    encoder="resnet18", encoder_depth=3, patch_size=64, batch_size=4, learning_rate=2e-3, steps_per_epoch=4, augmentation="light"
+)
+
+
+@pytest.fixture
+def project(tmp_path, nuclei_q):
+    """Three nuclei quadrants (two to train, one to validate), the top of each annotated (sparse)."""
+    import numpy as np
+
+    from napari_seg_box.core import Project
+
+    p = Project.create(tmp_path / "p.zarr", classes=["background", "nucleus"])
+    for (name, image, inst), split in zip(nuclei_q[:3], ["train", "train", "validation"]):
+        labels = np.zeros(inst.shape, np.uint8)
+        labels[:160] = 1 + (inst[:160] > 0)
+        p.add_image(name, image, labels=labels, split=split)
+    return p
+
+
+def make_train_widget(viewer, project, **cfg):
+    """A docked Train panel on ``project`` with a tiny network (``cfg`` overrides)."""
+    from napari_seg_box.widgets.train import TrainWidget
+
+    w = TrainWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.project_box.set_url(project.url)
+    w.set_config(**{**TINY_TRAINING, **cfg})
+    return w

@@ -73,7 +73,7 @@ def test_annotate_errors_show_in_widget_not_raise(viewer, tmp_path):
     viewer.add_image(np.zeros((64, 64), np.uint8), name="img")
     w = AnnotateWidget(viewer)
     assert w.add_layer("img") is None  # no project yet
-    assert "No project chosen" in w.status.text()
+    assert "No project yet: create one with New project… or open one with Open…" in w.status.text()
     w.create_project(str(tmp_path / "p.zarr"))
     assert w.create_project(str(tmp_path / "p.zarr")) is None  # exists already
     assert "already exists" in w.status.text()

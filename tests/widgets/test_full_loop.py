@@ -11,7 +11,7 @@ from napari_seg_box.widgets.annotate import AnnotateWidget
 from napari_seg_box.widgets.predict import PredictWidget
 from napari_seg_box.widgets.quantify import QuantifyWidget
 from napari_seg_box.widgets.train import TrainWidget
-from tests.widgets.conftest import wait_done
+from tests.widgets.conftest import objects_shown, wait_done
 
 QUADRANTS = {
     "nuclei q0": (0, 0, "train"),
@@ -73,6 +73,7 @@ def test_full_loop_on_sample_data(viewer, qtbot, tmp_path):
     assert predict.version_combo.currentData() == "v001"
     predict.predict("nuclei q3")
     wait_done(qtbot, predict.predict_runner)
+    objects_shown(qtbot, predict)
     pred = viewer.layers["nuclei q3 prediction"]
     assert pred.data.shape == (256, 256) and pred.data.max() == predict.n_objects == len(pred.features)
     assert predict.probabilities.shape == (2, 256, 256)
@@ -89,7 +90,7 @@ def test_full_loop_on_sample_data(viewer, qtbot, tmp_path):
     assert int(table["n_true"][1]) == n_true  # object truth = connected components of the annotation
     assert int(table["n_pred"][1]) == predict.n_objects
     assert 0.0 <= table["mean_iou"][0] <= 1.0 and 0.0 <= table["pixel_accuracy"][0] <= 1.0
-    errors = viewer.layers["nuclei q3 errors (nucleus): TP green, FP red, FN blue"].data
+    errors = viewer.layers["nuclei q3 errors"].data
     assert set(np.unique(errors)) <= {0, 1, 2, 3} and (errors > 0).any()
     assert len(project.list_dir("results/evaluations")) == 1
 

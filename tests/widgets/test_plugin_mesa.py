@@ -28,7 +28,7 @@ SCRIPT = textwrap.dedent(
     assert shot.max() > 0, "the canvas drew nothing"
     assert "torch" not in sys.modules and "triton" not in sys.modules
     widgets = {}
-    for name in ("Annotate", "Train", "Predict & evaluate", "Quantify"):
+    for name in ("Annotate", "Train", "Predict and evaluate", "Quantify"):
         dock, widget = viewer.window.add_plugin_dock_widget("napari-seg-box", name)
         widgets[name] = widget
         QApplication.processEvents()

@@ -1,4 +1,4 @@
-"""Predict & evaluate widget: tiled prediction in a worker, live post-processing, outlines, evaluation
+"""Predict and evaluate widget: tiled prediction in a worker, live post-processing, outlines, evaluation
 table, TP/FP/FN error maps, CSV export, cancel, errors in the widget."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 
 from napari_seg_box.widgets.predict import PredictWidget
 from tests.core._models import nuclei_project_with_model
-from tests.widgets.conftest import wait_done
+from tests.widgets.conftest import objects_shown, wait_done
 
 
 @pytest.fixture
@@ -30,6 +30,7 @@ def test_predict_postprocess_live_and_outlines(viewer, qtbot, setup, nuclei_q):
     w.probs_check.setChecked(True)
     w.predict("q3 image")
     wait_done(qtbot, w.predict_runner, 120000)
+    objects_shown(qtbot, w)
     assert w.probabilities.shape == (2, 256, 256)
     labels = viewer.layers["q3 image prediction"]
     assert labels.data.shape == (256, 256) and labels.data.max() == w.n_objects
@@ -75,7 +76,7 @@ def test_evaluate_table_error_maps_and_csv(viewer, qtbot, setup, tmp_path, nucle
     assert ev.summary["pixel"]["mean_iou"] > 0.6
     assert 0 < table["f1@0.5"][1] <= 1
     assert table["n_true"][1] == len(np.unique(nuclei_q[3][2])) - 1
-    name = "q3 errors (nucleus): TP green, FP red, FN blue"
+    name = "q3 errors"  # one object class: the class is not in the name
     errors = viewer.layers[name].data
     assert set(np.unique(errors)) <= {0, 1, 2, 3} and (errors == 1).sum() > 1000
     assert "q3" in viewer.layers  # the test image is shown under its error map
@@ -104,3 +105,71 @@ def test_cancel_and_errors_in_widget(viewer, qtbot, setup, tmp_path):
     w.refresh_versions()
     assert w.predict("q3 image") is None and "no model version" in w.status.text()
     assert w.export_csv(str(tmp_path)) is None and "Evaluate first" in w.status.text()
+
+
+def test_objects_update_in_a_worker_with_the_count_and_the_tuned_settings_named(viewer, qtbot, setup, nuclei_project, monkeypatch):
+    """Issue 20, point 12: sliders; post-processing off the main thread, debounced; the outlines layer
+    updated in place; the count in the status follows; the tuned-settings button says what it applies."""
+    import threading
+
+    from superqt import QLabeledDoubleSlider, QLabeledSlider
+
+    import napari_seg_box.widgets.predict as predict_module
+    from napari_seg_box.core.postprocess import PostprocessConfig
+    from napari_seg_box.core.versions import Tuning
+
+    w, version = setup
+    assert isinstance(w.threshold, QLabeledDoubleSlider) and isinstance(w.min_size, QLabeledSlider)
+    # a GUI-trained model without tuning: the button says so instead of silently applying defaults
+    assert not w.tuned_btn.isEnabled() and "has no tuned settings" in w.tuned_btn.text()
+    threads, real = [], predict_module.iter_objects
+
+    def recording(*args, **kwargs):
+        threads.append(threading.current_thread())
+        return (yield from real(*args, **kwargs))
+
+    monkeypatch.setattr(predict_module, "iter_objects", recording)
+    w.predict("q3 image")
+    wait_done(qtbot, w.predict_runner, 120000)
+    objects_shown(qtbot, w)
+    assert threads and all(t is not threading.main_thread() for t in threads)
+    outlines = viewer.layers["q3 image outlines"]
+    n = w.n_objects
+    assert f"{n} objects" in w.status.text() and f"{n} objects" in w.pp.count_label.text()
+    runs = len(threads)
+    for size in range(20, 420, 40):  # a dragged slider: ten values in quick succession
+        w.min_size.setValue(size)
+    objects_shown(qtbot, w)
+    assert len(threads) - runs <= 2, "each slider value post-processed: not debounced"
+    assert w.objects.config.min_size == 380 and w.n_objects < n
+    assert f"{w.n_objects} objects" in w.status.text() and f"{n} objects" not in w.status.text()
+    assert viewer.layers["q3 image outlines"] is outlines and len(outlines.data) == w.n_objects  # updated, not rebuilt
+    # a tuned version: the button names the settings and applies exactly them
+    tuned = PostprocessConfig(threshold=0.7, min_size=30, instances="components")
+    nuclei_project.save_tuning(version, Tuning(tuned, score=0.8, metric="f1@0.5"))
+    w.refresh_versions()
+    assert w.tuned_btn.isEnabled() and "threshold 0.7, min size 30" in w.tuned_btn.text()
+    w.min_size.setValue(500)
+    w.tuned_btn.click()
+    assert (w.threshold.value(), w.min_size.value(), w.split.isChecked()) == (pytest.approx(0.7), 30, False)
+    objects_shown(qtbot, w)
+    assert w.objects.config.min_size == 30 and w.objects.config.instances == "components"
+
+
+def test_error_maps_read_without_a_legend_in_the_layer_name(viewer, qtbot, setup):
+    """Issue 20, point 13: colour-blind-safe error colours with a key in the panel, "FP" on hover, the
+    F1 and IoU columns first."""
+    w, version = setup
+    w.evaluate("test")
+    wait_done(qtbot, w.eval_runner, 120000)
+    assert list(w.metrics_table.frame.columns[:3]) == ["image", "f1@0.5", "mean_iou"]
+    layer = viewer.layers["q3 errors"]
+    assert not w.legend.isHidden() and all(word in w.legend.text() for word in ("found (TP)", "false alarm (FP)", "missed (FN)"))
+    colours = {k: tuple(np.round(layer.colormap.map(k)[:3], 2)) for k in (1, 2, 3)}
+    assert colours == {1: (0.0, 0.45, 0.7), 2: (0.9, 0.62, 0.0), 3: (0.8, 0.47, 0.65)}  # Okabe-Ito blue, orange, purple
+    for value, word in ((1, "TP"), (2, "FP"), (3, "FN")):
+        where = np.argwhere(layer.data == value)
+        if len(where):
+            status = layer.get_status(tuple(where[len(where) // 2]), world=True)
+            text = status["coordinates"] if isinstance(status, dict) else status
+            assert f"({word})" in text, text

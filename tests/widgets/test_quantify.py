@@ -32,8 +32,9 @@ def test_quantify_files_with_model(viewer, qtbot, widget, tmp_path, nuclei_q):
 
     folder = tmp_path / "batch"
     folder.mkdir()
-    for name, image, _ in nuclei_q[2:]:
+    for name, image, truth in nuclei_q[2:]:
         tifffile.imwrite(folder / f"{name}.tif", image)
+        tifffile.imwrite(folder / f"{name}_mask.tif", truth.astype(np.uint16))  # masks beside: not measured (issue 20, 13)
     (folder / "broken.tif").write_bytes(b"not a tiff")
     w = widget
     w.set_source("files")
@@ -64,6 +65,7 @@ def test_quantify_files_with_model(viewer, qtbot, widget, tmp_path, nuclei_q):
     assert top["area_um2"] == pytest.approx(objects["area_um2"].max())
     layer = w.open_row("objects", 0)
     assert layer.name == f"{top['image']} measured" and layer.selected_label == top["label"]
+    assert layer.show_selected_label  # the clicked object stands out (issue 20, point 13)
     assert top["label"] in set(np.unique(layer.data))
     np.testing.assert_allclose(viewer.camera.center[-2:], (top["centroid_y_um"], top["centroid_x_um"]))
     feats = layer.features

@@ -11,37 +11,18 @@ from qtpy.QtCore import QTimer
 
 from napari_seg_box.core import Project, TrainConfig
 from napari_seg_box.widgets.train import TrainWidget
+from tests.widgets.conftest import make_train_widget as make_widget
 from tests.widgets.conftest import wait_done
-
-TINY = dict(encoder="resnet18", encoder_depth=3, patch_size=64, batch_size=4, learning_rate=2e-3, steps_per_epoch=4, augmentation="light")
-
-
-@pytest.fixture
-def project(tmp_path, nuclei_q):
-    p = Project.create(tmp_path / "p.zarr", classes=["background", "nucleus"])
-    for (name, image, inst), split in zip(nuclei_q[:3], ["train", "train", "validation"]):
-        labels = np.zeros(inst.shape, np.uint8)
-        labels[:160] = 1 + (inst[:160] > 0)  # sparse: only the top of each image is annotated
-        p.add_image(name, image, labels=labels, split=split)
-    return p
-
-
-def make_widget(viewer, project, **cfg):
-    w = TrainWidget(viewer)
-    viewer.window.add_dock_widget(w)
-    w.project_box.set_url(project.url)
-    w.set_config(**{**TINY, **cfg})
-    return w
 
 
 def test_train_two_epochs_curves_and_versions(viewer, qtbot, project):
+    assert TrainWidget(viewer).config() == TrainConfig()  # the dock starts from the core's defaults
     w = make_widget(viewer, project, epochs=2)
     cfg = w.config()
     assert (cfg.encoder, cfg.encoder_depth, cfg.decoder, cfg.patch_size, cfg.epochs) == ("resnet18", 3, (32, 16, 8), 64, 2)
-    assert TrainWidget(viewer).config() == TrainConfig()  # the dock starts from the core's defaults
     assert not cfg.boundary
     w.set_config(boundary=True)
-    assert w.boundary_check.isChecked() and w.config().boundary
+    assert w.settings_form.boundary_check.isChecked() and w.config().boundary
     w.set_config(boundary=False)
     assert not w.advanced.isExpanded()  # advanced settings start collapsed
     qtbot.waitUntil(lambda: w.device_label.text().startswith(("CPU", "CUDA", "Apple")), timeout=60000)
@@ -67,13 +48,13 @@ def test_train_two_epochs_curves_and_versions(viewer, qtbot, project):
     for ax in w.plot.axes:
         assert [len(line.get_xdata()) for line in ax.get_lines()] == [2, 2]
     np.testing.assert_allclose(w.plot.axes[0].get_lines()[1].get_ydata(), [h["val_loss"] for h in meta.history])
-    assert w.progress.value() == w.progress.maximum() == 8
+    assert w.progress.value() == w.progress.maximum() and w.progress.format() == "done"
     rows = w.versions.frame
     assert list(rows["version"]) == ["v001"] and rows["status"][0] == "completed"
     assert rows["val IoU"][0] == pytest.approx(meta.best["val_iou"])
     assert 0.0 <= rows["val IoU"][0] <= 1.0
     assert "Training finished: model version v001" in w.status.text()
-    assert w.finetune_combo.findData("v001") > 0  # fine-tuning can start from it
+    assert w.settings_form.finetune_combo.findData("v001") > 0  # fine-tuning can start from it
 
 
 def test_stop_during_training_keeps_a_version(viewer, qtbot, project):
@@ -91,7 +72,7 @@ def test_stop_during_training_keeps_a_version(viewer, qtbot, project):
 
 def test_augmentation_preview_layers(viewer, project):
     w = make_widget(viewer, project)
-    w.aug_combo.setCurrentText("strong")
+    w.settings_form.aug_combo.setCurrentText("strong")
     samples = w.preview_augmentation(n=3)
     assert len(samples) == 3
     img = viewer.layers["augmented (strong)"].data

@@ -1,97 +1,29 @@
-"""Shared pieces of the dock widgets: project picker, worker wiring, errors, themed plots, tables.
+"""Shared pieces of the panels: the project box, the model-version list, docking (scrolling, tabs,
+a guarded close), a folder field, and settings remembered between sessions.
 
-No state lives here that the project store does not own: the project a widget works on is a path
-(typed, browsed, or taken from the ``segbox_store`` metadata of the viewer's layers) and is opened
-from the store each time it is used.
+The project a panel works on is the window's current one (:class:`~._session.Session`): a path or
+URL, opened from the store each time it is used.
 """
 
 from __future__ import annotations
 
 import contextlib
-import threading
-import traceback
+import itertools
 from collections.abc import Callable
 
-from qtpy.QtCore import Qt, Signal
+from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QPushButton,
+    QVBoxLayout,
     QWidget,
 )
 
 from ..layers import STORE_KEY
-
-
-# ---------------------------------------------------------------------- messages
-def error_text(err: BaseException) -> str:
-    """What the user reads: our own errors as they are, others with their type and a hint."""
-    from ..core.errors import SegBoxError
-
-    if isinstance(err, SegBoxError):
-        return str(err)
-    if isinstance(err, MemoryError):
-        return "Out of memory: use smaller images, a smaller patch or batch size, or a lighter model."
-    return f"{type(err).__name__}: {err} (unexpected: please report it with the details from the terminal)."
-
-
-def report_error(err: BaseException, label: QLabel | None = None) -> str:
-    """Show ``err`` as a napari notification and in ``label``; never raises."""
-    from ..core.errors import SegBoxError
-
-    text = error_text(err)
-    if label is not None:
-        label.setText(text)
-        label.setStyleSheet("color: #ff6b6b;")
-    if not isinstance(err, SegBoxError):
-        traceback.print_exception(type(err), err, err.__traceback__)
-    try:
-        from napari.utils.notifications import show_error
-
-        show_error(text)
-    except Exception:  # pragma: no cover - notifications must never take the widget down
-        pass
-    return text
-
-
-def report_info(text: str, label: QLabel | None = None, *, notify: bool = False) -> None:
-    if label is not None:
-        label.setText(text)
-        label.setStyleSheet("")
-    if notify:
-        try:
-            from napari.utils.notifications import show_info
-
-            show_info(text)
-        except Exception:  # pragma: no cover
-            pass
-
-
-def guarded(label_attr: str = "status"):
-    """Decorator for button slots: a raised exception becomes a notification + status text."""
-
-    def wrap(fn):
-        def inner(self, *args, **kwargs):
-            try:
-                return fn(self, *args, **kwargs)
-            except Exception as err:  # noqa: BLE001 - nothing may escape into Qt
-                report_error(err, getattr(self, label_attr, None))
-                return None
-
-        inner.__name__ = fn.__name__
-        inner.__doc__ = fn.__doc__
-        return inner
-
-    return wrap
-
-
-def status_label() -> QLabel:
-    label = QLabel("")
-    label.setWordWrap(True)
-    label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-    return label
+from ._messages import report_error
 
 
 # ---------------------------------------------------------------------- project
@@ -109,24 +41,30 @@ def project_url_from_viewer(viewer) -> str | None:
 
 
 class ProjectBox(QWidget):
-    """A project store path with "Open…"; fills itself from the viewer's linked layers."""
+    """The window's current project (shared by the four docks: :class:`~._session.Session`), with
+    "Open…"; fills itself from the viewer's linked layers when there is none yet."""
 
     changed = Signal(str)
 
     def __init__(self, viewer, parent=None):
+        from ._session import Session
+
         super().__init__(parent)
         self.viewer = viewer
-        self.edit = QLineEdit()
-        self.edit.setPlaceholderText("project store (folder .zarr or s3://...)")
+        self.session = Session.of(viewer)
+        self.edit = QLineEdit(self.session.url)
+        self.edit.setPlaceholderText("project folder (.zarr) or s3://...")
+        self.edit.setToolTip("The project all the panels of this window work on")
         self.browse = QPushButton("Open…")
-        self.browse.setToolTip("Choose an existing project store folder")
+        self.browse.setToolTip("Choose an existing project folder")
         lay = QHBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(QLabel("Project:"))
         lay.addWidget(self.edit, 1)
         lay.addWidget(self.browse)
         self.browse.clicked.connect(self._browse)
-        self.edit.editingFinished.connect(lambda: self.changed.emit(self.url))
+        self.edit.editingFinished.connect(lambda: self.session.set_project(self.edit.text()))
+        self.session.project_changed.connect(self._shown)
         viewer.layers.events.inserted.connect(self._from_viewer)
         viewer.layers.selection.events.active.connect(self._from_viewer)
         self._from_viewer()
@@ -136,31 +74,30 @@ class ProjectBox(QWidget):
         return self.edit.text().strip()
 
     def set_url(self, url: str) -> None:
-        url = str(url)
-        if url != self.url:
+        """Make ``url`` the current project of every panel."""
+        self.session.set_project(url)
+
+    def _shown(self, url: str) -> None:
+        if self.edit.text().strip() != url:
             self.edit.setText(url)
-            self.changed.emit(url)
+        self.changed.emit(url)
 
     def _from_viewer(self, event=None) -> None:
-        if self.url:
+        if self.session.url:
             return
         url = project_url_from_viewer(self.viewer)
         if url:
             self.set_url(url)
 
     def _browse(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Open a project store")
+        path = QFileDialog.getExistingDirectory(self, "Open a project (its folder)")
         if path:
             self.set_url(path)
 
     def project(self):
-        """The project store, opened now (raises StoreError with what to do when there is none)."""
-        from ..core.errors import StoreError
-        from ..core.store import Project
-
-        if not self.url:
-            raise StoreError("No project chosen: create or open one in the Annotate widget, or type its folder here.")
-        return Project.open(self.url)
+        """The project store, opened now (what was typed in the field counts, Enter or not)."""
+        self.session.set_project(self.edit.text())
+        return self.session.project()
 
 
 def fill_versions(combo, project_box, status) -> bool:
@@ -184,71 +121,165 @@ def fill_versions(combo, project_box, status) -> bool:
     return True
 
 
-# ---------------------------------------------------------------------- workers
-class Runner:
-    """Runs a core generator in a napari thread worker; slots run in the main thread.
+# ---------------------------------------------------------------------- docking
+def scrolled(widget: QWidget) -> QVBoxLayout:
+    """Give ``widget`` a scroll area and return the layout to fill: a dock never needs more height than
+    the screen has (its status line stays reachable), and several docks fit one window."""
+    from qtpy.QtWidgets import QFrame, QScrollArea
 
-    ``start(func, *args, **kwargs)`` calls ``func(*args, cancel=self.cancel_event, **kwargs)`` in the
-    worker. Errors reach ``on_error`` (the default shows them) and never escape into Qt.
-    """
+    outer = QVBoxLayout(widget)
+    outer.setContentsMargins(0, 0, 0, 0)
+    area = QScrollArea()
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.Shape.NoFrame)
+    inner = QWidget()
+    area.setWidget(inner)
+    outer.addWidget(area)
+    widget.setMinimumHeight(160)
+    return QVBoxLayout(inner)
 
-    def __init__(self, *, on_yield=None, on_return=None, on_error=None, on_finish=None):
-        self.on_yield = on_yield
-        self.on_return = on_return
-        self.on_error = on_error
-        self.on_finish = on_finish
-        self.worker = None
-        self.cancel_event = threading.Event()
 
-    @property
-    def running(self) -> bool:
-        return self.worker is not None
+def later(owner: QWidget, fn: Callable[[], None]) -> None:
+    """Call ``fn`` from the event loop, soon, unless ``owner`` is destroyed first (its timer goes with it)."""
+    from qtpy.QtCore import QTimer
 
-    def start(self, func: Callable, *args, **kwargs):
-        from napari.qt.threading import create_worker
+    timer = QTimer(owner)
+    timer.setSingleShot(True)
+    timer.timeout.connect(fn)
+    timer.timeout.connect(timer.deleteLater)
+    timer.start(0)
 
-        if self.worker is not None:
-            raise RuntimeError("A task is already running: wait for it or stop it first.")
-        self.cancel_event = threading.Event()
-        worker = create_worker(func, *args, cancel=self.cancel_event, _start_thread=False, _ignore_errors=True, **kwargs)
-        with contextlib.suppress(Exception):  # napari relays errors to its own traceback notification: we show a clear one
-            worker.errored.disconnect(worker._relay_error)
-        if self.on_yield is not None and hasattr(worker, "yielded"):
-            worker.yielded.connect(self._safe(self.on_yield))
-        if self.on_return is not None:
-            worker.returned.connect(self._safe(self.on_return))
-        worker.errored.connect(self._error)
-        worker.finished.connect(self._finished)
-        self.worker = worker
-        worker.start()
-        return worker
 
-    def stop(self) -> None:
-        """Ask the running task to stop (it returns what it has, or raises CancelledError)."""
-        self.cancel_event.set()
+_DOCK_SERIALS = itertools.count()
 
-    def _safe(self, fn):
-        def slot(value):
-            try:
-                fn(value)
-            except Exception as err:  # noqa: BLE001
-                self._error(err)
 
-        return slot
+class Dock:
+    """Mixin of the plugin's panels: they open tabbed together and may guard their closing."""
 
-    def _error(self, err):
-        try:
-            if self.on_error is not None:
-                self.on_error(err)
-            else:
-                report_error(err)
-        except Exception as inner:  # noqa: BLE001
-            report_error(inner)
+    SEGBOX_DOCK = True
 
-    def _finished(self):
-        self.worker = None
-        if self.on_finish is not None:
-            try:
-                self.on_finish()
-            except Exception as err:  # noqa: BLE001
-                report_error(err)
+    def event(self, event):
+        from qtpy.QtCore import QEvent
+
+        if event.type() == QEvent.Type.ParentChange and dock_of(self) is not None:
+            self.on_docked()  # in a dock now (shown or not)
+            if not getattr(self, "_tabified", False):
+                self._tabified = True
+                self._dock_serial = next(_DOCK_SERIALS)
+                later(self, lambda: tabify_with_siblings(self))  # once napari put the dock in its window
+        return super().event(event)
+
+    def on_docked(self) -> None:
+        """Called when the panel is put in a dock (may be called more than once)."""
+
+
+def dock_of(widget: QWidget):
+    """The dock (a QDockWidget) holding ``widget``, or None."""
+    from qtpy.QtWidgets import QDockWidget
+
+    parent = widget.parentWidget()
+    while parent is not None and not isinstance(parent, QDockWidget):
+        parent = parent.parentWidget()
+    return parent
+
+
+def tabify_with_siblings(widget: QWidget) -> None:
+    """Put ``widget``'s dock in one tab group with the other napari-seg-box docks of the window: each
+    joins the earliest opened, so panels opened together end in one group too."""
+    from qtpy.QtWidgets import QDockWidget, QMainWindow
+
+    dock = dock_of(widget)
+    window = dock.parentWidget() if dock is not None else None
+    if not isinstance(window, QMainWindow):
+        return
+    siblings = []
+    for other in window.findChildren(QDockWidget):
+        if other is dock or other.isFloating() or window.dockWidgetArea(other) != window.dockWidgetArea(dock):
+            continue
+        panel = next((w for w in other.findChildren(QWidget) if getattr(w, "SEGBOX_DOCK", False)), None)
+        if panel is not None:
+            siblings.append((getattr(panel, "_dock_serial", 0), other))
+    if not siblings or min(siblings, key=lambda s: s[0])[0] > getattr(widget, "_dock_serial", 0):
+        return  # the earliest: the others join it
+    window.tabifyDockWidget(min(siblings, key=lambda s: s[0])[1], dock)
+    dock.show()
+    dock.raise_()
+
+
+def guard_dock_close(widget: QWidget, confirm: Callable[[], bool]) -> None:
+    """Ask ``confirm()`` before the dock holding ``widget`` is closed with its x button (napari's
+    dock calls ``destroyOnClose``); a False answer keeps it open."""
+    dock = dock_of(widget)
+    if dock is None or not hasattr(dock, "destroyOnClose") or getattr(dock, "_segbox_guarded", False):
+        return
+    close = dock.destroyOnClose
+
+    def guarded_close():
+        if confirm():
+            close()
+
+    dock.destroyOnClose = guarded_close
+    dock._segbox_guarded = True
+
+
+class PathField(QWidget):
+    """A folder path with a … button."""
+
+    def __init__(self, placeholder: str, parent=None):
+        super().__init__(parent)
+        self.edit = QLineEdit()
+        self.edit.setPlaceholderText(placeholder)
+        button = QPushButton("…")
+        button.setMaximumWidth(30)
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.edit, 1)
+        lay.addWidget(button)
+        button.clicked.connect(self._browse)
+
+    def _browse(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Choose a folder")
+        if folder:
+            self.edit.setText(folder)
+
+    def text(self) -> str:
+        return self.edit.text().strip()
+
+    def setText(self, text: str) -> None:  # noqa: N802 - Qt name
+        self.edit.setText(text)
+
+
+# ---------------------------------------------------------------------- remembered settings
+def settings():
+    """Where the panels keep their choices between sessions (an INI file in the user's config folder)."""
+    from qtpy.QtCore import QSettings
+
+    return QSettings(QSettings.Format.IniFormat, QSettings.Scope.UserScope, "napari-seg-box", "panels")
+
+
+def remember(key: str, control) -> None:
+    """Restore ``control`` from the last session and store every change: a QCheckBox, QSpinBox,
+    QDoubleSpinBox, QComboBox (by its text) or QLineEdit."""
+    from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QLineEdit, QSpinBox
+
+    value = settings().value(key)
+    store = lambda v: settings().setValue(key, v)  # noqa: E731
+    if isinstance(control, QCheckBox):
+        if value is not None:
+            control.setChecked(str(value).lower() == "true")
+        control.toggled.connect(store)
+    elif isinstance(control, QSpinBox | QDoubleSpinBox):
+        if value is not None:
+            with contextlib.suppress(ValueError, TypeError):
+                control.setValue(type(control.value())(value))
+        control.valueChanged.connect(store)
+    elif isinstance(control, QComboBox):
+        if value is not None and control.findText(str(value)) >= 0:
+            control.setCurrentText(str(value))
+        control.currentTextChanged.connect(store)
+    elif isinstance(control, QLineEdit):
+        if value is not None:
+            control.setText(str(value))
+        control.textChanged.connect(store)
+    else:
+        raise TypeError(f"cannot remember a {type(control).__name__}")

@@ -1,11 +1,10 @@
-"""Annotate: project store, classes, linked labels layers, sparse painting, splits, saving.
+"""Annotate: the project, its classes and images, painting into linked labels layers, splits.
 
-Every action is one call of the headless core (shown in the tooltips and in the README's console
-recipe): ``Project.create`` / ``Project.open``, ``project.set_classes``, ``project.add_image``,
-``import_images``, ``project.set_labels``, ``project.set_split``, ``project.annotation_stats``.
-
-Labels layers are linked to the store through their metadata (``segbox_store``, ``segbox_image``),
-the same link the plugin's reader and writer use; 0 = unlabelled, so painting a few strokes is fine.
+Every action is one call of the headless core (``Project.create``, ``project.add_image``,
+``import_images``, ``project.set_labels``, ``project.set_split``, ``project.split_into_tiles``,
+``project.remove_image``, ``project.set_unpainted_background``). Labels layers are linked to the
+store through their metadata (:mod:`..layers`); 0 = unlabelled, so painting a few strokes is fine,
+and the panel keeps napari's label picker and the project's classes in step.
 """
 
 from __future__ import annotations
@@ -19,23 +18,27 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
+    QInputDialog,
     QLabel,
     QLineEdit,
     QPushButton,
+    QSpinBox,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
-from ..layers import IMAGE_KEY, class_colormap, layer_scale, link, linked
-from ._common import ProjectBox, guarded, report_error, report_info, status_label
+from ..layers import IMAGE_KEY, class_colormap, is_image, is_labels, linked
+from ._annotate_actions import ImageActions
+from ._common import Dock, PathField, ProjectBox, later, scrolled
+from ._messages import ask, guarded, report_error, report_info, status_label
 
 SPLITS = ("train", "validation", "test")
 AUTOSAVE_MS = 2000
 
 
-class AnnotateWidget(QWidget):
+class AnnotateWidget(ImageActions, Dock, QWidget):
     """Create/open a project, add images, paint classes into linked labels layers, save, set splits."""
 
     def __init__(self, napari_viewer, parent=None):
@@ -47,56 +50,69 @@ class AnnotateWidget(QWidget):
         self._timer.setSingleShot(True)
         self._timer.setInterval(AUTOSAVE_MS)
         self._timer.timeout.connect(self._autosave)
+        lay = scrolled(self)
 
-        lay = QVBoxLayout(self)
-        # project
-        box = QGroupBox("Project store")
+        box = QGroupBox("Project")
         form = QVBoxLayout(box)
         self.project_box = ProjectBox(self.viewer)
         form.addWidget(self.project_box)
         row = QHBoxLayout()
         self.classes_edit = QLineEdit("background, foreground")
-        self.classes_edit.setToolTip("Class names in label order: the first is label 1 (usually background). 0 = unlabelled.")
+        self.classes_edit.setToolTip("Class names in label order: the first is label 1 (usually background); 0 = unlabelled")
         row.addWidget(QLabel("Classes:"))
         row.addWidget(self.classes_edit, 1)
         form.addLayout(row)
         row = QHBoxLayout()
         self.new_btn = QPushButton("New project…")
-        self.new_btn.setToolTip("Project.create(folder, classes=[...])")
+        self.new_btn.setToolTip("Create a new project (a folder) with the classes above")
         self.classes_btn = QPushButton("Apply classes")
-        self.classes_btn.setToolTip("project.set_classes([...]): rename or add classes")
+        self.classes_btn.setToolTip("Rename the project's classes or add new ones")
         row.addWidget(self.new_btn)
         row.addWidget(self.classes_btn)
         form.addLayout(row)
         lay.addWidget(box)
 
-        # images
         box = QGroupBox("Images")
         form = QFormLayout(box)
         self.layer_combo = QComboBox()
         self.split_combo = QComboBox()
         self.split_combo.addItems(SPLITS)
+        self.split_combo.setToolTip("train and validation images teach the model; test images only score it")
         form.addRow("Image layer:", self.layer_combo)
         form.addRow("Split:", self.split_combo)
-        row = QHBoxLayout()
         self.add_btn = QPushButton("Add layer to project")
-        self.add_btn.setToolTip("project.add_image(name, layer.data, split=...) and a linked labels layer")
-        self.import_btn = QPushButton("Import folder…")
-        self.import_btn.setToolTip("import_images(project, folder, split=...): images (and masks) of a folder")
-        row.addWidget(self.add_btn)
-        row.addWidget(self.import_btn)
-        form.addRow(row)
+        self.add_btn.setToolTip("Add the image layer to the project and create its annotation layer")
+        form.addRow(self.add_btn)
+        row = QHBoxLayout()
+        self.mask_combo = QComboBox()
+        self.mask_combo.setToolTip("A labels layer you already have: a painted mask, or ground truth (one id per object)")
+        self.use_mask_btn = QPushButton("Use as its annotation")
+        self.use_mask_btn.setToolTip(
+            "Make this labels layer the annotation of the image layer chosen above (added to the project if needed)"
+        )
+        row.addWidget(self.mask_combo, 1)
+        row.addWidget(self.use_mask_btn)
+        form.addRow("Labels layer:", row)
+        self.images_dir = PathField("folder of images (and their masks)")
+        self.masks_dir = PathField("optional: masks in another folder, matched by name")
+        self.import_btn = QPushButton("Import")
+        self.import_btn.setToolTip("Images (with masks beside them, in masks/, or in the folder below) into the project")
+        form.addRow("Import images:", self.images_dir)
+        form.addRow("Masks:", self.masks_dir)
+        form.addRow(self.import_btn)
         lay.addWidget(box)
 
-        # painting
-        box = QGroupBox("Annotate")
+        box = QGroupBox("Paint")
         form = QFormLayout(box)
         self.class_combo = QComboBox()
-        self.class_combo.setToolTip("The class the brush paints (label value); 0 = unlabelled (eraser)")
+        self.class_combo.setToolTip("The class the brush paints; 0 = unlabelled (eraser)")
         form.addRow("Paint class:", self.class_combo)
+        self.unpainted_check = QCheckBox("unpainted pixels of this image are background")
+        self.unpainted_check.setToolTip("Tick it when you painted only the objects: the rest of the image then counts as background")
+        form.addRow(self.unpainted_check)
         row = QHBoxLayout()
         self.save_btn = QPushButton("Save annotations")
-        self.save_btn.setToolTip("project.set_labels(image, labels) for each linked labels layer")
+        self.save_btn.setToolTip("Save every annotation layer of this project now")
         self.autosave = QCheckBox("autosave")
         self.autosave.setChecked(True)
         self.autosave.setToolTip(f"Save {AUTOSAVE_MS // 1000} s after the last brush stroke")
@@ -105,22 +121,40 @@ class AnnotateWidget(QWidget):
         form.addRow(row)
         lay.addWidget(box)
 
-        # list
         lay.addWidget(QLabel("Project images (click to open; annotated pixels per class):"))
         self.table = QTableWidget(0, 3)
         self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.table.verticalHeader().setVisible(False)
-        self.table.setMinimumHeight(160)
+        self.table.setMinimumHeight(140)
         lay.addWidget(self.table, 1)
+        row = QHBoxLayout()
+        self.remove_btn = QPushButton("Remove")
+        self.remove_btn.setToolTip("Remove the selected image (and its annotation) from the project")
+        self.tiles = QSpinBox()
+        self.tiles.setRange(2, 8)
+        self.tiles.setValue(2)
+        self.tiles.setPrefix("tiles: ")
+        self.tiles.setSuffix(" x n")
+        self.tile_btn = QPushButton("Cut into tiles")
+        self.tile_btn.setToolTip("Cut the selected image into n x n tiles: the last one becomes a test image, the one before validation")
+        row.addWidget(self.remove_btn)
+        row.addStretch(1)
+        row.addWidget(self.tiles)
+        row.addWidget(self.tile_btn)
+        lay.addLayout(row)
         self.status = status_label()
         lay.addWidget(self.status)
 
         self.new_btn.clicked.connect(self._new_dialog)
         self.classes_btn.clicked.connect(lambda: self.apply_classes())
         self.add_btn.clicked.connect(lambda: self.add_layer())
-        self.import_btn.clicked.connect(self._import_dialog)
+        self.use_mask_btn.clicked.connect(lambda: self.use_labels_layer())
+        self.import_btn.clicked.connect(lambda: self.import_folder(self.images_dir.text(), self.masks_dir.text() or None))
         self.save_btn.clicked.connect(lambda: self.save())
+        self.remove_btn.clicked.connect(lambda: self.remove_selected())
+        self.tile_btn.clicked.connect(lambda: self.cut_selected_into_tiles())
+        self.unpainted_check.toggled.connect(self._unpainted_toggled)
         self.class_combo.currentIndexChanged.connect(self._class_chosen)
         self.table.cellClicked.connect(lambda r, c: self.open_image(self.table.item(r, 0).text()) if c != 1 else None)
         self.project_box.changed.connect(lambda url: self.refresh())
@@ -133,14 +167,14 @@ class AnnotateWidget(QWidget):
     # ------------------------------------------------------------------ project
     @guarded()
     def create_project(self, path: str, classes=None):
-        """``Project.create(path, classes=...)``; the widget then works on it."""
+        """``Project.create(path, classes=...)``: the new current project of every panel."""
         from ..core.store import Project
 
         names = classes or self._class_names()
         project = Project.create(path, classes=names)
         self.project_box.set_url(project.url)
         self.refresh()
-        report_info(f"Created project {project.url} with classes {', '.join(names)}.", self.status)
+        report_info(f"Created project {project.url} with classes {', '.join(names)}: add an image layer to it next.", self.status)
         return project
 
     @guarded()
@@ -153,9 +187,13 @@ class AnnotateWidget(QWidget):
         return project
 
     def _new_dialog(self):
-        path, _ = QFileDialog.getSaveFileName(self, "New project store (a new folder)", "project.zarr")
-        if path:
-            self.create_project(path)
+        folder = QFileDialog.getExistingDirectory(self, "Where to keep the new project")
+        if not folder:
+            return
+        name, ok = QInputDialog.getText(self, "New project", "Name of the project:", text="my_project")
+        if ok and name.strip():
+            name = name.strip()
+            self.create_project(f"{folder}/{name if name.endswith('.zarr') else name + '.zarr'}")
 
     def _class_names(self) -> list[str]:
         return [c.strip() for c in self.classes_edit.text().replace(";", ",").split(",") if c.strip()]
@@ -189,11 +227,13 @@ class AnnotateWidget(QWidget):
         idx = self.class_combo.findData(current if current is not None else 1)
         self.class_combo.setCurrentIndex(max(idx, 0))
         self.class_combo.blockSignals(False)
+        self._class_chosen()  # the brushes paint a class of the project (fewer classes than before, too)
         cmap = class_colormap(project)
         for layer in self.viewer.layers:
-            if layer._type_string == "labels" and linked(layer, project.url):
+            if is_labels(layer) and linked(layer, project.url):
                 layer.colormap = cmap
         self._fill_table(project)
+        self._show_unpainted()
 
     def _fill_table(self, project) -> None:
         names = project.class_names
@@ -211,8 +251,7 @@ class AnnotateWidget(QWidget):
             combo.setCurrentText(rec.split)
             combo.currentTextChanged.connect(lambda split, name=rec.name: self.set_split(name, split))
             self.table.setCellWidget(r, 1, combo)
-            stats = project.annotation_stats(rec.name)
-            for j, n in enumerate(stats):
+            for j, n in enumerate(project.annotation_stats(rec.name)):
                 item = QTableWidgetItem(f"{int(n):,}")
                 item.setTextAlignment(int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter))
                 self.table.setItem(r, 2 + j, item)
@@ -235,119 +274,67 @@ class AnnotateWidget(QWidget):
             rows.append(row)
         return rows
 
+    def selected_image(self) -> str | None:
+        rows = self.table.selectionModel().selectedRows() if self.table.selectionModel() else []
+        return self.table.item(rows[0].row(), 0).text() if rows else None
+
     # ------------------------------------------------------------------ images
     def _layers_changed(self, event=None) -> None:
-        current = self.layer_combo.currentText()
-        self.layer_combo.clear()
-        for layer in self.viewer.layers:
-            if layer._type_string == "image":
-                self.layer_combo.addItem(layer.name)
-        if current:
-            self.layer_combo.setCurrentText(current)
+        for combo, wanted in ((self.layer_combo, is_image), (self.mask_combo, is_labels)):
+            current = combo.currentText()
+            combo.clear()
+            for layer in self.viewer.layers:
+                if wanted(layer) and not (combo is self.mask_combo and linked(layer)):
+                    combo.addItem(layer.name)
+            if current:
+                combo.setCurrentText(current)
         if event is not None and getattr(event, "type", "") == "inserted":
             layer = event.value
-            if layer._type_string == "labels" and linked(layer):
+            if is_labels(layer) and linked(layer):
                 self._watch(layer)
 
     def _active_changed(self, event=None) -> None:
         layer = self.viewer.layers.selection.active
-        if layer is not None and layer._type_string == "image":
+        if layer is not None and is_image(layer):
             self.layer_combo.setCurrentText(layer.name)
+        self._show_unpainted()
 
-    @guarded()
-    def add_layer(self, layer=None, *, split: str | None = None, name: str | None = None):
-        """``project.add_image(name, layer.data, split=...)``, link the layer, add a labels layer."""
+    def _layer(self, layer, combo: QComboBox, what: str):
         from ..core.errors import DataError
 
-        project = self.project_box.project()
         if layer is None:
-            if not self.layer_combo.currentText():
-                raise DataError("No image layer to add: open an image in napari first (File > Open, or File > Open Sample).")
-            layer = self.viewer.layers[self.layer_combo.currentText()]
-        if isinstance(layer, str):
-            layer = self.viewer.layers[layer]
-        split = split or self.split_combo.currentText()
-        data = np.asarray(layer.data)
-        name = name or layer.name
-        # napari shows a 3D non-RGB layer as a stack of planes (a slider): so does the store
-        stack = False if layer.rgb else (True if data.ndim == 3 else None)
-        project.add_image(name, data, split=split, stack=stack, source=f"napari layer {layer.name}", origin="drawn")
-        layer.metadata = {**(layer.metadata or {}), **link(project.url, name)}
-        labels = self.labels_layer_for(name, create=True, project=project)
-        self.refresh()
-        self.viewer.layers.selection.active = labels
-        what = f"a stack of {project.image_record(name).shape[0]} planes" if project.image_record(name).is_stack else "an image"
-        report_info(f"Added {name} ({split}, {what}) to the project: paint into '{labels.name}' (any planes you like).", self.status)
-        return name
-
-    def _import_dialog(self):
-        folder = QFileDialog.getExistingDirectory(self, "Import the images (and masks) of a folder")
-        if folder:
-            self.import_folder(folder)
-
-    @guarded()
-    def import_folder(self, folder: str, masks: str | None = None):
-        """``import_images(project, folder, masks, split=...)``."""
-        from ..core.io import import_images
-
-        project = self.project_box.project()
-        names = import_images(project, folder, masks, split=self.split_combo.currentText())
-        self.refresh()
-        report_info(f"Imported {len(names)} image(s) from {folder}.", self.status)
-        return names
-
-    def labels_layer_for(self, name: str, *, create: bool = False, project=None):
-        """The labels layer linked to image ``name`` (created from the store's annotation if asked)."""
-        project = project or self.project_box.project()
-        for layer in self.viewer.layers:
-            if layer._type_string == "labels" and linked(layer, project.url, name):
-                return layer
-        if not create:
-            return None
-        rec = project.image_record(name)
-        data = project.get_labels(name)
-        if data is None:
-            data = np.zeros(rec.spatial_shape, np.uint8)
-        layer = self.viewer.add_labels(
-            data,
-            name=f"{name} annotations",
-            colormap=class_colormap(project),
-            opacity=0.6,
-            scale=layer_scale(rec),
-            metadata=link(project.url, name),
-        )
-        layer.brush_size = 8
-        self._watch(layer)
-        self._class_chosen()
-        return layer
-
-    @guarded()
-    def open_image(self, name: str):
-        """Show image ``name`` of the store with its linked labels layer (select it if it is open)."""
-        project = self.project_box.project()
-        image_layer = next((la for la in self.viewer.layers if la._type_string == "image" and linked(la, project.url, name)), None)
-        if image_layer is None:
-            rec = project.image_record(name)
-            self.viewer.add_image(
-                project.get_image(name), name=name, rgb=rec.channels == 3, scale=layer_scale(rec), metadata=link(project.url, name)
-            )
-        labels = self.labels_layer_for(name, create=True, project=project)
-        image_layer = next((la for la in self.viewer.layers if la._type_string == "image" and linked(la, project.url, name)), None)
-        if image_layer is not None and self.layer_combo.findText(image_layer.name) >= 0:
-            self.layer_combo.setCurrentText(image_layer.name)
-        for layer in self.viewer.layers:
-            if layer._type_string in ("image", "labels") and linked(layer, project.url):
-                layer.visible = linked(layer, project.url, name)
-        self.viewer.layers.selection.active = labels
-        self.viewer.reset_view()
-        return labels
+            if not combo.currentText():
+                raise DataError(f"No {what} layer: open one in napari first (File > Open, or File > Open Sample).")
+            layer = combo.currentText()
+        return self.viewer.layers[layer] if isinstance(layer, str) else layer
 
     @guarded()
     def set_split(self, name: str, split: str):
         """``project.set_split(name, split)``."""
-        project = self.project_box.project()
-        project.set_split(name, split)
+        self.project_box.project().set_split(name, split)
         report_info(f"{name} is now a {split} image.", self.status)
+
+    # ------------------------------------------------------------------ the unpainted-is-background flag
+    def _active_image(self) -> str | None:
+        layer = self.viewer.layers.selection.active
+        return (layer.metadata or {}).get(IMAGE_KEY) if layer is not None and linked(layer, self.project_box.url) else None
+
+    def _show_unpainted(self) -> None:
+        name = self._active_image()
+        self.unpainted_check.setEnabled(name is not None)
+        self.unpainted_check.blockSignals(True)
+        try:
+            self.unpainted_check.setChecked(bool(name) and self.project_box.project().image_record(name).unpainted_background)
+        except Exception:  # noqa: BLE001 - a removed image or project: the box is just unticked
+            self.unpainted_check.setChecked(False)
+        self.unpainted_check.blockSignals(False)
+
+    @guarded()
+    def _unpainted_toggled(self, on: bool):
+        name = self._active_image()
+        if name:
+            self.project_box.project().set_unpainted_background(name, on)
+            report_info(f"Unpainted pixels of {name} are {'background' if on else 'unlabelled'} now.", self.status)
 
     # ------------------------------------------------------------------ painting and saving
     def _class_chosen(self, index=None) -> None:
@@ -355,8 +342,39 @@ class AnnotateWidget(QWidget):
         if value is None:
             return
         for layer in self.viewer.layers:
-            if layer._type_string == "labels" and linked(layer):
+            if is_labels(layer) and linked(layer) and layer.selected_label != int(value):
                 layer.selected_label = int(value)
+
+    def _label_picked(self, layer) -> None:
+        """napari's own label control changed the brush: follow it; a label that is not a class is
+        never painted: the user adds a class for it or goes back to the class chosen before."""
+        value = int(layer.selected_label)
+        idx = self.class_combo.findData(value)
+        if idx >= 0:
+            if idx != self.class_combo.currentIndex():
+                self.class_combo.setCurrentIndex(idx)
+        elif self.project_box.url:
+            later(self, lambda: self._unknown_label(layer, value))  # not inside napari's event
+
+    @guarded()
+    def _unknown_label(self, layer, value: int):
+        if layer not in self.viewer.layers or int(layer.selected_label) != value or self.class_combo.findData(value) >= 0:
+            return  # changed again meanwhile
+        project = self.project_box.project()
+        names, before = project.class_names, int(self.class_combo.currentData() or 1)
+        new = len(names) + 1
+        choice = ask(
+            self,
+            "Not a class of this project",
+            f"Label {value} is not one of the {len(names)} classes of this project ({', '.join(names)}). "
+            f"Add class {new} and paint with it, or keep painting {self.class_combo.currentText()}?",
+            [f"Add class {new}", "Keep painting the class chosen"],
+        )
+        if choice == 0:
+            self.apply_classes([*names, f"class {new}"])
+            report_info(f"Added class {new} ('class {new}': rename it in Classes and press Apply classes).", self.status)
+        layer.selected_label = new if choice == 0 else before
+        self._class_chosen()
 
     def _watch(self, layer) -> None:
         if id(layer) in self._watched:
@@ -370,6 +388,7 @@ class AnnotateWidget(QWidget):
 
         layer.events.paint.connect(changed)
         layer.events.data.connect(changed)
+        layer.events.selected_label.connect(lambda event=None, layer=layer: self._label_picked(layer))
 
     def _autosave(self) -> None:
         if self._dirty:
@@ -377,21 +396,30 @@ class AnnotateWidget(QWidget):
 
     @guarded()
     def save(self, *, only_dirty: bool = False) -> list[str]:
-        """``project.set_labels(image, layer.data)`` for every linked labels layer of this project."""
+        """``project.set_labels(image, layer.data)`` for every linked labels layer of this project.
+
+        Pixels painted with a label that is not a class are saved as unlabelled (and said so): the
+        rest of the strokes are never lost for them."""
         project = self.project_box.project()
-        saved = []
+        saved, unknown = [], 0
         for layer in list(self.viewer.layers):
-            if layer._type_string != "labels" or not linked(layer, project.url):
+            if not is_labels(layer) or not linked(layer, project.url):
                 continue
             if only_dirty and id(layer) not in self._dirty:
                 continue
-            name = layer.metadata[IMAGE_KEY]
-            project.set_labels(name, np.asarray(layer.data))
+            data = np.asarray(layer.data)
+            bad = data > project.n_classes
+            if bad.any():
+                unknown += int(bad.sum())
+                data = np.where(bad, 0, data)
+            project.set_labels(layer.metadata[IMAGE_KEY], data)
             self._dirty.discard(id(layer))
-            saved.append(name)
+            saved.append(layer.metadata[IMAGE_KEY])
         self.refresh()
-        report_info(
-            f"Saved annotations of {', '.join(saved)}." if saved else "Nothing to save: no labels layer is linked to this project.",
-            self.status,
-        )
+        text = f"Saved annotations of {', '.join(saved)}." if saved else "Nothing to save: no labels layer is linked to this project."
+        if unknown:
+            text += (
+                f" {unknown:,} pixels painted with labels that are not classes were left unlabelled: add a class in Classes to keep them."
+            )
+        report_info(text, self.status, notify=bool(unknown))
         return saved

@@ -1,4 +1,4 @@
-"""Predict & evaluate: tiled prediction of an image layer, live post-processing, evaluation on test images.
+"""Predict and evaluate: tiled prediction of an image layer, live post-processing, evaluation on test images.
 
 Core calls: ``iter_predict(image, project, version=...)`` (in a thread worker) returns per-class
 probabilities; ``postprocess(probabilities, PostprocessConfig(...))`` turns them into labels without
@@ -14,24 +14,26 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QProgressBar,
     QPushButton,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
-from ._common import ProjectBox, Runner, fill_versions, guarded, report_error, report_info, status_label
-from ._evaluation import evaluation_summary, evaluation_table, show_error_maps
+from ..layers import is_image, is_labels
+from ._common import Dock, ProjectBox, fill_versions, remember, scrolled
+from ._evaluation import ERROR_LEGEND, evaluation_summary, evaluation_table, show_error_maps
+from ._messages import guarded, report_error, report_info, status_label
+from ._postprocess_box import PostprocessBox, iter_objects
 from ._tables import FrameTable, save_csv_dialog
+from ._workers import Runner
 
 
-class PredictWidget(QWidget):
+class PredictWidget(Dock, QWidget):
     """Choose a model version, predict the current image, tune post-processing live, evaluate."""
 
     def __init__(self, napari_viewer, parent=None):
@@ -44,17 +46,21 @@ class PredictWidget(QWidget):
         self._info = None  # the chosen ModelVersion
         self.n_objects = 0
         self.predict_runner = Runner(
-            on_yield=self._on_progress, on_return=self._on_predicted, on_error=self._on_error, on_finish=self._on_finish
+            on_yield=self._on_progress, on_return=self._on_predicted, on_error=self._on_error, on_finish=self._on_finish, owner=self
         )
         self.eval_runner = Runner(
-            on_yield=self._on_progress, on_return=self._on_evaluated, on_error=self._on_error, on_finish=self._on_finish
+            on_yield=self._on_progress, on_return=self._on_evaluated, on_error=self._on_error, on_finish=self._on_finish, owner=self
         )
         self._pp_timer = QTimer(self)
         self._pp_timer.setSingleShot(True)
         self._pp_timer.setInterval(150)
         self._pp_timer.timeout.connect(lambda: self.apply_postprocess())
+        self.pp_runner = Runner(on_return=self._show_objects, on_error=self._on_error, on_finish=self._pp_finished, owner=self)
+        self._pp_pending = False
+        self._pp_source = None
+        self.objects = None  # the shown Objects
 
-        lay = QVBoxLayout(self)
+        lay = scrolled(self)
         self.project_box = ProjectBox(self.viewer)
         lay.addWidget(self.project_box)
         form = QFormLayout()
@@ -70,12 +76,13 @@ class PredictWidget(QWidget):
         form.addRow("Image:", self.layer_combo)
         self.quality = QCheckBox("quality (50 % tile overlap, flip averaging; slower)")
         form.addRow(self.quality)
+        remember("predict/quality", self.quality)
         self.probs_check = QCheckBox("also show the probability image")
         form.addRow(self.probs_check)
         lay.addLayout(form)
         row = QHBoxLayout()
         self.predict_btn = QPushButton("Predict")
-        self.predict_btn.setToolTip("iter_predict(image, project, version=...) in a thread, then postprocess(...)")
+        self.predict_btn.setToolTip("Run the chosen model on the chosen image (the window stays usable)")
         self.cancel_btn = QPushButton("Cancel")
         self.cancel_btn.setEnabled(False)
         row.addWidget(self.predict_btn)
@@ -86,32 +93,11 @@ class PredictWidget(QWidget):
         self.progress.setValue(0)
         lay.addWidget(self.progress)
 
-        box = QGroupBox("Post-processing (updates the labels live)")
-        pf = QFormLayout(box)
-        self.threshold = QDoubleSpinBox()
-        self.threshold.setRange(0.05, 0.95)
-        self.threshold.setSingleStep(0.05)
-        self.threshold.setToolTip("A pixel is an object when its probability of not being background is at least this")
-        pf.addRow("Threshold:", self.threshold)
-        self.erosion = QSpinBox()
-        self.erosion.setRange(0, 30)
-        self.erosion.setToolTip("Erode by this many pixels before labelling (separates touching objects), then grow back")
-        pf.addRow("Erosion (px):", self.erosion)
-        self.min_size = QSpinBox()
-        self.min_size.setRange(0, 100000)
-        pf.addRow("Minimum size (px):", self.min_size)
-        self.split = QCheckBox("split touching objects (watershed)")
-        pf.addRow(self.split)
-        self.seed_distance = QSpinBox()
-        self.seed_distance.setRange(1, 200)
-        self.seed_distance.setToolTip("Smallest distance between the centres of two touching objects (watershed seeds)")
-        pf.addRow("Seed distance (px):", self.seed_distance)
-        self.tuned_btn = QPushButton("Use the model's tuned settings")
-        from ..core.postprocess import PostprocessConfig
-
-        self.set_postprocess(PostprocessConfig())  # the core's defaults until a model version is chosen
-        pf.addRow(self.tuned_btn)
-        lay.addWidget(box)
+        self.pp = PostprocessBox()
+        # the controls, under the names scripts and tests use
+        self.threshold, self.erosion, self.min_size = self.pp.threshold, self.pp.erosion, self.pp.min_size
+        self.split, self.seed_distance, self.tuned_btn = self.pp.split, self.pp.seed_distance, self.pp.tuned_btn
+        lay.addWidget(self.pp)
 
         box = QGroupBox("Evaluate on held-out images")
         ef = QVBoxLayout(box)
@@ -119,7 +105,7 @@ class PredictWidget(QWidget):
         self.eval_split = QComboBox()
         self.eval_split.addItems(["test", "validation", "train"])
         self.eval_btn = QPushButton("Evaluate")
-        self.eval_btn.setToolTip("iter_evaluate_project(project, version, split=..., postprocess=...) in a thread")
+        self.eval_btn.setToolTip("Compare the model's objects with the painted ground truth of these images")
         self.export_btn = QPushButton("Export CSV…")
         self.export_btn.setEnabled(False)
         row.addWidget(QLabel("images:"))
@@ -130,6 +116,10 @@ class PredictWidget(QWidget):
         self.summary_label = QLabel("")
         self.summary_label.setWordWrap(True)
         ef.addWidget(self.summary_label)
+        self.legend = QLabel(ERROR_LEGEND)
+        self.legend.setToolTip("The colours of the error layers (colour-blind safe); hover an object to read its kind")
+        self.legend.setVisible(False)
+        ef.addWidget(self.legend)
         self.metrics_table = FrameTable()
         ef.addWidget(self.metrics_table)
         lay.addWidget(box, 1)
@@ -144,9 +134,7 @@ class PredictWidget(QWidget):
         self.eval_btn.clicked.connect(lambda: self.evaluate())
         self.export_btn.clicked.connect(self._export_dialog)
         self.tuned_btn.clicked.connect(lambda: self.use_tuned_settings())
-        for w in (self.threshold, self.erosion, self.min_size, self.seed_distance):
-            w.valueChanged.connect(self._pp_changed)
-        self.split.toggled.connect(self._pp_changed)
+        self.pp.changed.connect(self._pp_changed)
         self.viewer.layers.events.inserted.connect(self._layers_changed)
         self.viewer.layers.events.removed.connect(self._layers_changed)
         self.viewer.layers.selection.events.active.connect(self._active_changed)
@@ -165,20 +153,19 @@ class PredictWidget(QWidget):
 
     def _version_chosen(self, index=None) -> None:
         version = self.version_combo.currentData()
-        if not version:
-            self._info = None
-            return
-        try:
-            self._info = self.project_box.project().model_version(version)
-        except Exception as err:  # noqa: BLE001
-            report_error(err, self.status)
-            return
-        if self._info.tuning is not None:
+        self._info = None
+        if version:
+            try:
+                self._info = self.project_box.project().model_version(version)
+            except Exception as err:  # noqa: BLE001
+                report_error(err, self.status)
+        self.pp.show_model(self._info)
+        if self._info is not None and self._info.tuning is not None:
             self.use_tuned_settings()
 
     @guarded()
     def use_tuned_settings(self):
-        """Fill the controls with the model version's post-processing (``ModelVersion.postprocess``: tuned, else defaults)."""
+        """Fill the controls with the model version's tuned post-processing (the button says which)."""
         cfg = self._info.postprocess if self._info is not None else None
         if cfg is not None:
             self.set_postprocess(cfg)
@@ -188,14 +175,14 @@ class PredictWidget(QWidget):
         current = self.layer_combo.currentText()
         self.layer_combo.clear()
         for layer in self.viewer.layers:
-            if layer._type_string == "image" and not layer.name.endswith(" probability"):
+            if is_image(layer) and not layer.name.endswith(" probability"):
                 self.layer_combo.addItem(layer.name)
         if current:
             self.layer_combo.setCurrentText(current)
 
     def _active_changed(self, event=None) -> None:
         layer = self.viewer.layers.selection.active
-        if layer is not None and layer._type_string == "image" and self.layer_combo.findText(layer.name) >= 0:
+        if layer is not None and is_image(layer) and self.layer_combo.findText(layer.name) >= 0:
             self.layer_combo.setCurrentText(layer.name)
 
     def predict_config(self):
@@ -204,30 +191,11 @@ class PredictWidget(QWidget):
         return PredictConfig.quality() if self.quality.isChecked() else PredictConfig()
 
     def postprocess_config(self):
-        """The :class:`PostprocessConfig` of the controls."""
-        from ..core.postprocess import PostprocessConfig
-
-        base = self._info.postprocess if self._info is not None else PostprocessConfig()
-        return base.replace(
-            threshold=round(float(self.threshold.value()), 4),
-            erosion=int(self.erosion.value()),
-            min_size=int(self.min_size.value()),
-            instances="watershed" if self.split.isChecked() else "components",
-            seed_distance=int(self.seed_distance.value()),
-        )
+        """The :class:`PostprocessConfig` of the controls (other settings from the model version's)."""
+        return self.pp.config(self._info.postprocess if self._info is not None else None)
 
     def set_postprocess(self, cfg) -> None:
-        widgets = (self.threshold, self.erosion, self.min_size, self.seed_distance, self.split)
-        for w in widgets:
-            w.blockSignals(True)
-        self.threshold.setValue(cfg.threshold)
-        self.erosion.setValue(cfg.erosion)
-        self.min_size.setValue(cfg.min_size)
-        self.seed_distance.setValue(cfg.seed_distance)
-        self.split.setChecked(cfg.instances == "watershed")
-        for w in widgets:
-            w.blockSignals(False)
-        self._pp_changed()
+        self.pp.set_config(cfg)
 
     # ------------------------------------------------------------------ prediction
     @guarded()
@@ -237,14 +205,14 @@ class PredictWidget(QWidget):
         from ..core.infer import iter_predict
 
         if self.predict_runner.running or self.eval_runner.running:
-            raise SegBoxError("A prediction or evaluation is running: wait for it or cancel it.")
+            raise SegBoxError("A prediction or evaluation is running: wait for it or press Cancel.")
         project = self.project_box.project()
         version = self.version_combo.currentData()
         if not version:
-            raise DataError("The project has no model version yet: train one in the Train widget first.")
+            raise DataError("The project has no model version yet: train one in the Train panel first.")
         if layer is None:
             if not self.layer_combo.currentText():
-                raise DataError("No image layer to predict: open an image first.")
+                raise DataError("No image to predict: open one (File > Open Files…) or add one in the Annotate panel.")
             layer = self.viewer.layers[self.layer_combo.currentText()]
         if isinstance(layer, str):
             layer = self.viewer.layers[layer]
@@ -258,8 +226,8 @@ class PredictWidget(QWidget):
         return self.predict_runner.start(iter_predict, image, project, version=version, config=self.predict_config())
 
     def cancel(self) -> None:
-        self.predict_runner.stop()
-        self.eval_runner.stop()
+        for runner in (self.predict_runner, self.eval_runner, self.pp_runner):
+            runner.stop()
 
     def _busy(self, busy: bool) -> None:
         self.predict_btn.setEnabled(not busy)
@@ -282,6 +250,7 @@ class PredictWidget(QWidget):
 
     def _on_predicted(self, probabilities) -> None:
         self.probabilities = probabilities
+        self.objects = None
         self.apply_postprocess()
         if self.probs_check.isChecked():
             fg = 1.0 - probabilities[..., 0, :, :] if probabilities.shape[-3] > 1 else probabilities[..., 0, :, :]
@@ -294,7 +263,7 @@ class PredictWidget(QWidget):
                 blending="additive",
                 contrast_limits=(0, 1),
             )
-        report_info(f"Predicted {self.result_for}: {self.n_objects} objects (change the post-processing to update them).", self.status)
+        report_info(f"Predicted {self.result_for}; finding its objects…", self.status)
 
     def _on_error(self, err) -> None:
         from ..core.errors import CancelledError
@@ -312,69 +281,66 @@ class PredictWidget(QWidget):
     # ------------------------------------------------------------------ post-processing
     def _pp_changed(self, *args) -> None:
         if self.probabilities is not None:
-            self._pp_timer.start()
+            self._pp_timer.start()  # debounced: a dragged slider post-processes once it rests
 
-    @guarded()
     def apply_postprocess(self):
-        """``postprocess(probabilities, config)`` of the last prediction into its layers (no network)."""
-        from ..core.postprocess import outlines, postprocess
-
+        """Post-process the last prediction with the controls' settings in a worker (no network);
+        the layers update when it is done. A change meanwhile runs once more after it."""
         if self.probabilities is None:
             return None
-        cfg = self.postprocess_config()
+        if self.pp_runner.running:
+            self._pp_pending = True
+            return None
+        self._pp_pending = False
+        self._pp_source = self.probabilities
+        self.pp.count_label.setText("finding objects…")
         boundary = self._info is not None and self._info.boundary  # a fact of the model, not a setting
-        probs = self.probabilities
-        if probs.ndim == 4:  # a stack: slice by slice
-            results = [postprocess(p, cfg, boundary=boundary) for p in probs]
-            instances = np.stack([r.instances for r in results])
-            semantic = np.stack([r.semantic for r in results])
-            classes = {}
-            for r in results:
-                classes.update(r.instance_classes)
-        else:
-            res = postprocess(probs, cfg, boundary=boundary)
-            instances, semantic, classes = res.instances, res.semantic, res.instance_classes
-        self.semantic = semantic
-        self.instances = instances
+        return self.pp_runner.start(iter_objects, self.probabilities, self.postprocess_config(), boundary=boundary)
+
+    def _pp_finished(self) -> None:
+        if self._pp_pending:
+            self.apply_postprocess()
+
+    def _show_objects(self, objects) -> None:
+        """Show post-processed objects: the labels (with their classes as features) and outlines."""
+        import pandas as pd
+
+        if self._pp_source is not self.probabilities:
+            return  # of an earlier prediction: the new one is being post-processed next
+        self.objects = objects
         name = self.result_for
         names = list(self._info.class_names) if self._info is not None else []
-        if cfg.instances == "none":
-            layer = self._set_layer("labels", f"{name} prediction", semantic, opacity=0.5)
-            self.n_objects = 0
+        if objects.config.instances == "none":
+            layer = self._set_layer("labels", f"{name} prediction", objects.semantic, opacity=0.5)
         else:
-            layer = self._set_layer("labels", f"{name} prediction", instances, opacity=0.5)
-            ids = np.unique(instances[instances > 0]) if instances.ndim == 2 else np.array(sorted(classes))
-            import pandas as pd
-
-            values = [classes.get(int(i), 2) for i in ids]
-            layer.features = pd.DataFrame(
-                {"index": ids.astype(int), "class": [names[v - 1] if v - 1 < len(names) else f"class {v}" for v in values]}
-            )
-            self.n_objects = int(len(ids))
-        if instances.ndim == 2:
-            polys, _ = outlines(instances)
-            shapes = self._find(f"{name} outlines")
-            if shapes is not None:
-                self.viewer.layers.remove(shapes)
-            if polys:
-                self.viewer.add_shapes(
-                    polys,
-                    shape_type="polygon",
-                    name=f"{name} outlines",
-                    edge_color="yellow",
-                    face_color="transparent",
-                    edge_width=1,
-                    scale=self.result_scale,
-                )
+            layer = self._set_layer("labels", f"{name} prediction", objects.instances, opacity=0.5)
+            ids = sorted(objects.classes)
+            layer.features = pd.DataFrame({"index": np.asarray(ids, int), "class": [_class_word(names, objects.classes[i]) for i in ids]})
+        self.n_objects = objects.count
+        if objects.instances.ndim == 2:
+            self._show_outlines(f"{name} outlines", objects.paths)
         self.viewer.layers.selection.active = layer
-        return instances
+        text = f"{name}: {self.n_objects} objects"
+        self.pp.count_label.setText(text)
+        report_info(text + " (move the sliders to update them).", self.status)
+
+    def _show_outlines(self, name: str, paths) -> None:
+        """Outlines as closed paths (napari draws paths far faster than filled polygons), updated in place."""
+        shapes = self._find(name)
+        if shapes is not None and len(paths) and np.allclose(shapes.scale[-2:], self.result_scale):
+            shapes.data = [(p, "path") for p in paths]
+        elif shapes is not None:
+            self.viewer.layers.remove(shapes)
+            shapes = None
+        if shapes is None and len(paths):
+            self.viewer.add_shapes(paths, shape_type="path", name=name, edge_color="yellow", edge_width=1, scale=self.result_scale)
 
     def _find(self, name):
         return self.viewer.layers[name] if name in self.viewer.layers else None  # noqa: SIM401 - a LayerList, not a dict
 
     def _set_layer(self, kind: str, name: str, data, **kwargs):
         layer = self._find(name)
-        if layer is not None and layer._type_string == kind and np.shape(layer.data) == np.shape(data):
+        if layer is not None and (is_labels(layer) if kind == "labels" else is_image(layer)) and np.shape(layer.data) == np.shape(data):
             layer.data = data
             return layer
         if layer is not None:
@@ -390,11 +356,11 @@ class PredictWidget(QWidget):
         from ..workflows.evaluate import iter_evaluate_project
 
         if self.predict_runner.running or self.eval_runner.running:
-            raise SegBoxError("A prediction or evaluation is running: wait for it or cancel it.")
+            raise SegBoxError("A prediction or evaluation is running: wait for it or press Cancel.")
         project = self.project_box.project()
         version = self.version_combo.currentData()
         if not version:
-            raise DataError("The project has no model version yet: train one in the Train widget first.")
+            raise DataError("The project has no model version yet: train one in the Train panel first.")
         split = split or self.eval_split.currentText()
         self._busy(True)
         self.export_btn.setEnabled(False)
@@ -415,6 +381,7 @@ class PredictWidget(QWidget):
         self.metrics_table.set_frame(evaluation_table(ev))
         self.export_btn.setEnabled(True)
         show_error_maps(self.viewer, self.project_box.project(), ev)
+        self.legend.setVisible(bool(ev.error_maps))
         report_info(f"Evaluation {ev.id} saved in the project (results/evaluations/).", self.status)
 
     def _export_dialog(self):
@@ -432,3 +399,7 @@ class PredictWidget(QWidget):
         paths = self.evaluation.to_csv(folder)
         report_info(f"Wrote {len(paths)} CSV files to {folder}.", self.status, notify=True)
         return paths
+
+
+def _class_word(names: list[str], value: int) -> str:
+    return names[value - 1] if 0 < value <= len(names) else f"class {value}"

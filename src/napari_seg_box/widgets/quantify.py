@@ -20,15 +20,16 @@ from qtpy.QtWidgets import (
     QProgressBar,
     QPushButton,
     QTabWidget,
-    QVBoxLayout,
     QWidget,
 )
 
 from ..core.plots import column_label
 from ..core.quantify import measuring_scale
-from ._common import ProjectBox, Runner, fill_versions, guarded, report_error, report_info, status_label
+from ._common import Dock, ProjectBox, fill_versions, scrolled
+from ._messages import guarded, report_error, report_info, status_label
 from ._plots import PlotCanvas
 from ._tables import FrameTable, save_csv_dialog
+from ._workers import Runner
 
 SOURCES = {
     "project": "the project's images, segmented by the model",
@@ -62,7 +63,7 @@ def summary_plots(axes, objects, images) -> None:
     ax.set_title("objects per image")
 
 
-class QuantifyWidget(QWidget):
+class QuantifyWidget(Dock, QWidget):
     """Measure objects in a batch of images: tables, plots, features, CSV; click a row to look at it."""
 
     def __init__(self, napari_viewer, parent=None):
@@ -71,9 +72,11 @@ class QuantifyWidget(QWidget):
         self.result = None  # the last Quantification
         self.labels: dict[str, np.ndarray] = {}
         self._source_used = "project"
-        self.runner = Runner(on_yield=self._on_event, on_return=self._on_return, on_error=self._on_error, on_finish=self._on_finish)
+        self.runner = Runner(
+            on_yield=self._on_event, on_return=self._on_return, on_error=self._on_error, on_finish=self._on_finish, owner=self
+        )
 
-        lay = QVBoxLayout(self)
+        lay = scrolled(self)
         self.project_box = ProjectBox(self.viewer)
         lay.addWidget(self.project_box)
         form = QFormLayout()
@@ -257,9 +260,12 @@ class QuantifyWidget(QWidget):
         rec = view.row_record(view_row)
         name = str(rec["image"])
         labels_layer = self.open_image(name)
+        if labels_layer is not None:
+            labels_layer.show_selected_label = False  # every object, until one is clicked
         if table == "objects" and labels_layer is not None:
             label = int(rec["label"])
             labels_layer.selected_label = label
+            labels_layer.show_selected_label = True  # the clicked object alone, highlighted
             u = self.result.unit if self.result is not None else "px"
             cy, cx = rec.get(f"centroid_y_{u}"), rec.get(f"centroid_x_{u}")
             if cy is not None and cx is not None:

@@ -1,0 +1,184 @@
+"""The Annotate panel's actions on images: add a layer, use a labels layer as an annotation, import
+a folder, remove an image, cut one into tiles, open one (a part of :class:`~.annotate.AnnotateWidget`)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..layers import IMAGE_KEY, class_colormap, is_image, is_labels, layer_scale, link, linked
+from ._messages import ask, guarded, report_info
+
+
+class ImageActions:
+    """Methods of the Annotate panel that act on the project's images (each one core call)."""
+
+    @guarded()
+    def add_layer(self, layer=None, *, split: str | None = None, name: str | None = None):
+        """``project.add_image(name, layer.data, split=...)``, link the layer, add a labels layer to paint in."""
+        project = self.project_box.project()
+        layer = self._layer(layer, self.layer_combo, "image")
+        split = split or self.split_combo.currentText()
+        data = np.asarray(layer.data)
+        name = name or layer.name
+        # napari shows a 3D non-RGB layer as a stack of planes (a slider): so does the store
+        stack = False if layer.rgb else (True if data.ndim == 3 else None)
+        project.add_image(name, data, split=split, stack=stack, source=f"napari layer {layer.name}", origin="drawn")
+        layer.metadata = {**(layer.metadata or {}), **link(project.url, name)}
+        labels = self.labels_layer_for(name, create=True, project=project)
+        self.refresh()
+        self._ready_to_paint(labels, project)
+        what = f"a stack of {project.image_record(name).shape[0]} planes" if project.image_record(name).is_stack else "an image"
+        report_info(f"Added {name} ({split}, {what}): paint in '{labels.name}' with the brush (any planes you like).", self.status)
+        return name
+
+    @guarded()
+    def use_labels_layer(self, labels_layer=None, image_layer=None, *, split: str | None = None):
+        """Make a labels layer you already have the annotation of an image layer: painted class
+        labels, a binary mask or ground-truth objects (one id each; kept for object metrics)."""
+        from ..core.errors import DataError
+        from ..core.masks import read_mask
+
+        project = self.project_box.project()
+        labels_layer = self._layer(labels_layer, self.mask_combo, "labels")
+        image_layer = self._layer(image_layer, self.layer_combo, "image")
+        name = (image_layer.metadata or {}).get(IMAGE_KEY) if linked(image_layer, project.url) else None
+        if name is None:
+            name = self.add_layer(image_layer, split=split)
+            if name is None:
+                return None
+            project.refresh()
+        mask = np.asarray(labels_layer.data)
+        if mask.shape != project.image_record(name).spatial_shape:
+            raise DataError(
+                f"{labels_layer.name} is {mask.shape} but {name} is {project.image_record(name).spatial_shape}: choose the labels of this image."
+            )
+        values = np.unique(mask)
+        painted_classes = values.min(initial=0) >= 0 and values.max(initial=0) <= project.n_classes and np.count_nonzero(values) >= 2
+        labels, instances, kind = read_mask(mask, kind="labels" if painted_classes else "auto", n_classes=project.n_classes)
+        project.set_labels(name, labels, origin="imported")
+        if instances is not None:
+            project.set_instances(name, instances)
+        target = self.labels_layer_for(name, project=project)
+        if target is not None:
+            target.data = project.get_labels(name)
+        if split:
+            project.set_split(name, split)
+        self.refresh()
+        words = {
+            "binary": "a binary mask",
+            "instances": "objects (kept as ground truth for object metrics)",
+            "labels": "painted classes",
+            "classes": "class indices",
+        }
+        report_info(f"{labels_layer.name} is now the annotation of {name}, read as {words[kind]}.", self.status)
+        return name
+
+    @guarded()
+    def import_folder(self, folder: str, masks: str | None = None):
+        """``import_images(project, folder, masks, split=...)``: masks beside the images, in a masks/
+        subfolder, or in the folder ``masks``."""
+        from ..core.errors import DataError
+        from ..core.io import import_images
+
+        if not folder:
+            raise DataError("Choose the folder of images to import (the … button next to Import images).")
+        project = self.project_box.project()
+        names = import_images(project, folder, masks or None, split=self.split_combo.currentText())
+        self.refresh()
+        kinds = sorted(set(names.mask_kinds.values()))
+        read = f"; masks of {len(names.mask_kinds)} read as {', '.join(kinds)}" if kinds else "; no masks found"
+        report_info(f"Imported {len(names)} image(s) from {folder}{read}.", self.status)
+        return names
+
+    @guarded()
+    def remove_selected(self, name: str | None = None):
+        """Remove an image and its annotation from the project (asks first)."""
+        from ..core.errors import DataError
+
+        name = name or self.selected_image()
+        if not name:
+            raise DataError("Select an image in the list first.")
+        if ask(self, "Remove image", f"Remove {name} and its annotation from the project?", ["Remove", "Cancel"]) != 0:
+            return None
+        self.project_box.project().remove_image(name)
+        self._forget_layers(name)
+        self.refresh()
+        report_info(f"Removed {name} from the project.", self.status)
+        return name
+
+    @guarded()
+    def cut_selected_into_tiles(self, name: str | None = None, n: int | None = None):
+        """``project.split_into_tiles(name, n, n)``: hold out part of one big image."""
+        from ..core.errors import DataError
+
+        name = name or self.selected_image()
+        if not name:
+            raise DataError("Select an image in the list first.")
+        n = n or int(self.tiles.value())
+        tiles = self.project_box.project().split_into_tiles(name, n, n)
+        self._forget_layers(name)
+        self.refresh()
+        report_info(f"Cut {name} into {len(tiles)} tiles: {tiles[-1]} is a test image, {tiles[-2]} a validation one.", self.status)
+        return tiles
+
+    def _forget_layers(self, name: str) -> None:
+        """Image ``name`` left the project: close its annotation layer, unlink its image layer."""
+        for layer in [la for la in self.viewer.layers if linked(la, self.project_box.url, name)]:
+            if is_labels(layer):
+                self.viewer.layers.remove(layer)
+            else:
+                layer.metadata = {k: v for k, v in (layer.metadata or {}).items() if k not in link("", "")}
+
+    def labels_layer_for(self, name: str, *, create: bool = False, project=None):
+        """The labels layer linked to image ``name`` (created from the store's annotation if asked)."""
+        project = project or self.project_box.project()
+        for layer in self.viewer.layers:
+            if is_labels(layer) and linked(layer, project.url, name):
+                return layer
+        if not create:
+            return None
+        rec = project.image_record(name)
+        data = project.get_labels(name)
+        if data is None:
+            data = np.zeros(rec.spatial_shape, np.uint8)
+        layer = self.viewer.add_labels(
+            data,
+            name=f"{name} annotations",
+            colormap=class_colormap(project),
+            opacity=0.6,
+            scale=layer_scale(rec),
+            metadata=link(project.url, name),
+        )
+        layer.brush_size = 8
+        self._watch(layer)
+        self._class_chosen()
+        return layer
+
+    def _ready_to_paint(self, labels, project) -> None:
+        """Select the layer, the brush, and the first object class: the next click paints."""
+        self.viewer.layers.selection.active = labels
+        first_object = 2 if project.n_classes >= 2 else 1
+        self.class_combo.setCurrentIndex(self.class_combo.findData(first_object))
+        labels.selected_label = first_object
+        labels.mode = "paint"
+
+    @guarded()
+    def open_image(self, name: str):
+        """Show image ``name`` of the store with its linked labels layer (select it if it is open)."""
+        project = self.project_box.project()
+        image_layer = next((la for la in self.viewer.layers if is_image(la) and linked(la, project.url, name)), None)
+        if image_layer is None:
+            rec = project.image_record(name)
+            self.viewer.add_image(
+                project.get_image(name), name=name, rgb=rec.channels == 3, scale=layer_scale(rec), metadata=link(project.url, name)
+            )
+        labels = self.labels_layer_for(name, create=True, project=project)
+        image_layer = next((la for la in self.viewer.layers if is_image(la) and linked(la, project.url, name)), None)
+        if image_layer is not None and self.layer_combo.findText(image_layer.name) >= 0:
+            self.layer_combo.setCurrentText(image_layer.name)
+        for layer in self.viewer.layers:
+            if (is_image(layer) or is_labels(layer)) and linked(layer, project.url):
+                layer.visible = linked(layer, project.url, name)
+        self.viewer.layers.selection.active = labels
+        self.viewer.reset_view()
+        return labels

@@ -1,0 +1,170 @@
+"""The Train dock's pieces: its settings form (filled from the core's :class:`TrainConfig`), the curves,
+the table of model versions."""
+
+from __future__ import annotations
+
+import numpy as np
+from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QPushButton, QSpinBox, QWidget
+
+# how the network sizes of the core (train.config.NETWORK_SIZES) read in the dock
+SIZE_WORDS = {"standard": "standard (5 levels)", "small": "small (4 levels, faster)", "tiny": "tiny (3 levels, fastest)"}
+AUTO = "auto"
+CURVES_HELP = (
+    "Good curves: both losses fall and level off, validation IoU rises towards 1. A validation loss that climbs "
+    "while the training loss falls means over-fitting: fewer epochs, stronger augmentation or more annotations."
+)
+
+
+def _auto_spin(maximum: int, step: int = 1, tip: str = "") -> QSpinBox:
+    spin = QSpinBox()
+    spin.setRange(0, maximum)
+    spin.setSingleStep(step)
+    spin.setSpecialValueText(AUTO)
+    spin.setValue(0)
+    spin.setToolTip(tip + " (auto = chosen from the data)")
+    return spin
+
+
+class TrainSettings(QWidget):
+    """The advanced settings of a training; every default comes from ``TrainConfig()``."""
+
+    def __init__(self, parent=None):
+        from ..core.augment import PRESETS
+        from ..core.losses import LOSSES
+        from ..core.train.config import NETWORK_SIZES, TrainConfig
+
+        super().__init__(parent)
+        d = TrainConfig()
+        af = QFormLayout(self)
+        self.size_combo = QComboBox()
+        for size, depth in NETWORK_SIZES.items():
+            self.size_combo.addItem(SIZE_WORDS[size], depth)
+        self.size_combo.setCurrentIndex(self.size_combo.findData(d.encoder_depth))
+        af.addRow("Network size:", self.size_combo)
+        self.patch = _auto_spin(1024, 32, "Side of the square image pieces the network learns from, in pixels (a multiple of 32)")
+        af.addRow("Patch size:", self.patch)
+        self.batch = _auto_spin(256, 1, "Pieces per learning step")
+        af.addRow("Batch size:", self.batch)
+        self.lr = QDoubleSpinBox()
+        self.lr.setDecimals(5)
+        self.lr.setRange(0.0, 0.5)
+        self.lr.setSingleStep(1e-4)
+        self.lr.setSpecialValueText(AUTO)
+        self.lr.setValue(0.0)
+        self.lr.setToolTip("How big each learning step is (auto = found by a short trial run)")
+        af.addRow("Learning rate:", self.lr)
+        self.steps = _auto_spin(100000, 1, "Learning steps per epoch")
+        af.addRow("Steps per epoch:", self.steps)
+        self.loss_combo = QComboBox()
+        self.loss_combo.addItems(list(LOSSES))
+        self.loss_combo.setCurrentText(d.loss)
+        self.loss_combo.setToolTip("edge_weighted separates touching objects; focal helps rare classes")
+        af.addRow("Loss:", self.loss_combo)
+        self.boundary_check = QCheckBox("learn object boundaries")
+        self.boundary_check.setToolTip(
+            "Also learn the outer 2 pixels of every object (projects with one object class). Touching, crowded "
+            "objects are then split along the predicted boundaries. Needs whole objects painted (or stored instances)."
+        )
+        af.addRow("Touching objects:", self.boundary_check)
+        row = QHBoxLayout()
+        self.aug_combo = QComboBox()
+        self.aug_combo.addItems(list(PRESETS))
+        self.aug_combo.setCurrentText(d.augmentation)
+        self.preview_btn = QPushButton("Preview")
+        self.preview_btn.setToolTip("Show a few augmented samples of an annotated image as layers")
+        row.addWidget(self.aug_combo, 1)
+        row.addWidget(self.preview_btn)
+        af.addRow("Augmentation:", row)
+        self.finetune_combo = QComboBox()
+        self.finetune_combo.addItem("no (train from scratch)", None)
+        af.addRow("Fine-tune from:", self.finetune_combo)
+        self.seed = QSpinBox()
+        self.seed.setRange(0, 2**31 - 1)
+        self.seed.setValue(d.seed)
+        af.addRow("Seed:", self.seed)
+
+    def values(self) -> dict:
+        """The fields as TrainConfig values (auto fields as None)."""
+        return {
+            "encoder_depth": int(self.size_combo.currentData()),
+            "patch_size": self.patch.value() or None,
+            "batch_size": self.batch.value() or None,
+            "learning_rate": self.lr.value() or None,
+            "steps_per_epoch": self.steps.value() or None,
+            "augmentation": self.aug_combo.currentText(),
+            "loss": self.loss_combo.currentText(),
+            "boundary": self.boundary_check.isChecked(),
+            "finetune_from": self.finetune_combo.currentData(),
+            "seed": int(self.seed.value()),
+        }
+
+    def set_values(self, values: dict) -> None:
+        if "encoder_depth" in values:
+            self.size_combo.setCurrentIndex(self.size_combo.findData(int(values["encoder_depth"])))
+        for key, spin in (("patch_size", self.patch), ("batch_size", self.batch), ("steps_per_epoch", self.steps)):
+            if key in values:
+                spin.setValue(int(values[key] or 0))
+        if "learning_rate" in values:
+            self.lr.setValue(float(values["learning_rate"] or 0.0))
+        if "augmentation" in values:
+            self.aug_combo.setCurrentText(values["augmentation"])
+        if "loss" in values:
+            self.loss_combo.setCurrentText(values["loss"])
+        if "boundary" in values:
+            self.boundary_check.setChecked(bool(values["boundary"]))
+        if "seed" in values:
+            self.seed.setValue(int(values["seed"]))
+        if "finetune_from" in values:
+            self.finetune_combo.setCurrentIndex(max(0, self.finetune_combo.findData(values["finetune_from"])))
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None or not np.isfinite(seconds):
+        return ""
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def versions_frame(project):
+    """The project's model versions with their validation metrics, as a DataFrame."""
+    import pandas as pd
+
+    columns = ["version", "val IoU", "status", "encoder", "best epoch", "epochs", "minutes", "tuned", "device", "created"]
+    rows = [
+        {
+            "version": e.version,
+            "val IoU": e.best.get("val_iou"),
+            "status": e.status,
+            "encoder": e.encoder,
+            "best epoch": e.best.get("epoch"),
+            "epochs": e.epochs_run,
+            "minutes": round(e.duration_s / 60.0, 2),
+            "tuned": "yes" if e.tuned else "no",
+            "device": e.device,
+            "created": e.created,
+        }
+        for e in project.model_versions()
+    ]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def draw_history(axes, history: list[dict]) -> None:
+    """Loss (log scale), pixel accuracy and IoU of training and validation per epoch, into three axes."""
+    epochs = [h["epoch"] for h in history]
+    for ax, key, title in zip(axes, ("loss", "acc", "iou"), ("loss (log scale)", "pixel accuracy", "IoU")):
+        for split, style in (("train", "-o"), ("val", "-s")):
+            values = [h.get(f"{split}_{key}") for h in history]
+            if values:
+                label = "training" if split == "train" else "validation"
+                ax.plot(epochs, [np.nan if v is None else v for v in values], style, ms=3, lw=1.2, label=label)
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        if history:
+            if key == "loss":
+                ax.set_yscale("log")
+                ax.legend(fontsize=7)
+            ax.set_xlim(0.5, max(epochs) + 0.5)
+        if key != "loss":
+            ax.set_ylim(0, 1.02)
