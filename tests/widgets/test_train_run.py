@@ -50,7 +50,14 @@ def test_the_run_belongs_to_the_window_and_the_panel_says_what_happens(viewer, q
 
     from napari_seg_box.widgets._common import dock_of
 
+    from napari_seg_box.widgets.predict import PredictWidget
+    from napari_seg_box.widgets.quantify import QuantifyWidget
+
     w = make_widget(viewer, project, epochs=30, learning_rate=0.0)  # automatic learning rate: the long first wait
+    others = [PredictWidget(viewer), QuantifyWidget(viewer)]
+    for other in others:
+        viewer.window.add_dock_widget(other)
+    assert [o.version_combo.count() for o in others] == [0, 0]
     phases = []
     w.start()
     run = w.run
@@ -86,6 +93,8 @@ def test_the_run_belongs_to_the_window_and_the_panel_says_what_happens(viewer, q
     again.stop_btn.click()
     wait_done(qtbot, run.runner, 120000)
     first = run.version
+    # the other panels list the new version at once (they used to need their Refresh button)
+    assert [o.version_combo.currentData() for o in others] == [first, first]
     stopped_after = len(run.history)
     assert Project.open(project.url).model_version(first).training.status == "stopped"
     assert again.progress.value() == again.progress.maximum() and again.progress.format() == "stopped"

@@ -23,6 +23,7 @@ class Session(QObject):
     project_changed = Signal(str)
     device_ready = Signal(str)
     training_started = Signal(object)  # the TrainingRun
+    versions_changed = Signal()  # a model version was saved: the docks list it
 
     def __init__(self, viewer):
         super().__init__()
@@ -72,9 +73,14 @@ class Session(QObject):
         if self.training_running:
             raise SegBoxError("A training is already running in this window: wait for it, or press Stop in the Train panel.")
         self.training = TrainingRun(project, config, resume=resume, parent=self)
+        self.training.ended.connect(self._training_ended)
         self.training.start()  # its events reach the main thread after the docks below attached
         self.training_started.emit(self.training)
         return self.training
+
+    def _training_ended(self) -> None:
+        if self.training is not None and self.training.version is not None:
+            self.versions_changed.emit()
 
     # ------------------------------------------------------------------ device
     def _check_device(self) -> None:

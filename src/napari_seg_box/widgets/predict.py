@@ -128,6 +128,7 @@ class PredictWidget(Dock, QWidget):
 
         self.refresh_btn.clicked.connect(self.refresh_versions)
         self.project_box.changed.connect(lambda url: self.refresh_versions())
+        self.project_box.session.versions_changed.connect(self.refresh_versions)
         self.version_combo.currentIndexChanged.connect(self._version_chosen)
         self.predict_btn.clicked.connect(lambda: self.predict())
         self.cancel_btn.clicked.connect(self.cancel)

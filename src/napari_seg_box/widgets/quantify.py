@@ -138,6 +138,7 @@ class QuantifyWidget(Dock, QWidget):
         self.export_btn.clicked.connect(self._export_dialog)
         self.source_combo.currentIndexChanged.connect(self._source_changed)
         self.project_box.changed.connect(lambda url: self.refresh_versions())
+        self.project_box.session.versions_changed.connect(self.refresh_versions)
         self.images_table.clicked.connect(lambda index: self.open_row("images", index.row()))
         self.objects_table.clicked.connect(lambda index: self.open_row("objects", index.row()))
         self._source_changed()

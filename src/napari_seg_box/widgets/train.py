@@ -104,6 +104,7 @@ class TrainWidget(Dock, QWidget):
         self.resume_btn.clicked.connect(lambda: self.resume())
         self.settings_form.preview_btn.clicked.connect(lambda: self.preview_augmentation())
         self.project_box.changed.connect(lambda url: self.refresh_versions())
+        self.project_box.session.versions_changed.connect(self.refresh_versions)
         self.session.device_ready.connect(self.device_label.setText)
         self.session.training_started.connect(self.attach)
         self.refresh_versions()
@@ -304,7 +305,6 @@ class TrainWidget(Dock, QWidget):
         self.plot.plot(lambda axes: draw_history(axes, history))
 
     def _on_ended(self) -> None:
-        self.refresh_versions()
         self._show_outcome()
         self._buttons()
         run = self.run
