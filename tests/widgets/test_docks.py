@@ -38,6 +38,9 @@ def test_the_four_panels_fit_one_screen_tabbed_and_scrolling(make_napari_viewer,
         qtbot.wait(50)
         top_left = status.mapTo(window, status.rect().topLeft())
         assert 0 <= top_left.y() < window.height(), (name, top_left.y())
+        # as wide as its rows: no button cut off behind a sideways scroll bar (napari gave ~370 px)
+        assert area.viewport().width() >= area.widget().minimumSizeHint().width(), name
+        assert not area.horizontalScrollBar().isVisible(), name
     titles = [bar.tabText(i) for bar in window.findChildren(QTabBar) for i in range(bar.count())]
     assert any(t.startswith("Predict and evaluate") for t in titles), titles
     assert not any("_" in t or "&" in t for t in titles), titles

@@ -92,3 +92,17 @@ def test_train_errors_are_shown_not_raised(viewer, qtbot, tmp_path, nuclei_q):
     assert w.start() is None and "multiple of 32" in w.status.text()
     w.project_box.edit.setText(str(tmp_path / "nowhere"))
     assert w.start() is None and "No napari-seg-box project" in w.status.text()
+
+
+def test_loss_axis_ticks_are_plain_round_numbers():
+    """The log-scale loss axis showed "4x10^-1" labels cut off at the panel's edge (matplotlib's
+    labels for a range within one decade)."""
+    from napari_seg_box.widgets._train_form import log_ticks
+
+    assert log_ticks(0.31, 0.95) == [0.4, 0.5, 0.9]
+    assert log_ticks(0.3, 2e6) == [1.0, 100.0, 10000.0, 1e6]  # a loss that exploded: powers of ten
+    assert log_ticks(0.05, 0.6) == [0.05, 0.1, 0.2, 0.5]
+    assert log_ticks(0.0123, 0.0129) == [0.0123, 0.0129]
+    for lo, hi in [(0.31, 0.95), (0.3, 2e6), (0.05, 0.6), (1e-4, 3.0), (0.2, 0.25)]:
+        ticks = log_ticks(lo, hi)
+        assert 2 <= len(ticks) <= 5 and all(lo <= t <= hi for t in ticks), (lo, hi, ticks)

@@ -49,7 +49,6 @@ def test_the_run_belongs_to_the_window_and_the_panel_says_what_happens(viewer, q
     from napari.utils import progress
 
     from napari_seg_box.widgets._common import dock_of
-
     from napari_seg_box.widgets.predict import PredictWidget
     from napari_seg_box.widgets.quantify import QuantifyWidget
 

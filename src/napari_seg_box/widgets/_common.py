@@ -139,6 +139,20 @@ def scrolled(widget: QWidget) -> QVBoxLayout:
     return QVBoxLayout(inner)
 
 
+MAX_DOCK_WIDTH = 560  # px: wider content scrolls sideways instead of taking the image's room
+
+
+def fit_width(widget: QWidget) -> None:
+    """Make a :func:`scrolled` panel as wide as its rows need (napari gives a new dock ~370 px, which
+    cut buttons off behind a sideways scroll bar), up to :data:`MAX_DOCK_WIDTH`."""
+    from qtpy.QtWidgets import QScrollArea
+
+    area = widget.findChild(QScrollArea)
+    if area is not None and area.widget() is not None:
+        need = area.widget().minimumSizeHint().width() + area.verticalScrollBar().sizeHint().width() + 2 * area.frameWidth() + 8
+        area.setMinimumWidth(min(need, MAX_DOCK_WIDTH))
+
+
 def later(owner: QWidget, fn: Callable[[], None]) -> None:
     """Call ``fn`` from the event loop, soon, unless ``owner`` is destroyed first (its timer goes with it)."""
     from qtpy.QtCore import QTimer
@@ -166,7 +180,7 @@ class Dock:
             if not getattr(self, "_tabified", False):
                 self._tabified = True
                 self._dock_serial = next(_DOCK_SERIALS)
-                later(self, lambda: tabify_with_siblings(self))  # once napari put the dock in its window
+                later(self, lambda: (fit_width(self), tabify_with_siblings(self)))  # once napari put the dock in its window, styled
         return super().event(event)
 
     def on_docked(self) -> None:

@@ -163,8 +163,38 @@ def draw_history(axes, history: list[dict]) -> None:
         ax.set_xlabel("epoch")
         if history:
             if key == "loss":
-                ax.set_yscale("log")
+                from matplotlib.ticker import FixedLocator, NullFormatter
+
+                ax.set_yscale("log")  # plain numbers (0.2, 0.5, 1), not "4x10^-1" cut off at the edge
+                ax.yaxis.set_major_locator(FixedLocator(log_ticks(*ax.get_ylim())))
+                ax.yaxis.set_major_formatter(lambda v, _: f"{v:g}")
+                ax.yaxis.set_minor_formatter(NullFormatter())
                 ax.legend(fontsize=7)
             ax.set_xlim(0.5, max(epochs) + 0.5)
         if key != "loss":
             ax.set_ylim(0, 1.02)
+
+
+def log_ticks(lo: float, hi: float, most: int = 5) -> list[float]:
+    """A few round ticks between ``lo`` and ``hi`` (> 0) for a log axis: 1-2-5 steps, powers of ten
+    over many decades, and the two ends rounded inwards when the range holds fewer than two."""
+    import math
+
+    lo, hi = max(lo, 1e-12), max(hi, 1e-12)
+    decades = range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+
+    def within(steps):
+        return [m * 10.0**e for e in decades for m in steps if lo <= m * 10.0**e <= hi]
+
+    ticks = within((1, 2, 5))
+    if len(ticks) > most:
+        powers = within((1,))
+        ticks = powers if len(powers) >= 2 else ticks
+        ticks = ticks[:: math.ceil(len(ticks) / most)]
+    for digits in range(1, 6) if len(ticks) < 2 else ():  # the ends, rounded inwards to as few digits as will do
+        step = [10.0 ** (math.floor(math.log10(v)) + 1 - digits) for v in (lo, hi)]
+        ends = [math.ceil(lo / step[0]) * step[0], math.floor(hi / step[1]) * step[1]]
+        found = sorted({r for r in (float(f"{v:.{digits + 1}g}") for v in ticks + ends) if lo <= r <= hi})
+        if len(found) >= 2:
+            return found
+    return ticks
