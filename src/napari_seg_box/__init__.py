@@ -23,6 +23,8 @@ _os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 # workflow name -> module of napari_seg_box.workflows; everything else comes from napari_seg_box.core
 _WORKFLOWS = {
+    "train_model": "train",  # trains, then tunes the post-processing (core.train_model only trains)
+    "iter_train_model": "train",
     "tune_postprocess": "tune",
     "iter_tune_postprocess": "tune",
     "evaluate_project": "evaluate",

@@ -29,14 +29,20 @@ def register(sub) -> None:
 
     p = sub.add_parser(
         "tune",
-        help="tune post-processing on validation images",
+        help="(re-)tune post-processing on validation images",
         description="Grid search of threshold, minimum size and watershed seed distance maximising object F1 at IoU 0.5 "
-        "on the validation images; the best settings are saved with the model version and used by default.",
+        "on the part of the data the model version's training kept aside for validation (or on --names); the best "
+        "settings are saved with the model version and used by default. train already does this once.",
     )
     add_store_options(p)
+    p.add_argument("--names", nargs="+", help="annotated images to tune on (default: the version's validation part)")
     p.add_argument("--thresholds", type=float, nargs="+", help="thresholds to try (default: 0.3 0.4 0.5 0.6 0.7)")
-    p.add_argument("--min-sizes", type=int, nargs="+", help="minimum object sizes in pixels (default: 0 10 30 60)")
-    p.add_argument("--seed-distances", type=int, nargs="+", help="watershed seed distances (default: 3 5 8 12)")
+    p.add_argument(
+        "--min-sizes", type=int, nargs="+", help="minimum object sizes in pixels (default: 0, 5, 15, 30 %% of the median object's area)"
+    )
+    p.add_argument(
+        "--seed-distances", type=int, nargs="+", help="watershed seed distances (default: 15-50 %% of the median object's diameter)"
+    )
     p.add_argument("--instances", nargs="+", choices=("watershed", "components"), help="object splitting to try (default: both)")
     p.add_argument("--no-save", action="store_true", help="do not save the settings into the model version")
     _add_predict_options(p)
@@ -105,7 +111,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if args.instances:
         grid["instances"] = args.instances
     predictor = Predictor.from_project(project, args.version, device=_predict_config(args).device)
-    tuning = iter_tune_postprocess(project, predictor=predictor, grid=grid, predict_config=_predict_config(args), save=not args.no_save)
+    tuning = iter_tune_postprocess(
+        project, predictor=predictor, names=args.names, grid=grid, predict_config=_predict_config(args), save=not args.no_save
+    )
     best, table = drive(tuning, quiet=args.json, desc="tune")
     top = table.sort_values("score", ascending=False).head(5)
     if args.json:

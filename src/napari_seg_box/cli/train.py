@@ -26,6 +26,7 @@ def register(sub) -> None:
     )
     add_store_options(p)
     p.add_argument("--epochs", type=int, help="number of epochs (default: 50)")
+    p.add_argument("--minutes", type=float, help="train for about this many minutes instead of a number of epochs")
     p.add_argument("--encoder", choices=list(ENCODERS), help="network encoder (default: resnet34)")
     p.add_argument("--encoder-depth", type=int, choices=[3, 4, 5], help="encoder stages (default: 5)")
     p.add_argument("--decoder-channels", type=int, nargs="+", help="decoder widths, one per encoder stage")
@@ -54,12 +55,15 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, help="random seed (default: 0)")
     p.add_argument("--config", help="JSON file with training settings (TrainConfig fields); command-line options given explicitly win")
     p.add_argument("--resume", action="store_true", help="continue the newest unfinished run of the store")
+    p.add_argument(
+        "--no-tune", action="store_true", help="do not tune the post-processing on the validation part after training (tune does it later)"
+    )
     p.add_argument("--json", action="store_true", help="print a JSON summary at the end (no progress bars)")
     p.set_defaults(func=cmd_train)
 
 
 _FIELDS = [
-    "epochs", "encoder", "encoder_depth", "decoder_channels", "encoder_weights_file", "finetune_from", "patch_size",
+    "epochs", "minutes", "encoder", "encoder_depth", "decoder_channels", "encoder_weights_file", "finetune_from", "patch_size",
     "batch_size", "learning_rate", "steps_per_epoch", "augmentation", "elastic", "loss", "boundary", "boundary_width", "schedule", "patience",
     "device", "mixed_precision", "seed",
 ]  # fmt: skip
@@ -87,13 +91,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..core.events import EpochEnd, Message, StepLoss
-    from ..core.train import iter_train
+    from ..workflows.train import iter_train_model
 
     cfg = _config(args)
     project = open_project(args)
     cancel = threading.Event()
     # resuming keeps the run's settings; only a larger --epochs extends it
-    gen = iter_train(project, cfg if (not args.resume or args.epochs) else None, cancel=cancel, resume=args.resume)
+    gen = iter_train_model(
+        project, cfg if (not args.resume or args.epochs) else None, tune=not args.no_tune, cancel=cancel, resume=args.resume
+    )
     bar = None
     out = (lambda s: None) if args.json else (lambda s: (tqdm.write if bar is not None else print)(s, file=sys.stderr))
     version = None
@@ -127,10 +133,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
-    t = project.model_version(version).training
+    info = project.model_version(version)
+    t = info.training
     if args.json:
         keys = ("status", "epochs_run", "chosen", "device", "duration_s", "history")
-        print_json({"version": version, "best_metrics": t.best, **{k: getattr(t, k) for k in keys}})
+        tuned = info.tuning.config.to_dict() if info.tuning is not None else None
+        print_json({"version": version, "best_metrics": t.best, **{k: getattr(t, k) for k in keys}, "postprocess": tuned})
     else:
         b = t.best
         print(

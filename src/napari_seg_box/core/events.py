@@ -89,7 +89,7 @@ class Message:
 
     text: str
     level: str = "info"  # info | warning
-    topic: str = ""  # what it is about, for panels that show it in its place: device | validation | settings
+    topic: str = ""  # what it is about, for panels that show it in its place: device | validation | settings | budget | tuning
 
 
 @dataclass(frozen=True)

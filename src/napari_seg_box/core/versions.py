@@ -76,10 +76,12 @@ class Provenance:
     validation: str | None = None  # how the validation images were chosen
     finetuned_from: str | None = None
     packages: Mapping[str, str] = field(default_factory=dict)
+    validation_rows: Mapping[str, int] = field(default_factory=dict)  # plane -> first validation row (0: whole)
 
     def __post_init__(self):
         object.__setattr__(self, "train_images", tuple(self.train_images))
         object.__setattr__(self, "validation_images", tuple(self.validation_images))
+        object.__setattr__(self, "validation_rows", {str(k): int(v) for k, v in dict(self.validation_rows).items()})
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,14 @@ class TrainSettings(QWidget):
             self.size_combo.addItem(SIZE_WORDS[size], depth)
         self.size_combo.setCurrentIndex(self.size_combo.findData(d.encoder_depth))
         af.addRow("Network size:", self.size_combo)
+        self.minutes = QSpinBox()
+        self.minutes.setRange(0, 10000)
+        self.minutes.setSpecialValueText("off (use the epochs)")
+        self.minutes.setSuffix(" min")
+        self.minutes.setToolTip(
+            "Train for about this long instead of a number of epochs: the epochs that fit are estimated from the first steps"
+        )
+        af.addRow("Time budget:", self.minutes)
         self.patch = _auto_spin(1024, 32, "Side of the square image pieces the network learns from, in pixels (a multiple of 32)")
         af.addRow("Patch size:", self.patch)
         self.batch = _auto_spin(256, 1, "Pieces per learning step")
@@ -87,6 +95,7 @@ class TrainSettings(QWidget):
         """The fields as TrainConfig values (auto fields as None)."""
         return {
             "encoder_depth": int(self.size_combo.currentData()),
+            "minutes": self.minutes.value() or None,
             "patch_size": self.patch.value() or None,
             "batch_size": self.batch.value() or None,
             "learning_rate": self.lr.value() or None,
@@ -101,7 +110,12 @@ class TrainSettings(QWidget):
     def set_values(self, values: dict) -> None:
         if "encoder_depth" in values:
             self.size_combo.setCurrentIndex(self.size_combo.findData(int(values["encoder_depth"])))
-        for key, spin in (("patch_size", self.patch), ("batch_size", self.batch), ("steps_per_epoch", self.steps)):
+        for key, spin in (
+            ("patch_size", self.patch),
+            ("batch_size", self.batch),
+            ("steps_per_epoch", self.steps),
+            ("minutes", self.minutes),
+        ):
             if key in values:
                 spin.setValue(int(values[key] or 0))
         if "learning_rate" in values:

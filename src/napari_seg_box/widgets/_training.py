@@ -1,6 +1,6 @@
 """A training run owned by the window's session (not by the Train dock that started it).
 
-:class:`TrainingRun` runs ``iter_train`` in a napari thread worker, keeps what a dock needs to show
+:class:`TrainingRun` runs ``iter_train_model`` (training, then tuning) in a napari thread worker, keeps what a dock needs to show
 the run at any moment (history, phase, progress, settings, outcome), reports progress in napari's
 Activity dock (``napari.utils.progress``), and re-emits every event for the docks attached to it.
 A dock closed and reopened during the run attaches again and shows it whole.
@@ -18,6 +18,8 @@ PHASES = {
     "preparing data": "Preparing the training data (normalising the images, choosing the validation part)",
     "finding the learning rate": "Finding a good learning rate (a short trial run)",
     "train": "Training",
+    "predict validation images": "Tuning the post-processing: predicting the validation part",
+    "tune post-processing": "Tuning the post-processing (threshold, minimum size, splitting)",
 }
 
 
@@ -113,9 +115,9 @@ class TrainingRun(QObject):
 
 
 def _train(project, config, *, resume: bool, cancel=None):
-    """``iter_train`` in the worker, returning the saved :class:`ModelVersion` (read there, not in
+    """``iter_train_model`` in the worker, returning the saved :class:`ModelVersion` (read there, not in
     the main thread)."""
-    from ..core.train import iter_train
+    from ..workflows.train import iter_train_model
 
-    version = yield from iter_train(project, config, resume=resume, cancel=cancel)
+    version = yield from iter_train_model(project, config, resume=resume, cancel=cancel)
     return project.refresh().model_version(version)

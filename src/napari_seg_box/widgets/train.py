@@ -207,7 +207,8 @@ class TrainWidget(Dock, QWidget):
 
             if not unfinished_runs(project):
                 raise StoreError("There is no stopped training to resume in this project: press Start training.")
-        report_info(("Resuming the last training" if resume else f"Training {cfg.encoder} for {cfg.epochs} epoch(s)") + "…", self.status)
+        length = f"about {cfg.minutes:g} minute(s)" if cfg.minutes else f"{cfg.epochs} epoch(s)"
+        report_info(("Resuming the last training" if resume else f"Training {cfg.encoder} for {length}") + "…", self.status)
         return self.session.start_training(project, cfg, resume=resume)
 
     def resume(self):
@@ -298,7 +299,7 @@ class TrainWidget(Dock, QWidget):
     def _show_topics(self) -> None:
         if self.run is not None:
             t = self.run.topics
-            self.settings_label.setText("\n".join(t[k] for k in ("device", "settings", "validation") if k in t))
+            self.settings_label.setText("\n".join(t[k] for k in ("device", "settings", "validation", "budget", "tuning") if k in t))
 
     def _draw_history(self) -> None:
         history = [dict(h) for h in self.history]  # the render thread gets its own copy

@@ -1,5 +1,6 @@
 """Workflows: compositions of core steps that the widgets, the CLI and scripts share.
 
+- :mod:`.train`    training, then post-processing tuned on the version's validation part;
 - :mod:`.tune`     post-processing tuned on validation images, saved with the model version;
 - :mod:`.evaluate` a model version (and the classical baseline) scored on held-out images;
 - :mod:`.predict`  a project's images or image files predicted in batch;

@@ -15,11 +15,11 @@ from ..core.infer import Predictor
 from ..core.models import pick_device
 from ..core.samples import load_nuclei
 from ..core.store import Project
-from ..core.train import TrainConfig, iter_train
+from ..core.train import TrainConfig
 from .demo_report import write_report
 from .evaluate import evaluate_baseline, evaluate_project
 from .segment import segment_and_quantify
-from .tune import tune_postprocess
+from .train import iter_train_model
 
 NUCLEI_SPLITS = {"q0": "train", "q1": "train", "q2": "validation", "q3": "test"}
 
@@ -86,12 +86,11 @@ def run_demo(out: str | os.PathLike = "demo_output", *, epochs: int | None = Non
             log("[train] " + ev.text)
 
     t_train = time.time()
-    version = run_to_end(iter_train(project, demo_config(epochs)), on_event)
+    log("[demo] training, then tuning post-processing (threshold, minimum size, watershed or not, seed distance) on the validation image")
+    version = run_to_end(iter_train_model(project, demo_config(epochs)), on_event)
     t_train = time.time() - t_train
-    predictor = Predictor.from_project(project, version)  # loaded once for tuning, evaluation and measurement
-
-    log("[demo] tuning post-processing (threshold, minimum size, watershed or not, seed distance) on the validation image")
-    best_pp, _ = tune_postprocess(project, version, predictor=predictor)
+    predictor = Predictor.from_project(project, version)  # loaded once for evaluation and measurement
+    best_pp = predictor.default_postprocess
     info = predictor.info
     log(f"[demo] evaluating model {version} and the classical baseline on the held-out test image")
     ev = evaluate_project(project, version, predictor=predictor, keep_error_maps=True)

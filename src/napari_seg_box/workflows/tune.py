@@ -23,6 +23,9 @@ DEFAULT_GRID = {
     "seed_distance": (3, 5, 8, 12),
     "instances": ("watershed", "components"),
 }
+# without a grid of their own, the seed distance and the minimum size follow the objects' size:
+SEED_FRACTIONS = (0.15, 0.25, 0.35, 0.5)  # of the median object's diameter (a fixed 5 px over-split long objects)
+MIN_SIZE_FRACTIONS = (0.0, 0.05, 0.15, 0.3)  # of the median object's area
 
 
 def iter_tune_postprocess(
@@ -55,22 +58,18 @@ def iter_tune_postprocess(
     import pandas as pd
 
     predictor = predictor or Predictor.from_project(project, version)
-    planes = [
-        p
-        for p in iter_annotated_planes(project, ("validation",) if names is None else ("train", "validation", "test"))
-        if names is None or p.image in names
-    ]
+    planes = tuning_planes(project, predictor.info, names)
     if not planes:
         raise DataError("No annotated validation images to tune on.", hints=mark_split_hints("validation"))
-    grid = {**DEFAULT_GRID, **(grid or {})}
+    K = max(predictor.classes, 2)
+    tinst = [truth_instances(p.labels, p.instances, classes=range(2, K + 1)) for p in planes]
+    grid = {**DEFAULT_GRID, **size_grid(tinst), **(grid or {})}
     base = base or predictor.default_postprocess
     probabilities = []
     for i, plane in enumerate(planes):
         check_cancel(cancel)
         yield Progress(i, len(planes), stage="predict validation images")
         probabilities.append((yield from iter_predict(plane.pixels, predictor, config=predict_config, stack=False, cancel=cancel)))
-    K = max(predictor.classes, 2)
-    tinst = [truth_instances(p.labels, p.instances, classes=range(2, K + 1)) for p in planes]
     objects = base.instances != "none"
     keys = [k for k in ("threshold", "min_size", "seed_distance", "instances") if k in grid]
     if not objects:
@@ -116,6 +115,45 @@ def iter_tune_postprocess(
             f"Saved post-processing settings with model version {predictor.version}: {best.to_dict()} ({best_row['metric']} {best_row['score']:.3f})."
         )
     return best, table
+
+
+def tuning_planes(project, info, names: Sequence[str] | None = None) -> list:
+    """The annotated planes to tune ``info``'s post-processing on: ``names`` if given; else the
+    validation part the model version's training kept aside (whole images, or the bottom rows of
+    each image when training split its images automatically), so that a plain ``train`` tunes too;
+    else (a version that did not record it) the images marked validation."""
+    import dataclasses
+
+    if names is not None:
+        return [p for p in iter_annotated_planes(project, ("train", "validation", "test")) if p.image in names]
+    rows = dict(info.provenance.validation_rows) if info is not None else {}
+    if rows:
+        planes = [p for p in iter_annotated_planes(project, ("train", "validation", "test")) if p.name in rows]
+        cut = [
+            dataclasses.replace(
+                p,
+                pixels=p.pixels[rows[p.name] :],
+                labels=p.labels[rows[p.name] :],
+                instances=None if p.instances is None else p.instances[rows[p.name] :],
+            )
+            for p in planes
+        ]
+        cut = [p for p in cut if (p.labels > 0).any()]
+        if cut:
+            return cut
+    return list(iter_annotated_planes(project, ("validation",)))
+
+
+def size_grid(truths: Sequence[dict]) -> dict:
+    """Seed distances and minimum sizes relative to the median true object (nothing without objects)."""
+    areas = np.array([a for t in truths for inst in t.values() for a in np.bincount(inst.ravel())[1:] if a > 0])
+    if len(areas) == 0:
+        return {}
+    area = float(np.median(areas))
+    diameter = 2.0 * np.sqrt(area / np.pi)
+    seeds = sorted({max(2, round(diameter * f)) for f in SEED_FRACTIONS})
+    sizes = sorted({round(area * f) for f in MIN_SIZE_FRACTIONS})
+    return {"seed_distance": tuple(seeds), "min_size": tuple(sizes)}
 
 
 def mark_split_hints(split: str) -> dict:

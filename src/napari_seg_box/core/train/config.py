@@ -23,6 +23,8 @@ class TrainConfig(Config):
     Parameters
     ----------
     epochs : number of epochs (the one setting a novice chooses).
+    minutes : train for about this long instead (a time budget, epochs ignored): the epochs that fit
+        are estimated from the first steps and the learning-rate schedule is sized to them.
     encoder : smp encoder, one of :data:`~napari_seg_box.core.models.ENCODERS`.
     encoder_depth, decoder_channels : U-Net size (smaller = faster); the decoder of each depth by
         default (:data:`DECODERS`; depth 5, 4, 3 = the sizes standard, small, tiny).
@@ -49,6 +51,7 @@ class TrainConfig(Config):
     """
 
     epochs: int = 50
+    minutes: float | None = None
     encoder: str = "resnet34"
     encoder_depth: int = 5
     decoder_channels: tuple[int, ...] | None = None
@@ -84,6 +87,10 @@ class TrainConfig(Config):
             self._set("decoder_channels", tuple(int(c) for c in self.decoder_channels))
         if not isinstance(self.epochs, int) or self.epochs < 1:
             raise ConfigError(f"epochs must be a whole number >= 1, got {self.epochs!r}.")
+        if self.minutes is not None and (
+            isinstance(self.minutes, bool) or not isinstance(self.minutes, (int, float)) or not self.minutes > 0
+        ):
+            raise ConfigError(f"minutes (the time budget) must be a number > 0, got {self.minutes!r}.")
         if self.encoder not in ENCODERS:
             raise ConfigError(f"Unknown encoder {self.encoder!r}: choose one of {', '.join(ENCODERS)}.")
         if not 3 <= self.encoder_depth <= 5:

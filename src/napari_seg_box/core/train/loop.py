@@ -24,6 +24,7 @@ from ..losses import IGNORE, make_loss
 from ..models import ModelSpec, build_model
 from ..versions import ModelVersion
 from .auto import auto_batch_size, auto_patch_size, iter_lr_find
+from .budget import FIRST_STEPS, VALIDATION_GUESS, TimeBudget
 from .checkpoint import cpu_state, restore_checkpoint, save_checkpoint, unfinished_runs
 from .config import TrainConfig
 from .prepare import _Data, _fold_boundary, _Item, _prepare_data
@@ -59,6 +60,8 @@ class Run:
     step_seconds: float = 0.0  # time spent in optimisation steps this session (validation excluded)
     steps_done: int = 0
     validation_seconds: float = 0.0  # the last validation's duration
+    epochs: int = 0  # planned: the configured number, or what fits the time budget
+    budget: TimeBudget | None = None
 
     @property
     def duration_s(self) -> float:
@@ -105,7 +108,11 @@ def iter_train(
 
     sampler = _Sampler(data, run.chosen["patch_size"], cfg)
     loss_fn = make_loss(cfg.loss)
-    for epoch in range(run.start_epoch, cfg.epochs):
+    run.epochs = cfg.epochs
+    if cfg.minutes:
+        run.budget = TimeBudget(cfg.minutes * 60, t_start)
+    epoch, t_loop = run.start_epoch, time.perf_counter()
+    while epoch < run.epochs:
         t_epoch = time.perf_counter()
         figures = yield from _train_epoch(run, sampler, loss_fn, epoch, cancel)
         if figures is None:
@@ -134,15 +141,18 @@ def iter_train(
         if is_best:
             run.best = {k: metrics[k] for k in ("epoch", "val_iou", "val_loss", "val_acc")}
             run.best_state = cpu_state(run.model)
-        yield EpochEnd(epoch + 1, cfg.epochs, metrics, is_best)
+        yield EpochEnd(epoch + 1, run.epochs, metrics, is_best)
         if val["preview"] is not None:
             yield Preview(epoch + 1, *val["preview"])
         save_checkpoint(run, epoch + 1)
         yield CheckpointSaved("last", epoch + 1, is_best, metrics)
-        if cfg.patience and epoch + 1 - run.best["epoch"] >= cfg.patience and epoch + 1 < cfg.epochs:
+        if cfg.patience and epoch + 1 - run.best["epoch"] >= cfg.patience and epoch + 1 < run.epochs:
             run.status = "early_stopped"
             yield Message(f"Early stopping: validation IoU has not improved for {cfg.patience} epochs (best at epoch {run.best['epoch']}).")
             break
+        epoch += 1
+        if run.budget is not None:
+            yield from _plan_epochs(run, epoch, (time.perf_counter() - t_loop) / (epoch - run.start_epoch))
     if not run.history:
         raise CancelledError("Training was stopped before the first epoch ended: nothing was saved.")
 
@@ -253,7 +263,6 @@ def _train_epoch(run: Run, sampler: _Sampler, loss_fn, epoch: int, cancel) -> It
 
     cfg, rt, chosen = run.cfg, run.rt, run.chosen
     steps, lr, k = chosen["steps_per_epoch"], chosen["learning_rate"], len(run.data.classes)
-    total_steps = cfg.epochs * steps
     run.model.train()
     batch = chosen["batch_size"]
     prefetch = _Prefetcher(sampler, epoch, steps, batch, pin=True) if rt.cuda else _InlineBatches(sampler, epoch, steps, batch)
@@ -278,7 +287,7 @@ def _train_epoch(run: Run, sampler: _Sampler, loss_fn, epoch: int, cancel) -> It
                 stopped = True
                 break
             host = prefetch.get()
-            lr_now = lr_at(epoch * steps + step, total_steps, lr, cfg.schedule)
+            lr_now = lr_at(epoch * steps + step, run.epochs * steps, lr, cfg.schedule)
             for g in run.opt.param_groups:
                 g["lr"] = lr_now
             while True:  # out of memory: halve the batch and retry this step with the same samples
@@ -312,8 +321,10 @@ def _train_epoch(run: Run, sampler: _Sampler, loss_fn, epoch: int, cancel) -> It
             run.steps_done += 1
             per_step = (run.step_seconds + time.perf_counter() - t0) / run.steps_done
             per_epoch = per_step * steps + run.validation_seconds
-            eta = per_step * (steps - step - 1) + per_epoch * (cfg.epochs - epoch - 1)
-            yield Progress(done, total_steps, stage="train", eta_s=eta, message=f"epoch {epoch + 1} of {cfg.epochs}")
+            if run.budget is not None and run.budget.estimates == 0 and step + 1 == min(FIRST_STEPS, steps):
+                yield from _plan_epochs(run, epoch, per_step * steps * (1 + VALIDATION_GUESS))
+            eta = per_step * (steps - step - 1) + per_epoch * (run.epochs - epoch - 1)
+            yield Progress(done, run.epochs * steps, stage="train", eta_s=eta, message=f"epoch {epoch + 1} of {run.epochs}")
         if pending is not None:
             yield settle(pending)
     finally:
@@ -327,6 +338,18 @@ def _train_epoch(run: Run, sampler: _Sampler, loss_fn, epoch: int, cancel) -> It
         "seen": seen,
         "wait_s": prefetch.wait_s,
     }
+
+
+def _plan_epochs(run: Run, done: int, per_epoch: float) -> Iterator[Message]:
+    """Fit the run's epochs to the time budget (:mod:`.budget`), and say so when that changes them."""
+    before = run.epochs
+    run.epochs = run.budget.fit(done, before, per_epoch)
+    if run.budget.estimates <= 2 or run.epochs != before:
+        left = max(run.budget.left(), 0) / 60
+        yield Message(
+            f"Time budget {run.cfg.minutes:g} min ({left:.1f} left): {run.epochs} epoch(s) in all, about {per_epoch:.0f} s each.",
+            topic="budget",
+        )
 
 
 def _precise_batch_norm(run: Run, sampler: _Sampler, epoch: int) -> None:

@@ -45,6 +45,7 @@ class _Data:
     val_names: list[str]
     split: str  # how validation was chosen
     object_diameter: float | None
+    val_rows: dict[str, int]  # validation plane -> its first validation row (0: the whole plane)
 
 
 def _fingerprint(planes: list[Plane]) -> str:
@@ -159,7 +160,7 @@ def _prepare_data(project, cfg: TrainConfig) -> _Data:
         train = [items[i] for i in sorted(order[n_val:])]
         split = f"automatic: {n_val} of {len(items)} images"
     else:
-        train, val = [], []
+        train, val, val_rows = [], [], {}
         for it in items:
             cut = _split_rows(it.target, cfg.validation_fraction)
             top, bottom = slice(0, cut), slice(cut, None)
@@ -169,6 +170,7 @@ def _prepare_data(project, cfg: TrainConfig) -> _Data:
             w = it.weight
             train.append(_Item(it.name, it.split, it.image[top], it.target[top], None if w is None else w[top]))
             val.append(_Item(f"{it.name} (rows {cut}-)", it.split, it.image[bottom], it.target[bottom], None if w is None else w[bottom]))
+            val_rows[it.name] = cut
         if not val:
             raise DataError(
                 "No validation is possible: the annotations are too small to keep a part aside. Annotate a second image "
@@ -183,6 +185,8 @@ def _prepare_data(project, cfg: TrainConfig) -> _Data:
     for it in train:
         it.coords = _coords(it.target != IGNORE, rng)
         it.fg_coords = _coords(it.target >= 1, rng)
+    if marked or len(items) >= 4:
+        val_rows = {it.name: 0 for it in val}
     val = [crop for it in val for crop in _tiles(it)]
     return _Data(
         train=[it for it in train if it.annotated],
@@ -194,6 +198,7 @@ def _prepare_data(project, cfg: TrainConfig) -> _Data:
         val_names=sorted({it.name.split(" (rows")[0] for it in val}),
         split=split,
         object_diameter=diameter,
+        val_rows=val_rows,
     )
 
 

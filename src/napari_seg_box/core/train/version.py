@@ -35,6 +35,7 @@ def save_version(run) -> ModelVersion:
             train_images=tuple(data.train_names),
             validation_images=tuple(data.val_names),
             validation=data.split,
+            validation_rows=dict(data.val_rows),
             finetuned_from=run.finetuned_from,
             packages=package_versions(),
         ),

@@ -1,0 +1,67 @@
+"""Issue 21: a plain ``train`` leaves a version with tuned post-processing; a time budget instead of epochs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_seg_box.core import ConfigError, Project
+from napari_seg_box.core.events import EpochEnd, Message
+from napari_seg_box.core.train import TrainConfig, iter_train
+
+from ..conftest import nuclei_quadrants
+from .test_train import collect, tiny
+
+TINY_CLI = [
+    "--encoder", "resnet18", "--encoder-depth", "3", "--decoder-channels", "32", "16", "8", "--patch-size", "96",
+    "--batch-size", "8", "--lr", "5e-3", "--steps-per-epoch", "8", "--augment", "light",
+]  # fmt: skip
+
+
+def test_plain_train_tunes_on_the_part_it_kept_aside(tmp_path, capsys):
+    """A user who gives only --epochs gets an automatic validation split; `evaluate` used untuned
+    defaults (a fixed 5 px seed distance) and `tune` refused ("No annotated validation images")."""
+    from napari_seg_box.cli import main
+    from napari_seg_box.workflows.tune import tuning_planes
+
+    p = Project.create(tmp_path / "p.zarr", classes=["background", "nucleus"])
+    for name, image, inst in nuclei_quadrants()[:2]:  # nothing marked validation
+        p.add_image(name, image, labels=(1 + (inst > 0)).astype(np.uint8), instances=inst)
+    assert main(["train", p.url, "--epochs", "4", *TINY_CLI, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    info = Project.open(p.url).model_version(summary["version"])
+    rows = info.provenance.validation_rows
+    assert set(rows) == {"q0", "q1"} and all(150 < r < 256 for r in rows.values()), rows  # the bottom ~20 % of each
+    assert info.tuning is not None and summary["postprocess"] == info.tuning.config.to_dict()
+    assert info.tuning.images == ("q0", "q1") and info.tuning.score > 0.5, info.tuning
+    planes = tuning_planes(p, info)
+    assert [pl.labels.shape for pl in planes] == [(256 - rows["q0"], 256), (256 - rows["q1"], 256)]
+    # the seed distances and minimum sizes follow the nuclei's size, not fixed pixel counts
+    areas = np.concatenate([np.bincount(inst.ravel())[1:] for _, _, inst in nuclei_quadrants()[:2]])
+    diameter = 2 * np.sqrt(np.median(areas[areas > 0]) / np.pi)
+    assert 0.1 * diameter < min(info.tuning.grid["seed_distance"]) and max(info.tuning.grid["seed_distance"]) < 0.6 * diameter
+    assert info.tuning.grid["seed_distance"] != [3, 5, 8, 12]
+    # re-tuning works without images marked validation, on the same part
+    assert main(["tune", p.url, "--thresholds", "0.4", "0.5", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["combinations"] > 2
+    assert main(["train", p.url, "--epochs", "1", *TINY_CLI, "--no-tune", "--json"]) == 0
+    assert Project.open(p.url).model_version(json.loads(capsys.readouterr().out)["version"]).tuning is None
+
+
+def test_time_budget_fits_the_epochs_and_ends_within_it(nuclei_project):
+    budget_s = 24.0
+    version, events = collect(iter_train(nuclei_project, tiny(minutes=budget_s / 60, epochs=1)))
+    t = nuclei_project.model_version(version).training
+    epoch_s = [h["seconds"] for h in t.history]
+    assert t.status == "completed" and t.epochs_run >= 3, t.history  # the budget, not epochs=1, decides
+    assert t.duration_s <= budget_s + max(epoch_s) + 3, (t.duration_s, epoch_s)  # within the budget, + one epoch at most
+    planned = [e.epochs for e in events if isinstance(e, EpochEnd)]
+    assert planned[-1] == t.epochs_run and len(planned) == t.epochs_run
+    said = [e.text for e in events if isinstance(e, Message) and e.topic == "budget"]
+    assert said and said[0].startswith("Time budget 0.4 min") and "epoch(s) in all" in said[0], said
+    assert t.config["minutes"] == pytest.approx(0.4)
+    for bad in (0, -1, "ten", True):
+        with pytest.raises(ConfigError, match="minutes"):
+            TrainConfig(minutes=bad)
