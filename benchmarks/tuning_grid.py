@@ -4,7 +4,7 @@
     python benchmarks/tuning_grid.py isbi   [--seeds 0 1 2] [--epochs 20]  # ISBI 2012: 0-19 / 20-23 / 24-29
 
 Each seed trains once and tunes twice on the same validation images (``fixed``: the grid before
-issue 21, seed distances 3-12 px and minimum sizes 0-60 px; ``relative``: the default now, 15-50 %
+issue 21, seed distances 3-12 px and minimum sizes 0-60 px; ``relative``: the default now, 20-70 %
 of the median object's diameter and 0-30 % of its area), then scores the held-out images with
 each. The classical baseline (smoothed Otsu + watershed) is scored in the same run. Prints one JSON
 line per seed and setting, then mean and range.

@@ -106,3 +106,13 @@ def test_loss_axis_ticks_are_plain_round_numbers():
     for lo, hi in [(0.31, 0.95), (0.3, 2e6), (0.05, 0.6), (1e-4, 3.0), (0.2, 0.25)]:
         ticks = log_ticks(lo, hi)
         assert 2 <= len(ticks) <= 5 and all(lo <= t <= hi for t in ticks), (lo, hi, ticks)
+
+
+def test_time_budget_and_imagenet_weights_reach_the_training_settings(viewer, project):
+    w = make_widget(viewer, project, epochs=3)
+    cfg = w.config()
+    assert cfg.minutes is None and cfg.pretrained is False  # off by default: the epochs decide
+    w.set_config(minutes=20, pretrained=True)
+    cfg = w.config()
+    assert cfg.minutes == 20 and cfg.pretrained is True and cfg.epochs == 3
+    assert "20 min" in w.settings_form.minutes.text()

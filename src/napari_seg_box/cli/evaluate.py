@@ -41,7 +41,7 @@ def register(sub) -> None:
         "--min-sizes", type=int, nargs="+", help="minimum object sizes in pixels (default: 0, 5, 15, 30 %% of the median object's area)"
     )
     p.add_argument(
-        "--seed-distances", type=int, nargs="+", help="watershed seed distances (default: 15-50 %% of the median object's diameter)"
+        "--seed-distances", type=int, nargs="+", help="watershed seed distances (default: 20-70 %% of the median object's diameter)"
     )
     p.add_argument("--instances", nargs="+", choices=("watershed", "components"), help="object splitting to try (default: both)")
     p.add_argument("--no-save", action="store_true", help="do not save the settings into the model version")

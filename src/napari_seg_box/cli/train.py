@@ -33,6 +33,12 @@ def register(sub) -> None:
     p.add_argument(
         "--encoder-weights", dest="encoder_weights_file", help="local file with pretrained encoder weights (.safetensors or .pth)"
     )
+    p.add_argument(
+        "--pretrained",
+        action="store_true",
+        default=None,
+        help="start the encoder from ImageNet weights (downloaded once into the Hugging Face cache; needs internet the first time)",
+    )
     p.add_argument("--finetune-from", help="start from this model version of the store")
     p.add_argument("--patch-size", type=int, help="patch side, a multiple of 32 (default: from the objects' size)")
     p.add_argument("--batch-size", type=int, help="patches per step (default: from free GPU memory; CPU 4-8)")
@@ -63,7 +69,7 @@ def register(sub) -> None:
 
 
 _FIELDS = [
-    "epochs", "minutes", "encoder", "encoder_depth", "decoder_channels", "encoder_weights_file", "finetune_from", "patch_size",
+    "epochs", "minutes", "encoder", "encoder_depth", "decoder_channels", "encoder_weights_file", "pretrained", "finetune_from", "patch_size",
     "batch_size", "learning_rate", "steps_per_epoch", "augmentation", "elastic", "loss", "boundary", "boundary_width", "schedule", "patience",
     "device", "mixed_precision", "seed",
 ]  # fmt: skip

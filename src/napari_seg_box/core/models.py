@@ -1,8 +1,9 @@
 """Building, saving and loading U-Nets (segmentation-models-pytorch), and choosing the device.
 
 Models are saved as safetensors weights plus JSON metadata in the project store; loading never
-unpickles. smp models are always rebuilt with ``encoder_weights=None`` (nothing is downloaded);
-pretrained encoder weights can come from a local file.
+unpickles. smp models are always rebuilt with ``encoder_weights=None``; pretrained encoder weights
+come from a local file, or (asked for) ImageNet weights through segmentation-models-pytorch's own
+download and cache (:func:`imagenet_weights_file`), loaded by the same code as a local file.
 """
 
 from __future__ import annotations
@@ -58,8 +59,29 @@ class ModelSpec:
         )
 
 
-def build_model(spec: ModelSpec, *, encoder_weights_file: str | os.PathLike | None = None):
-    """Build an smp U-Net from ``spec``; optionally load encoder weights from a local file.
+def imagenet_weights_file(encoder: str) -> str:
+    """The path of ``encoder``'s ImageNet weights in the Hugging Face cache, downloaded (pinned to
+    segmentation-models-pytorch's revision) when the machine is online and they are not there yet."""
+    from segmentation_models_pytorch.encoders import encoders
+
+    settings = encoders.get(encoder, {}).get("pretrained_settings", {}).get("imagenet")
+    if settings is None:
+        raise ConfigError(f"segmentation-models-pytorch has no ImageNet weights for {encoder!r}: train it from scratch.")
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return hf_hub_download(settings["repo_id"], filename="model.safetensors", revision=settings["revision"])
+    except Exception as err:  # noqa: BLE001 - offline, proxy, no cache: one sentence for all
+        raise ConfigError(
+            f"The ImageNet weights of {encoder} could not be downloaded ({type(err).__name__}) and are not in the cache: "
+            "connect this machine to the internet once, or give a local weights file (encoder_weights_file, "
+            "--encoder-weights), or train from scratch."
+        ) from err
+
+
+def build_model(spec: ModelSpec, *, encoder_weights_file: str | os.PathLike | None = None, pretrained: bool = False):
+    """Build an smp U-Net from ``spec``; optionally load encoder weights from a local file, or
+    (``pretrained``) the encoder's ImageNet weights (:func:`imagenet_weights_file`).
 
     ``encoder_weights_file`` is a safetensors (or, only when you trust it, a torch state-dict
     ``.pth`` loaded with ``weights_only=True``) file holding the encoder's state dict.
@@ -86,6 +108,8 @@ def build_model(spec: ModelSpec, *, encoder_weights_file: str | os.PathLike | No
     for m in model.modules():
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.momentum is not None and m.momentum < 0.1:
             m.momentum = 0.1
+    if pretrained and not encoder_weights_file:
+        encoder_weights_file = imagenet_weights_file(spec.encoder)
     if encoder_weights_file:
         load_encoder_weights(model.encoder, read_state_dict(encoder_weights_file), spec.encoder, str(encoder_weights_file))
     return model

@@ -86,6 +86,12 @@ class TrainSettings(QWidget):
         self.finetune_combo = QComboBox()
         self.finetune_combo.addItem("no (train from scratch)", None)
         af.addRow("Fine-tune from:", self.finetune_combo)
+        self.pretrained_check = QCheckBox("start from ImageNet weights")
+        self.pretrained_check.setToolTip(
+            "Start the encoder from weights learnt on ImageNet photographs: often better with few annotations. "
+            "Downloaded once (needs internet the first time), then kept in the Hugging Face cache."
+        )
+        af.addRow("Pretrained:", self.pretrained_check)
         self.seed = QSpinBox()
         self.seed.setRange(0, 2**31 - 1)
         self.seed.setValue(d.seed)
@@ -104,6 +110,7 @@ class TrainSettings(QWidget):
             "loss": self.loss_combo.currentText(),
             "boundary": self.boundary_check.isChecked(),
             "finetune_from": self.finetune_combo.currentData(),
+            "pretrained": self.pretrained_check.isChecked(),
             "seed": int(self.seed.value()),
         }
 
@@ -126,6 +133,8 @@ class TrainSettings(QWidget):
             self.loss_combo.setCurrentText(values["loss"])
         if "boundary" in values:
             self.boundary_check.setChecked(bool(values["boundary"]))
+        if "pretrained" in values:
+            self.pretrained_check.setChecked(bool(values["pretrained"]))
         if "seed" in values:
             self.seed.setValue(int(values["seed"]))
         if "finetune_from" in values:

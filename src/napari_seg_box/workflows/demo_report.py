@@ -55,7 +55,8 @@ def write_report(out: Path, project, info: ModelVersion, comparison, quant, pred
         f"A {info.encoder} U-Net ({loss} loss) trained on two quadrants of the DSB2018 nuclei image (BBBC038, Caicedo et al. "
         f"2019), validated on the third, and evaluated on the fourth ({test}), which was never seen during training or model "
         "selection. One quadrant holds about 30 nuclei, so one nucleus moves object F1 by about 0.03: BENCHMARKS.md of "
-        "napari-seg-box has the four-fold cross-validation over all quadrants, beside the same baseline."
+        "napari-seg-box has the four-fold cross-validation over all quadrants, beside the same baseline. The figures also "
+        "move with the random seed and the machine (thread count, BLAS): BENCHMARKS.md gives their range over three seeds."
     )
     m, b = comparison.iloc[0], comparison.iloc[1]
     rep.headline(

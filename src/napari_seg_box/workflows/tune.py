@@ -24,7 +24,7 @@ DEFAULT_GRID = {
     "instances": ("watershed", "components"),
 }
 # without a grid of their own, the seed distance and the minimum size follow the objects' size:
-SEED_FRACTIONS = (0.15, 0.25, 0.35, 0.5)  # of the median object's diameter (a fixed 5 px over-split long objects)
+SEED_FRACTIONS = (0.2, 0.35, 0.5, 0.7)  # of the median object's diameter (a fixed 5 px over-split long objects)
 MIN_SIZE_FRACTIONS = (0.0, 0.05, 0.15, 0.3)  # of the median object's area
 
 

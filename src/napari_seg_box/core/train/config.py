@@ -29,6 +29,8 @@ class TrainConfig(Config):
     encoder_depth, decoder_channels : U-Net size (smaller = faster); the decoder of each depth by
         default (:data:`DECODERS`; depth 5, 4, 3 = the sizes standard, small, tiny).
     encoder_weights_file : local safetensors/.pth file with pretrained encoder weights.
+    pretrained : start the encoder from its ImageNet weights (downloaded once through
+        segmentation-models-pytorch's Hugging Face cache; a clear error offline).
     finetune_from : a model version of the project to start from (transfer learning).
     patch_size : training patch side (multiple of 32).
     batch_size, learning_rate, steps_per_epoch : optimisation sizes.
@@ -56,6 +58,7 @@ class TrainConfig(Config):
     encoder_depth: int = 5
     decoder_channels: tuple[int, ...] | None = None
     encoder_weights_file: str | None = None
+    pretrained: bool = False
     finetune_from: str | None = None
     patch_size: int | None = None
     batch_size: int | None = None

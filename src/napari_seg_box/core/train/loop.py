@@ -206,7 +206,7 @@ def _start(project, cfg: TrainConfig, rt: _Runtime, data: _Data, state: dict | N
             )
     else:
         spec = ModelSpec(cfg.encoder, data.channels, outputs, cfg.encoder_depth, cfg.decoder)
-    model = build_model(spec, encoder_weights_file=cfg.encoder_weights_file if state is None else None)
+    model = build_model(spec, **({"encoder_weights_file": cfg.encoder_weights_file, "pretrained": cfg.pretrained} if state is None else {}))
     if base is not None:
         from safetensors.torch import load as load_bytes
 
