@@ -52,10 +52,14 @@ def test_plain_train_tunes_on_the_part_it_kept_aside(tmp_path, capsys):
 
 def test_time_budget_fits_the_epochs_and_ends_within_it(nuclei_project):
     budget_s = 24.0
-    version, events = collect(iter_train(nuclei_project, tiny(minutes=budget_s / 60, epochs=1)))
+    version, events = collect(iter_train(nuclei_project, tiny(minutes=budget_s / 60, epochs=1, learning_rate=None)))
     t = nuclei_project.model_version(version).training
+    # an automatic learning rate skips the range test under a budget (it took 3 of 4 minutes of a 1-minute budget)
+    assert t.chosen["learning_rate"] == 3e-3 and not any(getattr(e, "stage", "") == "finding the learning rate" for e in events)
     epoch_s = [h["seconds"] for h in t.history]
-    assert t.status == "completed" and t.epochs_run >= 3, t.history  # the budget, not epochs=1, decides
+    assert t.status == "completed"
+    if epoch_s[0] < budget_s / 4:  # the budget, not epochs=1, decides (on a loaded machine one epoch may fill it)
+        assert t.epochs_run >= 2, epoch_s
     assert t.duration_s <= budget_s + max(epoch_s) + 3, (t.duration_s, epoch_s)  # within the budget, + one epoch at most
     planned = [e.epochs for e in events if isinstance(e, EpochEnd)]
     assert planned[-1] == t.epochs_run and len(planned) == t.epochs_run

@@ -3,7 +3,8 @@
 The epochs that fit are estimated from the first learning steps (the learning-rate schedule is sized
 to them), estimated again from the first whole epoch (with its validation), and after that only
 lowered when the epochs turn out slower: the run ends within the budget, or at most one epoch after
-it when a single epoch is longer than the time left.
+it when a single epoch is longer than the time left. The learning-rate range test is skipped (a
+fixed :data:`LEARNING_RATE`, unless one is given).
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ import time
 from dataclasses import dataclass
 
 FIRST_STEPS = 4  # learning steps timed before the first estimate
+# an automatic learning rate under a budget: the range test (24 trial steps, 3 minutes on a loaded
+# 2-core CPU) would eat a short budget whole; the demo's and the tests' searches land at 2-5e-3
+LEARNING_RATE = 3e-3
 VALIDATION_GUESS = 0.15  # share of an epoch's time validation is assumed to take before it was timed
 
 

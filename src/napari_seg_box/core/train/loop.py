@@ -25,6 +25,7 @@ from ..models import ModelSpec, build_model
 from ..versions import ModelVersion
 from .auto import auto_batch_size, auto_patch_size, iter_lr_find
 from .budget import FIRST_STEPS, VALIDATION_GUESS, TimeBudget
+from .budget import LEARNING_RATE as BUDGET_LR
 from .checkpoint import cpu_state, restore_checkpoint, save_checkpoint, unfinished_runs
 from .config import TrainConfig
 from .prepare import _Data, _fold_boundary, _Item, _prepare_data
@@ -236,7 +237,7 @@ def _settings(run: Run, state: dict | None, cancel) -> Iterator[Any]:
         patch = capped
     loss_fn = make_loss(cfg.loss)
     batch = chosen.get("batch_size") or cfg.batch_size or auto_batch_size(run.model, patch, data.channels, run.rt, loss_fn)
-    lr = cfg.learning_rate or chosen.get("learning_rate")
+    lr = cfg.learning_rate or chosen.get("learning_rate") or (BUDGET_LR if cfg.minutes else None)
     if not lr:
         yield Progress(0, 1, stage="finding the learning rate")
         lr = (yield from iter_lr_find(run.model, _Sampler(data, patch, cfg), run.rt, loss_fn, batch_size=min(batch, 8), cancel=cancel))[
