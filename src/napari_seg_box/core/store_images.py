@@ -8,7 +8,7 @@ writers never drop each other's images or annotations.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -415,12 +415,15 @@ class ImagesMixin:
             ) from err
 
 
-def iter_annotated_planes(project, splits: Iterable[str] = ("train", "validation")) -> Iterator[Plane]:
+def iter_annotated_planes(
+    project, splits: Iterable[str] = ("train", "validation"), *, images: Collection[str] | None = None
+) -> Iterator[Plane]:
     """The annotated 2D planes of the images of ``splits`` (never ``test`` unless asked): whole 2D
-    images, and the planes of stacks that hold annotated pixels (unannotated planes are skipped)."""
+    images, and the planes of stacks that hold annotated pixels (unannotated planes are skipped).
+    ``images``: only these image names (the others are not read)."""
     splits = tuple(splits)
     for rec in project.images():
-        if rec.split not in splits or not rec.has_labels:
+        if rec.split not in splits or not rec.has_labels or (images is not None and rec.name not in images):
             continue
         labels, instances = project.get_labels(rec.name), project.get_instances(rec.name)
         if rec.unpainted_background:  # dense: what was not painted is background

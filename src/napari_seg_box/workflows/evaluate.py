@@ -47,8 +47,7 @@ def iter_evaluate_project(
     if project.n_classes != K:
         yield Message(f"Model version {predictor.version} has {K} classes, the project {project.n_classes}.", level="warning")
     pp = as_config(PostprocessConfig, postprocess) if postprocess is not None else predictor.default_postprocess
-    planes = list(iter_annotated_planes(project, (split,) if names is None else SPLITS))
-    planes = [p for p in planes if names is None or p.image in names]
+    planes = list(iter_annotated_planes(project, (split,) if names is None else SPLITS, images=None if names is None else set(names)))
     if not planes:
         raise DataError(f"No annotated {split} images in the project to evaluate on.", hints=mark_split_hints(split))
     object_classes = list(pp.object_classes) if pp.object_classes is not None else list(range(2, K + 1))

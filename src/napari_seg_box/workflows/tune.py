@@ -14,7 +14,7 @@ from ..core.events import Message, Progress, check_cancel, run_to_end
 from ..core.infer import Predictor, iter_predict
 from ..core.metrics import match_instances, metrics_from_confusion, object_stats, pixel_confusion
 from ..core.postprocess import PostprocessConfig
-from ..core.store import iter_annotated_planes
+from ..core.store import SPLITS, iter_annotated_planes
 from ..core.versions import Tuning
 
 DEFAULT_GRID = {
@@ -125,10 +125,11 @@ def tuning_planes(project, info, names: Sequence[str] | None = None) -> list:
     import dataclasses
 
     if names is not None:
-        return [p for p in iter_annotated_planes(project, ("train", "validation", "test")) if p.image in names]
+        return list(iter_annotated_planes(project, SPLITS, images=set(names)))
     rows = dict(info.provenance.validation_rows) if info is not None else {}
     if rows:
-        planes = [p for p in iter_annotated_planes(project, ("train", "validation", "test")) if p.name in rows]
+        images = {r.name for r in project.images() if r.name in rows or any(k.startswith(f"{r.name}[z=") for k in rows)}
+        planes = [p for p in iter_annotated_planes(project, SPLITS, images=images) if p.name in rows]
         cut = [
             dataclasses.replace(
                 p,
