@@ -64,3 +64,18 @@ def test_unreachable_s3_endpoint_gives_clear_error(monkeypatch):
     opts = {"endpoint_url": f"http://127.0.0.1:{port}", "config_kwargs": {"connect_timeout": 1, "retries": {"max_attempts": 1}}}
     with pytest.raises(StoreError, match="Cannot reach the project store"):
         Project.open("s3://lab/nowhere", storage_options=opts)
+
+
+@pytest.mark.parametrize("port", [38403, 4030, 9000])
+def test_a_port_containing_403_is_not_read_as_refused_access(port):
+    """Regression: an unreachable endpoint on port 38403 was reported as 'access refused' (CI, 2026-11)."""
+    from botocore.exceptions import EndpointConnectionError
+
+    from napari_seg_box.core.store import _unreachable
+
+    err = EndpointConnectionError(endpoint_url=f"http://127.0.0.1:{port}/lab/nowhere")
+    assert "Cannot reach the project store" in str(_unreachable("s3://lab/nowhere", err))
+    refused = PermissionError(f"An error occurred (403) when calling HeadObject on http://127.0.0.1:{port}/lab")
+    assert "was refused" in str(_unreachable("s3://lab/nowhere", refused))
+    forbidden = OSError("[Errno 403] Forbidden")
+    assert "was refused" in str(_unreachable("s3://lab/nowhere", forbidden))

@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -353,7 +354,14 @@ def _create(storage: Storage, manifest: dict) -> None:
 def _unreachable(url: str, err: BaseException) -> StoreError:
     """A StoreError that says what to do about a remote store that cannot be used."""
     text = f"{type(err).__name__}: {err}"
-    if isinstance(err, PermissionError) or any(k in text for k in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403")):
+    if isinstance(err, ConnectionError) or any(k in type(err).__name__ for k in ("Connect", "Timeout")):
+        return StoreError(
+            f"Cannot reach the project store at {url}: {text}. Check the URL, the endpoint (--endpoint-url / AWS_ENDPOINT_URL) "
+            "and that the server is running."
+        )
+    # "403" as an HTTP status only: a port such as 38403 in the endpoint URL is not a refusal.
+    refused = any(k in text for k in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Forbidden"))
+    if isinstance(err, PermissionError) or refused or re.search(r"(?<![\d:.])403(?!\d)", text):
         return StoreError(f"Access to {url} was refused ({text}): check the credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY).")
     if isinstance(err, FileNotFoundError) or "NoSuchBucket" in text:
         bucket = url.split("://", 1)[-1].split("/", 1)[0]
