@@ -11,12 +11,15 @@ nuclei   DSB2018 nuclei, quadrant cross-validation: in fold f quadrant f is held
          object F1, count, training time, parameters, prediction speed; the classical baseline is
          scored on the same four quadrants.
 edge     nuclei, same folds: splitting touching nuclei. Dice+CE with the tuned choice of watershed or
-         connected components, the U-Net edge-weighted loss, and the boundary class.
+         connected components, the U-Net edge-weighted loss, the boundary class, and the distance
+         output (objects grown from the predicted centres) with either loss; ``--seeds`` repeats it and
+         prints the mean and range of each figure over the seeds.
 
     python benchmarks/accuracy.py isbi --epochs 20 --encoder resnet18
     python benchmarks/accuracy.py nuclei --epochs 25 --encoders resnet18 resnet34 efficientnet-b0 mobilenet_v2 --loss edge_weighted
     python benchmarks/accuracy.py nuclei --folds 3   # only the original split (q3 held out)
     python benchmarks/accuracy.py edge --epochs 25
+    python benchmarks/accuracy.py edge --epochs 25 --setups edge_weighted edge_distance --seeds 0 1 2
 
 Each prints a table (markdown) and writes JSON with ``--json``.
 """
@@ -166,6 +169,7 @@ def cmd_isbi(args) -> list[dict]:
 def nuclei_config(args, encoder: str, **kw):
     from napari_seg_box.core.train import TrainConfig
 
+    kw = {"distance": False, "seed": getattr(args, "seed", 0), **kw}  # the distance output only where a setup asks for it
     return TrainConfig(
         epochs=args.epochs, encoder=encoder, patch_size=128, batch_size=8, steps_per_epoch=args.steps,
         learning_rate=args.lr, patience=0, **kw,
@@ -228,6 +232,30 @@ def cmd_nuclei(args) -> list[dict]:
 
 
 def cmd_edge(args) -> list[dict]:
+    if len(args.seeds) == 1:
+        args.seed = args.seeds[0]
+        return edge_rows(args)
+    runs = []
+    for seed in args.seeds:
+        args.seed = seed
+        runs.append(edge_rows(args))
+        print(f"seed {seed}:\n{markdown(runs[-1])}", flush=True)
+    return [over_seeds(rows) for rows in zip(*runs)]
+
+
+def over_seeds(rows: list[dict]) -> dict:
+    """One row from the same row of several seeds: 'mean (min-max)' of each number."""
+    out = {"method": f"{rows[0]['method']} ({len(rows)} seeds)"}
+    for key, value in rows[0].items():
+        if isinstance(value, float):
+            v = np.array([r[key] for r in rows])
+            out[key] = f"{v.mean():.3f} ({v.min():.3f}-{v.max():.3f})"
+        elif key != "method":
+            out[key] = ", ".join(str(r[key]) for r in rows)
+    return out
+
+
+def edge_rows(args) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         setups = {
@@ -246,6 +274,11 @@ def cmd_edge(args) -> list[dict]:
                     "dice_ce + boundary class, tuned": None,
                     "dice_ce + boundary class, boundary-seeded watershed": {"instances": "watershed"},
                 },
+            ),
+            "distance": (nuclei_config(args, args.encoder, distance=True), {"dice_ce + distance output, tuned": None}),
+            "edge_distance": (
+                nuclei_config(args, args.encoder, loss="edge_weighted", distance=True),
+                {"edge-weighted loss + distance output, tuned": None},
             ),
         }
         for name in args.setups:
@@ -274,8 +307,12 @@ def main(argv=None) -> int:
     p = sub.add_parser("edge")
     p.add_argument("--encoder", default="resnet18")
     p.add_argument(
-        "--setups", nargs="+", choices=("dice_ce", "edge_weighted", "boundary"), default=["dice_ce", "edge_weighted", "boundary"]
+        "--setups",
+        nargs="+",
+        choices=("dice_ce", "edge_weighted", "boundary", "distance", "edge_distance"),
+        default=["dice_ce", "edge_weighted", "boundary", "distance", "edge_distance"],
     )
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (several: mean and range)")
     for p in (sub.choices["nuclei"], sub.choices["edge"]):
         p.add_argument("--epochs", type=int, default=25)
         p.add_argument("--steps", type=int, default=8)

@@ -23,7 +23,11 @@ from accuracy import isbi_project, row
 def nuclei(root: str, seed: int, epochs: int):
     from napari_seg_box.workflows.demo import build_demo_project, demo_config
 
-    return build_demo_project(f"{root}/p.zarr"), demo_config(epochs).replace(seed=seed), "nucleus"
+    return (
+        build_demo_project(f"{root}/p.zarr"),
+        demo_config(epochs).replace(seed=seed, distance=False),
+        "nucleus",
+    )  # seed distances: no distance output
 
 
 def isbi(root: str, seed: int, epochs: int):

@@ -7,7 +7,9 @@ import numpy as np
 TINY = dict(encoder="resnet18", encoder_depth=3, decoder_channels=(32, 16, 8))
 
 
-def save_tiny_model(project, *, in_channels: int = 1, classes: int = 2, seed: int = 0, model=None, tuning=None, boundary_width=None) -> str:
+def save_tiny_model(
+    project, *, in_channels: int = 1, classes: int = 2, seed: int = 0, model=None, tuning=None, boundary_width=None, distance: bool = False
+) -> str:
     """Save a tiny resnet18 U-Net as a model version of ``project`` (through the store's one version
     writer, as training does); returns the version id. ``classes`` counts the network's outputs."""
     import torch
@@ -20,9 +22,9 @@ def save_tiny_model(project, *, in_channels: int = 1, classes: int = 2, seed: in
         torch.manual_seed(seed)
         model = build_model(spec)
     model.eval()
-    n = classes - (boundary_width is not None)
+    n = classes - (boundary_width is not None) - distance
     names = project.class_names[:n] if len(project.class_names) >= n else [f"c{i}" for i in range(n)]
-    info = ModelVersion(spec, tuple(names), boundary_width=boundary_width, patch_size=64, tuning=tuning)
+    info = ModelVersion(spec, tuple(names), boundary_width=boundary_width, distance=distance, patch_size=64, tuning=tuning)
     return project.save_model_version(weights_to_bytes(model), info).version
 
 
@@ -71,6 +73,21 @@ def fitted_nuclei_model(steps: int = 80):
             [q[0][1], q[1][1]], [(1 + (q[0][2] > 0)).astype(np.uint8), (1 + (q[1][2] > 0)).astype(np.uint8)], steps=steps
         )
     return _FITTED[steps]
+
+
+def with_distance_output(model):
+    """A 3-output copy of a fitted 2-class tiny U-Net whose last output (the "distance") repeats the
+    nucleus logit: high inside nuclei, as a trained distance output is (wiring tests, not accuracy)."""
+    import torch
+
+    from napari_seg_box.core.models import ModelSpec, build_model
+
+    out = build_model(ModelSpec(in_channels=1, classes=3, **TINY))
+    state = model.state_dict()
+    for key in ("segmentation_head.0.weight", "segmentation_head.0.bias"):
+        state[key] = torch.cat([state[key], state[key][1:2]])
+    out.load_state_dict(state)
+    return out.eval()
 
 
 def nuclei_project_with_model(project, **kwargs) -> str:

@@ -198,14 +198,14 @@ def test_boundary_model_splits_touching_objects_along_boundaries():
 
 
 def test_boundary_split_keeps_objects_without_interior():
-    from napari_seg_box.core.postprocess import split_by_boundary
+    from napari_seg_box.core.postprocess import split_at_seeds
 
     mask = np.zeros((20, 20), bool)
     mask[2:5, 2:5] = True  # small: all boundary, no interior seed
     mask[8:18, 8:18] = True
     interior = np.zeros_like(mask)
     interior[10:16, 10:16] = True
-    lab = split_by_boundary(mask, interior, np.zeros(mask.shape, np.float32))
+    lab = split_at_seeds(mask, interior, np.zeros(mask.shape, np.float32))
     assert len(np.unique(lab[mask])) == 2 and (lab[~mask] == 0).all() and (lab[mask] > 0).all()
 
 

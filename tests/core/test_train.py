@@ -94,7 +94,8 @@ def test_cancel_keeps_best_and_resume_continues(nuclei_project):
     from napari_seg_box.core.infer import Predictor, predict
 
     probs = predict(nuclei_project.get_image("q3"), Predictor.from_project(nuclei_project, version, device="cpu"))
-    assert probs.shape == (2, 256, 256) and np.allclose(probs.sum(0), 1, atol=1e-4)
+    # touching nuclei: the classes and a distance output (chosen automatically, kept on resume)
+    assert probs.shape == (3, 256, 256) and np.allclose(probs[:2].sum(0), 1, atol=1e-4) and 0 <= probs[2].min() <= probs[2].max() <= 1
     runs = unfinished_runs(nuclei_project)
     assert len(runs) == 1 and runs[0]["epoch"] == 1
 
@@ -103,6 +104,7 @@ def test_cancel_keeps_best_and_resume_continues(nuclei_project):
     assert first.epoch == 2  # continues after the last finished epoch
     meta2 = nuclei_project.model_version(version2).training
     assert version2 != version and meta2.status == "completed"
+    assert nuclei_project.model_version(version2).distance and meta2.chosen["distance"] is True
     assert [h["epoch"] for h in meta2.history] == [1, 2, 3]
     assert meta2.history[0] == meta.history[0]
     assert meta2.duration_s > meta.duration_s  # the time before the stop counts (it was lost before)

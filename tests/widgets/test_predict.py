@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from napari_seg_box.widgets.predict import PredictWidget
-from tests.core._models import nuclei_project_with_model
+from tests.core._models import fitted_nuclei_model, nuclei_project_with_model, save_tiny_model, with_distance_output
 from tests.widgets.conftest import objects_shown, wait_done
 
 
@@ -173,3 +173,36 @@ def test_error_maps_read_without_a_legend_in_the_layer_name(viewer, qtbot, setup
             status = layer.get_status(tuple(where[len(where) // 2]), world=True)
             text = status["coordinates"] if isinstance(status, dict) else status
             assert f"({word})" in text, text
+
+
+def test_a_distance_model_offers_its_centre_level_and_its_objects_grow_from_the_centres(viewer, qtbot, nuclei_project, nuclei_q):
+    """Issue 21: a model with a distance output splits objects at the centres it predicts; the panel
+    shows the centre level (not the seed distance, which such a model does not use) and passes the
+    model's output to the post-processing."""
+    from napari_seg_box.core.postprocess import PostprocessConfig, postprocess
+    from napari_seg_box.core.versions import Tuning
+
+    tuned = PostprocessConfig(seed_level=0.6, min_size=0)
+    version = save_tiny_model(
+        nuclei_project, classes=3, distance=True, model=with_distance_output(fitted_nuclei_model()), tuning=Tuning(tuned, 0.9, "f1@0.5")
+    )
+    viewer.add_image(nuclei_q[3][1], name="q3 image")
+    w = PredictWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.project_box.set_url(nuclei_project.url)
+    assert w.version_combo.currentData() == version
+    assert not w.pp.seed_level.isHidden() and w.pp.seed_distance.isHidden() and w.pp.seed_distance_label.isHidden()
+    assert "centres above 0.6" in w.tuned_btn.text()
+    w.tuned_btn.click()
+    assert w.pp.seed_level.value() == pytest.approx(0.6)
+    w.predict("q3 image")
+    wait_done(qtbot, w.predict_runner, 120000)
+    objects_shown(qtbot, w)
+    assert w.probabilities.shape == (3, 256, 256)
+    assert viewer.layers["q3 image prediction"].data.max() == w.n_objects > 5
+    w.pp.seed_level.setValue(0.9)
+    qtbot.waitUntil(lambda: w.objects is not None and w.objects.config.seed_level == pytest.approx(0.9), timeout=10000)
+    objects_shown(qtbot, w)
+    expected = postprocess(w.probabilities, w.objects.config, distance=True)
+    assert w.n_objects == expected.n_objects
+    assert np.array_equal(viewer.layers["q3 image prediction"].data > 0, expected.instances > 0)

@@ -20,10 +20,13 @@ def test_train_two_epochs_curves_and_versions(viewer, qtbot, project):
     w = make_widget(viewer, project, epochs=2)
     cfg = w.config()
     assert (cfg.encoder, cfg.encoder_depth, cfg.decoder, cfg.patch_size, cfg.epochs) == ("resnet18", 3, (32, 16, 8), 64, 2)
-    assert not cfg.boundary
+    assert not cfg.boundary and cfg.distance is None  # touching objects: automatic
     w.set_config(boundary=True)
-    assert w.settings_form.boundary_check.isChecked() and w.config().boundary
-    w.set_config(boundary=False)
+    assert w.settings_form.touching_combo.currentText() == "learn object boundaries" and w.config().boundary
+    w.set_config(distance=True)
+    assert w.config().distance is True and not w.config().boundary
+    w.set_config(boundary=False, distance=None)
+    assert w.settings_form.touching_combo.currentText() == "automatic"
     assert not w.advanced.isExpanded()  # advanced settings start collapsed
     qtbot.waitUntil(lambda: w.device_label.text().startswith(("CPU", "CUDA", "Apple")), timeout=60000)
     w.start()

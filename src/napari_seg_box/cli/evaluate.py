@@ -43,6 +43,12 @@ def register(sub) -> None:
     p.add_argument(
         "--seed-distances", type=int, nargs="+", help="watershed seed distances (default: 20-70 %% of the median object's diameter)"
     )
+    p.add_argument(
+        "--seed-levels",
+        type=float,
+        nargs="+",
+        help="models with a distance output: predicted distances (0 border, 1 centre) that seed objects (default: 0.3 0.45 0.6 0.75)",
+    )
     p.add_argument("--instances", nargs="+", choices=("watershed", "components"), help="object splitting to try (default: both)")
     p.add_argument("--no-save", action="store_true", help="do not save the settings into the model version")
     _add_predict_options(p)
@@ -108,6 +114,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
         grid["min_size"] = args.min_sizes
     if args.seed_distances:
         grid["seed_distance"] = args.seed_distances
+    if args.seed_levels:
+        grid["seed_level"] = args.seed_levels
     if args.instances:
         grid["instances"] = args.instances
     predictor = Predictor.from_project(project, args.version, device=_predict_config(args).device)
@@ -121,7 +129,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
             {"best": best.to_dict(), "score": float(top["score"].iloc[0]), "metric": top["metric"].iloc[0], "combinations": len(table)}
         )
         return 0
-    words = best.objects_in_words(boundary=predictor.boundary)
+    words = best.objects_in_words(**predictor.info.output_facts)
     print(
         f"Best post-processing ({top['metric'].iloc[0]} {top['score'].iloc[0]:.3f}): threshold {best.threshold}, min size {best.min_size}, {words}"
     )

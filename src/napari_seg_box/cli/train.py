@@ -54,6 +54,12 @@ def register(sub) -> None:
         help="also learn the objects' boundaries (one object class): splits crowded, touching objects",
     )
     p.add_argument("--boundary-width", type=int, help="boundary width in pixels (default: 2)")
+    p.add_argument(
+        "--distance",
+        choices=["auto", "on", "off"],
+        help="also learn each object's distance to its border and grow objects from the predicted centres "
+        "(default auto: on when 10%% or more of the painted objects touch another)",
+    )
     p.add_argument("--schedule", choices=list(SCHEDULES), help="learning-rate schedule (default: onecycle)")
     p.add_argument("--patience", type=int, help="early stopping patience in epochs, 0 = off (default: 15)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
@@ -70,7 +76,7 @@ def register(sub) -> None:
 
 _FIELDS = [
     "epochs", "minutes", "encoder", "encoder_depth", "decoder_channels", "encoder_weights_file", "pretrained", "finetune_from", "patch_size",
-    "batch_size", "learning_rate", "steps_per_epoch", "augmentation", "elastic", "loss", "boundary", "boundary_width", "schedule", "patience",
+    "batch_size", "learning_rate", "steps_per_epoch", "augmentation", "elastic", "loss", "boundary", "boundary_width", "distance", "schedule", "patience",
     "device", "mixed_precision", "seed",
 ]  # fmt: skip
 
@@ -89,7 +95,7 @@ def _config(args):
     for name in _FIELDS:
         value = getattr(args, name)
         if value is not None:
-            settings[name] = value
+            settings[name] = {"auto": None, "on": True, "off": False}[value] if name == "distance" else value
     return TrainConfig.from_dict(settings)
 
 

@@ -115,7 +115,7 @@ class Predictor:
     """A model version loaded once, ready to predict: its network, its description and device.
 
     Workflows build one per run and pass it along (the store is read once). It knows the facts of
-    its model: classes, normalisation, whether a boundary output follows the classes, and the
+    its model: classes, normalisation, whether a boundary or distance output follows the classes, and the
     post-processing tuned for it (:meth:`postprocess` applies them).
     """
 
@@ -145,13 +145,18 @@ class Predictor:
 
     @property
     def outputs(self) -> int:
-        """Channels of the probabilities: the classes, plus a last *boundary* channel for boundary models."""
+        """Channels of the probabilities: the classes, plus a last *boundary* or *distance* channel for such models."""
         return self.info.spec.classes
 
     @property
     def boundary(self) -> bool:
         """Whether the model also predicts object boundaries (the last probability channel)."""
         return self.info.boundary
+
+    @property
+    def distance(self) -> bool:
+        """Whether the model also predicts the normalised distance to the object border (the last channel)."""
+        return self.info.distance
 
     @property
     def classes(self) -> int:
@@ -176,14 +181,15 @@ class Predictor:
         return self.info.postprocess
 
     def postprocess(self, probabilities: np.ndarray, config: PostprocessConfig | dict | None = None, **overrides) -> PostprocessResult:
-        """:func:`~.postprocess.postprocess` with this model's facts (its boundary output) and, by
-        default, its tuned settings; ``config`` / keyword arguments replace settings, never facts."""
+        """:func:`~.postprocess.postprocess` with this model's facts (its boundary or distance output)
+        and, by default, its tuned settings; ``config`` / keyword arguments replace settings, never facts."""
         config = self.default_postprocess if config is None else config
-        return postprocess(probabilities, config, boundary=self.boundary, **overrides)
+        return postprocess(probabilities, config, **self.info.output_facts, **overrides)
 
     def labels(self, probabilities: np.ndarray) -> np.ndarray:
-        """Argmax project labels (1..K, uint8) of (outputs, Y, X) probabilities; a boundary counts as its object."""
-        probs = fold_boundary(probabilities) if self.boundary else probabilities
+        """Argmax project labels (1..K, uint8) of (outputs, Y, X) probabilities; a boundary counts as
+        its object, a distance output is not a class."""
+        probs = fold_boundary(probabilities) if self.boundary else probabilities[:-1] if self.distance else probabilities
         return (np.argmax(probs, axis=0) + 1).astype(np.uint8)
 
 
@@ -248,7 +254,8 @@ def iter_predict(
     Returns
     -------
     (K, Y, X) float32 probabilities, or (Z, K, Y, X) for a stack. A boundary model (trained with
-    ``boundary=True``) adds a last channel, the probability of an object's boundary (K + 1 in all);
+    ``boundary=True``) adds a last channel, the probability of an object's boundary (K + 1 in all),
+    a distance model the predicted normalised distance to the object border, in [0, 1];
     :meth:`Predictor.postprocess` uses it to split objects.
     """
     config = as_config(PredictConfig, config, config_kwargs)

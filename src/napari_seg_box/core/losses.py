@@ -91,8 +91,13 @@ def _class_weight_map(classes: np.ndarray, class_weights) -> np.ndarray:
     return w
 
 
-def make_loss(name: str, *, focal_gamma: float = 2.0):
-    """The loss function ``loss(logits (B, K, Y, X), target (B, Y, X) long, weight (B, Y, X) | None)``."""
+def make_loss(name: str, *, focal_gamma: float = 2.0, distance: bool = False):
+    """The loss function ``loss(logits (B, K, Y, X), target (B, Y, X) long, weight (B, Y, X) | None)``.
+
+    ``distance``: the logits end with a distance output; the third argument is then (B, 2, Y, X),
+    the weight map and the distance target (:func:`~.train.prepare.distance_map`), and the loss
+    adds the binary cross-entropy of the distance output on the annotated pixels to that of the classes.
+    """
     if name not in LOSSES:
         raise ConfigError(f"Unknown loss {name!r}: choose one of {', '.join(LOSSES)}.")
 
@@ -119,7 +124,20 @@ def make_loss(name: str, *, focal_gamma: float = 2.0):
         return ce + soft_dice_loss(logits, target)
 
     loss.name = name
-    return loss
+    if not distance:
+        return loss
+
+    def with_distance(logits, target, maps=None):
+        import torch.nn.functional as F
+
+        classes = loss(logits[:, :-1], target, None if maps is None else maps[:, 0])
+        valid = target != IGNORE
+        if maps is None or not valid.any():  # memory probes pass no maps
+            return classes + logits[:, -1].float().mean() * 0
+        return classes + F.binary_cross_entropy_with_logits(logits[:, -1].float()[valid], maps[:, 1].float()[valid])
+
+    with_distance.name = name
+    return with_distance
 
 
 def soft_dice_loss(logits, target, eps: float = 1.0):

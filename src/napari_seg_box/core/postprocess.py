@@ -13,7 +13,9 @@ instance labels (objects of every object class, with their class). Steps, per ob
    trained with ``TrainConfig(boundary=True)``: a last probability channel for object boundaries),
    the watershed is seeded by the object interiors instead (connected pixels where the object is
    more probable than its boundary) and floods the boundary probability (splits touching objects of
-   any shape along the boundaries the network saw);
+   any shape along the boundaries the network saw); for a distance model (``distance``: a last
+   channel predicting each object's normalised distance to its border), seeded by the predicted
+   object centres (distance >= ``seed_level``) and flooding the distance down to the borders;
 5. eroded objects grow back by the same width (``skimage.segmentation.expand_labels``, never merging);
 6. objects under ``min_size`` pixels, and (optionally) objects touching the image border, removed.
 
@@ -31,6 +33,7 @@ from .config import Config, as_config
 from .errors import ConfigError, DataError
 
 INSTANCE_MODES = ("none", "components", "watershed")
+SEED_SOURCES = ("model", "shape")
 
 
 @dataclass(frozen=True)
@@ -48,10 +51,16 @@ class PostprocessConfig(Config):
     remove_border : remove objects touching the image border.
     instances : ``"none"`` (semantic only), ``"components"`` or ``"watershed"``.
     seed_distance : minimum distance in pixels between watershed seeds.
+    seed_level : for a distance model, the predicted distance (0 at the border, 1 at the centre)
+        above which pixels seed the watershed (one seed per connected centre).
+    seeds : ``"model"``: the watershed of a model with a distance or boundary output uses it;
+        ``"shape"``: the distance transform of the mask (``seed_distance``) whatever the model
+        (tuning falls back to it where a briefly trained distance output splits worse).
     object_classes : label values (2..K) that form objects; default: every class except 1.
 
-    Whether the probabilities end with a boundary channel is a fact of the model, not a setting: it
-    is the ``boundary`` argument of :func:`postprocess` (``Predictor.postprocess`` passes it).
+    Whether the probabilities end with a boundary or distance channel is a fact of the model, not a
+    setting: the ``boundary``/``distance`` arguments of :func:`postprocess` (``Predictor.postprocess``
+    passes them).
     """
 
     WHAT = "post-processing settings"
@@ -65,6 +74,8 @@ class PostprocessConfig(Config):
     remove_border: bool = False
     instances: str = "watershed"
     seed_distance: int = 5
+    seed_level: float = 0.5
+    seeds: str = "model"
     object_classes: tuple[int, ...] | None = None
     format_version: int = 1
 
@@ -75,13 +86,16 @@ class PostprocessConfig(Config):
             ints = {name: int(getattr(self, name)) for name in ("erosion", "opening", "min_size", "seed_distance")}
         except (TypeError, ValueError) as err:
             raise ConfigError(f"threshold must be a number and erosion, opening, min_size, seed_distance whole numbers: {err}.") from err
-        if not 0.0 < threshold < 1.0:
-            raise ConfigError(f"threshold must be between 0 and 1 (got {self.threshold}).")
-        self._set("threshold", threshold)
+        for name, value in (("threshold", threshold), ("seed_level", self.seed_level)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
+                raise ConfigError(f"{name} must be a number between 0 and 1 (got {value!r}).")
+            self._set(name, float(value))
         for name, value in ints.items():
             if value < (1 if name == "seed_distance" else 0):
                 raise ConfigError(f"{name} must be >= {1 if name == 'seed_distance' else 0} (got {value}).")
             self._set(name, value)
+        if self.seeds not in SEED_SOURCES:
+            raise ConfigError(f"seeds must be one of {', '.join(SEED_SOURCES)} (got {self.seeds!r}).")
         if self.instances not in INSTANCE_MODES:
             raise ConfigError(f"instances must be one of {', '.join(INSTANCE_MODES)} (got {self.instances!r}).")
         if self.object_classes is not None:
@@ -90,10 +104,14 @@ class PostprocessConfig(Config):
                 raise ConfigError("object_classes are label values 1..K.")
             self._set("object_classes", classes)
 
-    def objects_in_words(self, *, boundary: bool = False) -> str:
-        """How objects are made, for people (CLI output, reports); ``boundary``: a boundary model."""
-        if self.instances == "watershed":
+    def objects_in_words(self, *, boundary: bool = False, distance: bool = False) -> str:
+        """How objects are made, for people (CLI output, reports); ``boundary``/``distance``: the model's outputs."""
+        if self.instances == "watershed" and self.seeds == "model":
+            if distance:
+                return f"watershed of the predicted distance, centres above {self.seed_level:g}"
             return "boundary-seeded watershed" if boundary else f"watershed, seed distance {self.seed_distance} px"
+        if self.instances == "watershed":
+            return f"watershed, seed distance {self.seed_distance} px"
         return {"components": "connected components", "none": "no objects"}[self.instances]
 
 
@@ -136,10 +154,10 @@ def fold_boundary(probabilities: np.ndarray) -> np.ndarray:
     return np.stack([probs[0], probs[1] + probs[2]]).astype(np.float32, copy=False)
 
 
-def split_by_boundary(mask: np.ndarray, interior: np.ndarray, boundary: np.ndarray) -> np.ndarray:
-    """Label ``mask`` by a watershed of the ``boundary`` probability seeded at the connected
-    components of ``interior`` (within ``mask``); a component of ``mask`` without an interior
-    seed stays one object."""
+def split_at_seeds(mask: np.ndarray, interior: np.ndarray, relief: np.ndarray) -> np.ndarray:
+    """Label ``mask`` by a watershed of ``relief`` (the boundary probability, or minus the predicted
+    distance) seeded at the connected components of ``interior`` (within ``mask``); a component of
+    ``mask`` without an interior seed stays one object."""
     from skimage import measure, segmentation
 
     markers = measure.label(interior & mask, connectivity=1).astype(np.int32)
@@ -150,7 +168,7 @@ def split_by_boundary(mask: np.ndarray, interior: np.ndarray, boundary: np.ndarr
         markers[extra] = comps[extra] + markers.max()
     if markers.max() == 0:
         return markers
-    return segmentation.watershed(boundary, markers, mask=mask).astype(np.int32)
+    return segmentation.watershed(relief, markers, mask=mask).astype(np.int32)
 
 
 def semantic_labels(probabilities: np.ndarray) -> np.ndarray:
@@ -196,17 +214,23 @@ def split_objects(mask: np.ndarray, *, mode: str = "watershed", seed_distance: i
 
 
 def postprocess(
-    probabilities: np.ndarray, config: PostprocessConfig | dict | None = None, *, boundary: bool = False, **overrides
+    probabilities: np.ndarray,
+    config: PostprocessConfig | dict | None = None,
+    *,
+    boundary: bool = False,
+    distance: bool = False,
+    **overrides,
 ) -> PostprocessResult:
     """Turn (K, Y, X) probabilities into semantic and instance labels (pure: inputs untouched).
 
     Parameters
     ----------
     probabilities : (K, Y, X) float array of per-class probabilities (class 1 = background); for a
-        boundary model (``boundary=True``) a last channel holds the object boundaries (K + 1 in all).
+        boundary model (``boundary=True``) a last channel holds the object boundaries (K + 1 in all),
+        for a distance model (``distance=True``) the predicted normalised distance to the border.
     config : :class:`PostprocessConfig` (or its dict); keyword arguments override fields.
-    boundary : the probabilities come from a boundary model. Use ``Predictor.postprocess``, which
-        knows it from the model version, rather than passing it by hand.
+    boundary, distance : the probabilities come from a boundary / distance model. Use
+        ``Predictor.postprocess``, which knows it from the model version, rather than passing it by hand.
 
     Returns
     -------
@@ -218,10 +242,16 @@ def postprocess(
 
     config = as_config(PostprocessConfig, config, overrides)
     probs = _check_probs(probabilities)
-    raw = edges = None
+    raw = edges = dist = None
+    if boundary and distance:
+        raise DataError("A model has a boundary or a distance output, not both.")
     if boundary:
         raw, edges = probs, probs[-1]
         probs = fold_boundary(probs)
+    elif distance:
+        if probs.shape[0] < 3:
+            raise DataError(f"A distance model's probabilities have the classes and a distance channel (3 or more); got {probs.shape[0]}.")
+        probs, dist = probs[:-1], probs[-1]
     K = max(probs.shape[0], 2)
     semantic = foreground_semantic(probs, config.threshold)
     object_classes = config.object_classes if config.object_classes is not None else tuple(range(2, K + 1))
@@ -248,8 +278,11 @@ def postprocess(
         seeds = mask
         if config.erosion:
             seeds = ndi.binary_erosion(mask, structure=morphology.disk(1), iterations=config.erosion)
-        if edges is not None and config.instances == "watershed":
-            lab = split_by_boundary(seeds, raw[c - 1] > edges, edges)
+        by_model = config.instances == "watershed" and config.seeds == "model"
+        if edges is not None and by_model:
+            lab = split_at_seeds(seeds, raw[c - 1] > edges, edges)
+        elif dist is not None and by_model:
+            lab = split_at_seeds(seeds, dist >= config.seed_level, -dist)
         else:
             lab = split_objects(seeds, mode=config.instances, seed_distance=config.seed_distance)
         if config.erosion and config.expand_back:

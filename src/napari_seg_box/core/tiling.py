@@ -73,7 +73,7 @@ def _tta_ops(mode: str, square: bool):
 
 def _forward_probs(predictor, batch: np.ndarray, tta: str):
     """(N, C, tY, tX) float32 -> (N, K, tY, tX) float32 probabilities on the predictor's device
-    (softmax; sigmoid when K == 1)."""
+    (softmax; sigmoid when K == 1, and for a distance output, the last channel of a distance model)."""
     import torch
 
     from .models import memory_format
@@ -85,10 +85,14 @@ def _forward_probs(predictor, batch: np.ndarray, tta: str):
     )
     ops = _tta_ops(tta, batch.shape[2] == batch.shape[3])
     acc = None
+    distance = getattr(predictor, "distance", False)
     with torch.inference_mode():
         for fwd, inv in ops:
             logits = predictor.network(fwd(x))
-            probs = torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
+            if distance:
+                probs = torch.cat([torch.softmax(logits[:, :-1], dim=1), torch.sigmoid(logits[:, -1:])], dim=1)
+            else:
+                probs = torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
             probs = inv(probs)
             acc = probs if acc is None else acc + probs
         if len(ops) > 1:

@@ -2,7 +2,7 @@
 
 A model version is ``models/<id>/weights.safetensors`` plus ``models/<id>/model.json``, the JSON form
 of a :class:`ModelVersion`: what the network is (task, architecture spec, classes, whether it has a
-boundary output, normalisation), how it was trained (the whole training configuration, the settings
+boundary or distance output, normalisation), how it was trained (the whole training configuration, the settings
 chosen automatically, the per-epoch history and the best epoch), where it comes from (data
 fingerprint, images, the version it was fine-tuned from, package versions, duration) and the
 post-processing tuned for it. Schema 1 (the untyped ``model.json`` of napari-seg-box 0.1) is
@@ -122,6 +122,7 @@ class ModelVersion:
     class_names: tuple[str, ...]
     task: str = "segmentation"
     boundary_width: int | None = None  # the model also predicts object boundaries (a last output)
+    distance: bool = False  # the model also predicts the normalised distance to the object border (a last output)
     normalization: Normalization = Normalization()
     patch_size: int | None = None
     training: Training = Training()
@@ -136,11 +137,16 @@ class ModelVersion:
         object.__setattr__(self, "class_names", tuple(self.class_names))
         if self.task not in TASKS:
             raise StoreError(f"Unknown model task {self.task!r}: this napari-seg-box knows {', '.join(TASKS)} (update it).")
-        expected = len(self.class_names) + self.boundary
+        expected = len(self.class_names) + self.boundary + self.distance
         if self.task == "segmentation" and self.spec.classes != expected:
+            extra = " and a boundary output" if self.boundary else " and a distance output" if self.distance else ""
             raise StoreError(
                 f"Model version {self.version or '(new)'} has {self.spec.classes} outputs but {len(self.class_names)} classes"
-                f"{' and a boundary output' if self.boundary else ''} ({expected} expected): its model.json is inconsistent."
+                f"{extra} ({expected} expected): its model.json is inconsistent."
+            )
+        if self.boundary and self.distance:
+            raise StoreError(
+                f"Model version {self.version or '(new)'} claims both a boundary and a distance output: its model.json is inconsistent."
             )
 
     # ------------------------------------------------------------------ facts of the model
@@ -148,6 +154,11 @@ class ModelVersion:
     def boundary(self) -> bool:
         """Whether the model also predicts object boundaries (its last output channel)."""
         return self.boundary_width is not None
+
+    @property
+    def output_facts(self) -> dict[str, bool]:
+        """What follows the class probabilities, as :func:`~.postprocess.postprocess` takes it."""
+        return {"boundary": self.boundary, "distance": self.distance}
 
     @property
     def n_classes(self) -> int:
@@ -187,6 +198,7 @@ class ModelVersion:
             "model": self.spec.to_dict(),
             "class_names": list(self.class_names),
             "boundary_width": self.boundary_width,
+            "distance": self.distance,
             "normalization": {"kind": self.normalization.kind, "percentiles": list(self.normalization.percentiles)},
             "patch_size": self.patch_size,
             "training": {**dataclasses.asdict(self.training), "history": [dict(h) for h in self.training.history]},
@@ -220,6 +232,7 @@ class ModelVersion:
                 class_names=tuple(d["class_names"]),
                 task=d.get("task", "segmentation"),
                 boundary_width=d.get("boundary_width"),
+                distance=bool(d.get("distance", False)),
                 normalization=Normalization(norm.get("kind", "percentile"), tuple(norm.get("percentiles", (1.0, 99.8)))),
                 patch_size=d.get("patch_size"),
                 training=Training(**(d.get("training") or {})),

@@ -42,16 +42,29 @@ class PostprocessBox(QGroupBox):
         self.split = QCheckBox("split touching objects (watershed)")
         form.addRow(self.split)
         self.seed_distance = _slider(1, 100, 1, "Smallest distance between the centres of two touching objects")
-        form.addRow("Seed distance (px):", self.seed_distance)
+        self.seed_distance_label = QLabel("Seed distance (px):")
+        form.addRow(self.seed_distance_label, self.seed_distance)
+        self.seed_level = _slider(
+            0.05,
+            0.95,
+            0.05,
+            "Objects grow from the centres the model predicts: pixels whose predicted distance to the border "
+            "(0 at the border, 1 at the centre) is at least this. Higher splits more.",
+            double=True,
+        )
+        self.seed_level_label = QLabel("Centre level:")
+        form.addRow(self.seed_level_label, self.seed_level)
         self.tuned_btn = QPushButton("Use the model's tuned settings")
         form.addRow(self.tuned_btn)
         self.count_label = QLabel("")
         form.addRow(self.count_label)
+        self._facts: dict = {}  # the model's outputs (boundary, distance)
         self.set_config(PostprocessConfig())  # the core's defaults until a model version is chosen
-        for w in (self.threshold, self.erosion, self.min_size, self.seed_distance):
+        for w in (self.threshold, self.erosion, self.min_size, self.seed_distance, self.seed_level):
             w.valueChanged.connect(lambda *a: self.changed.emit())
         self.split.toggled.connect(lambda *a: self.changed.emit())
         self.split.toggled.connect(self.seed_distance.setEnabled)
+        self.split.toggled.connect(self.seed_level.setEnabled)
 
     def config(self, base=None):
         """The :class:`PostprocessConfig` of the controls (other settings from ``base``)."""
@@ -63,24 +76,33 @@ class PostprocessBox(QGroupBox):
             min_size=int(self.min_size.value()),
             instances="watershed" if self.split.isChecked() else "components",
             seed_distance=int(self.seed_distance.value()),
+            seed_level=round(float(self.seed_level.value()), 4),
+            seeds=self._seeds,  # set by the model's tuned settings (no control of its own)
         )
 
     def set_config(self, cfg) -> None:
-        controls = (self.threshold, self.erosion, self.min_size, self.seed_distance, self.split)
+        controls = (self.threshold, self.erosion, self.min_size, self.seed_distance, self.seed_level, self.split)
         for w in controls:
             w.blockSignals(True)
         self.threshold.setValue(cfg.threshold)
         self.erosion.setValue(cfg.erosion)
         self.min_size.setValue(cfg.min_size)
         self.seed_distance.setValue(cfg.seed_distance)
+        self.seed_level.setValue(cfg.seed_level)
         self.split.setChecked(cfg.instances == "watershed")
         self.seed_distance.setEnabled(cfg.instances == "watershed")
+        self.seed_level.setEnabled(cfg.instances == "watershed")
+        self._seeds = cfg.seeds
+        self._show_seeds()
         for w in controls:
             w.blockSignals(False)
         self.changed.emit()
 
     def show_model(self, info) -> None:
-        """Say on the button what the model version's tuned settings are (or that it has none)."""
+        """Say on the button what the model version's tuned settings are (or that it has none), and
+        show the watershed setting its outputs use (seed distance, or centre level for a distance model)."""
+        self._facts = info.output_facts if info is not None else {}
+        self._show_seeds()
         if info is None or info.tuning is None:
             self.tuned_btn.setEnabled(False)
             who = info.version if info is not None else "The model"
@@ -90,8 +112,19 @@ class PostprocessBox(QGroupBox):
         self.tuned_btn.setEnabled(True)
         self.tuned_btn.setText(
             f"Use {info.version}'s tuned settings: threshold {cfg.threshold:g}, min size {cfg.min_size}, "
-            f"{cfg.objects_in_words(boundary=info.boundary)}"
+            f"{cfg.objects_in_words(**info.output_facts)}"
         )
+
+    def _show_seeds(self) -> None:
+        """The seed distance for the distance-transform watershed, the centre level for a distance
+        model's own seeds, neither for a boundary model's (the predicted interiors)."""
+        own = self._seeds == "model" and (self._facts.get("boundary") or self._facts.get("distance"))
+        for label, slider, shown in (
+            (self.seed_distance_label, self.seed_distance, not own),
+            (self.seed_level_label, self.seed_level, bool(own and self._facts.get("distance"))),
+        ):
+            label.setVisible(shown)
+            slider.setVisible(shown)
 
 
 @dataclass
@@ -106,7 +139,7 @@ class Objects:
     paths: list = field(default_factory=list)  # closed outlines of a 2-D result, (N, 2) arrays
 
 
-def iter_objects(probabilities, config, *, boundary: bool = False, cancel=None):
+def iter_objects(probabilities, config, *, boundary: bool = False, distance: bool = False, cancel=None):
     """Post-process a prediction (a stack plane by plane) and outline it, in a worker thread.
 
     A generator for :class:`~._common.Runner`: it yields nothing and returns :class:`Objects`.
@@ -119,7 +152,7 @@ def iter_objects(probabilities, config, *, boundary: bool = False, cancel=None):
     for p in planes:
         if cancel is not None and cancel.is_set():
             raise CancelledError("post-processing cancelled")
-        results.append(postprocess(p, config, boundary=boundary))
+        results.append(postprocess(p, config, boundary=boundary, distance=distance))
         yield from ()
     if probabilities.ndim == 4:
         classes = {}

@@ -9,6 +9,13 @@ from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QH
 # how the network sizes of the core (train.config.NETWORK_SIZES) read in the dock
 SIZE_WORDS = {"standard": "standard (5 levels)", "small": "small (4 levels, faster)", "tiny": "tiny (3 levels, fastest)"}
 AUTO = "auto"
+# how touching objects are told apart: (words, (TrainConfig.boundary, TrainConfig.distance))
+TOUCHING_CHOICES = (
+    ("automatic", (False, None)),
+    ("learn the distance to the border", (False, True)),
+    ("learn object boundaries", (True, False)),
+    ("split the mask by its shape", (False, False)),
+)
 CURVES_HELP = (
     "Good curves: both losses fall and level off, validation IoU rises towards 1. A validation loss that climbs "
     "while the training loss falls means over-fitting: fewer epochs, stronger augmentation or more annotations."
@@ -68,12 +75,15 @@ class TrainSettings(QWidget):
         self.loss_combo.setCurrentText(d.loss)
         self.loss_combo.setToolTip("edge_weighted separates touching objects; focal helps rare classes")
         af.addRow("Loss:", self.loss_combo)
-        self.boundary_check = QCheckBox("learn object boundaries")
-        self.boundary_check.setToolTip(
-            "Also learn the outer 2 pixels of every object (projects with one object class). Touching, crowded "
-            "objects are then split along the predicted boundaries. Needs whole objects painted (or stored instances)."
+        self.touching_combo = QComboBox()
+        self.touching_combo.addItems([text for text, _ in TOUCHING_CHOICES])
+        self.touching_combo.setToolTip(
+            "How touching objects are told apart. automatic: learn each object's distance to its border when "
+            "the painted objects touch (10 % of them or more), else split the mask by its shape. distance: always "
+            "learn it; objects grow from their predicted centres. boundaries: learn the outer 2 pixels of every "
+            "object (one object class) and split along them. Both need whole objects painted (or stored instances)."
         )
-        af.addRow("Touching objects:", self.boundary_check)
+        af.addRow("Touching objects:", self.touching_combo)
         row = QHBoxLayout()
         self.aug_combo = QComboBox()
         self.aug_combo.addItems(list(PRESETS))
@@ -108,7 +118,7 @@ class TrainSettings(QWidget):
             "steps_per_epoch": self.steps.value() or None,
             "augmentation": self.aug_combo.currentText(),
             "loss": self.loss_combo.currentText(),
-            "boundary": self.boundary_check.isChecked(),
+            **dict(zip(("boundary", "distance"), TOUCHING_CHOICES[self.touching_combo.currentIndex()][1])),
             "finetune_from": self.finetune_combo.currentData(),
             "pretrained": self.pretrained_check.isChecked(),
             "seed": int(self.seed.value()),
@@ -131,8 +141,9 @@ class TrainSettings(QWidget):
             self.aug_combo.setCurrentText(values["augmentation"])
         if "loss" in values:
             self.loss_combo.setCurrentText(values["loss"])
-        if "boundary" in values:
-            self.boundary_check.setChecked(bool(values["boundary"]))
+        if "boundary" in values or "distance" in values:
+            wanted = (True, False) if values.get("boundary") else (False, values.get("distance"))
+            self.touching_combo.setCurrentIndex([v for _, v in TOUCHING_CHOICES].index(wanted))
         if "pretrained" in values:
             self.pretrained_check.setChecked(bool(values["pretrained"]))
         if "seed" in values:

@@ -295,8 +295,8 @@ class PredictWidget(Dock, QWidget):
         self._pp_pending = False
         self._pp_source = self.probabilities
         self.pp.count_label.setText("finding objects…")
-        boundary = self._info is not None and self._info.boundary  # a fact of the model, not a setting
-        return self.pp_runner.start(iter_objects, self.probabilities, self.postprocess_config(), boundary=boundary)
+        facts = self._info.output_facts if self._info is not None else {}  # facts of the model, not settings
+        return self.pp_runner.start(iter_objects, self.probabilities, self.postprocess_config(), **facts)
 
     def _pp_finished(self) -> None:
         if self._pp_pending:

@@ -86,7 +86,9 @@ def run_demo(out: str | os.PathLike = "demo_output", *, epochs: int | None = Non
             log("[train] " + ev.text)
 
     t_train = time.time()
-    log("[demo] training, then tuning post-processing (threshold, minimum size, watershed or not, seed distance) on the validation image")
+    log(
+        "[demo] training, then tuning post-processing (threshold, minimum size, watershed or not, seed distance or centre level) on the validation image"
+    )
     version = run_to_end(iter_train_model(project, demo_config(epochs)), on_event)
     t_train = time.time() - t_train
     predictor = Predictor.from_project(project, version)  # loaded once for evaluation and measurement

@@ -27,7 +27,7 @@ def _settings(info: ModelVersion) -> dict:
     auto = lambda key: " (automatic)" if cfg.get(key) is None else ""
     return {
         "network": f"U-Net with a {info.encoder} encoder",
-        "loss": cfg["loss"].replace("_", "-") + (" + boundary class" if info.boundary else ""),
+        "loss": cfg["loss"].replace("_", "-") + (" + boundary class" if info.boundary else " + distance output" if info.distance else ""),
         "augmentation": cfg["augmentation"],
         "epochs run": f"{info.training.epochs_run} (best: {info.best['epoch']})",
         "patch size": f"{chosen['patch_size']} px{auto('patch_size')}",
@@ -36,7 +36,7 @@ def _settings(info: ModelVersion) -> dict:
         "steps per epoch": f"{chosen['steps_per_epoch']}{auto('steps_per_epoch')}",
         "device": info.training.device,
         "training time": f"{info.training.duration_s:.0f} s",
-        "post-processing (tuned on validation)": f"threshold {pp.threshold}, minimum size {pp.min_size} px, objects: {pp.objects_in_words(boundary=info.boundary)}",
+        "post-processing (tuned on validation)": f"threshold {pp.threshold}, minimum size {pp.min_size} px, objects: {pp.objects_in_words(**info.output_facts)}",
     }
 
 

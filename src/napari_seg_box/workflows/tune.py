@@ -21,6 +21,7 @@ DEFAULT_GRID = {
     "threshold": (0.3, 0.4, 0.5, 0.6, 0.7),
     "min_size": (0, 10, 30, 60),
     "seed_distance": (3, 5, 8, 12),
+    "seed_level": (0.3, 0.45, 0.6, 0.75),  # distance models: the predicted distance that seeds objects
     "instances": ("watershed", "components"),
 }
 # without a grid of their own, the seed distance and the minimum size follow the objects' size:
@@ -42,7 +43,7 @@ def iter_tune_postprocess(
 ) -> Iterator[Any]:
     """Grid-search post-processing settings on validation images (a generator).
 
-    Searches the threshold, the minimum object size, the watershed's seed distance and whether the
+    Searches the threshold, the minimum object size, the watershed's seed distance (for a distance model: its seed level) and whether the
     watershed or plain connected components make the better objects (``grid`` overrides any of
     :data:`DEFAULT_GRID`). Maximises object F1 at IoU 0.5 pooled over the images (for a model whose
     settings make no objects, ``instances="none"``, the mean pixel IoU of the object classes instead);
@@ -71,17 +72,23 @@ def iter_tune_postprocess(
         yield Progress(i, len(planes), stage="predict validation images")
         probabilities.append((yield from iter_predict(plane.pixels, predictor, config=predict_config, stack=False, cancel=cancel)))
     objects = base.instances != "none"
-    keys = [k for k in ("threshold", "min_size", "seed_distance", "instances") if k in grid]
+    # the watershed's seeds: at a distance apart (distance transform), at a predicted distance (distance
+    # models: or the distance transform, where that splits better) or at the predicted interiors
+    # (boundary models: nothing to tune)
+    seed_keys = {"seed_level", "seed_distance", "seeds"} if predictor.distance else set() if predictor.boundary else {"seed_distance"}
+    if predictor.distance:
+        grid.setdefault("seeds", ("model", "shape"))
+    keys = [k for k in ("threshold", "min_size", "seed_distance", "seed_level", "seeds", "instances") if k in grid]
+    keys = [k for k in keys if k not in ("seed_distance", "seed_level", "seeds") or (k in seed_keys and objects)]
     if not objects:
-        keys = [k for k in keys if k not in ("seed_distance", "instances")]
-    if predictor.boundary:  # boundary models split along the predicted boundaries, not at seed distances
-        keys = [k for k in keys if k != "seed_distance"]
+        keys = [k for k in keys if k != "instances"]
 
-    def needed(values) -> bool:  # seed_distance matters only to the distance-transform watershed
+    def needed(values) -> bool:  # a seed setting matters only to the watershed that uses it: else its first value
         d = dict(zip(keys, values))
-        return (
-            "seed_distance" not in d or d.get("instances", base.instances) == "watershed" or d["seed_distance"] == grid["seed_distance"][0]
-        )
+        watershed = d.get("instances", base.instances) == "watershed"
+        source = d.get("seeds", "shape")
+        used = {"seeds": watershed, "seed_level": watershed and source == "model", "seed_distance": watershed and source == "shape"}
+        return all(used[k] or d[k] == grid[k][0] for k in used if k in d)
 
     combos = [c for c in itertools.product(*[grid[k] for k in keys]) if needed(c)]
     rows = []

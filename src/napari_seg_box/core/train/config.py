@@ -42,9 +42,16 @@ class TrainConfig(Config):
         predicted boundaries (seeds = object interiors), which separates crowded, irregular objects
         better than the distance-transform watershed. Metrics and labels fold the boundary back into
         the object class: the model still segments the project's classes.
+    distance : also learn a *distance* output (after the classes): each object's distance to its
+        own border, divided by its largest, from the stored instances (else the connected regions
+        of the object classes). Post-processing then seeds the watershed at the object centres it
+        predicts (where it exceeds ``seed_level``) and floods it from there, which splits touching
+        objects of any shape and size. ``None`` (default): on when the annotated objects touch
+        (at least 10 % of them next to another object), else off. Not with ``boundary``.
     schedule : ``onecycle | cosine | constant`` learning-rate schedule.
     weight_decay, grad_clip : AdamW weight decay, gradient-norm clipping (0 = off).
-    patience : early stopping after this many epochs without a better validation IoU (0 = off).
+    patience : early stopping after this many epochs without a better validation IoU (validation loss for
+        a distance model) (0 = off).
     foreground_fraction : share of patches centred on a non-background annotated pixel.
     validation_fraction : share of images (or of each image's annotated rows) kept for validation.
     device : ``auto | cpu | cuda | cuda:N | mps``.
@@ -71,6 +78,7 @@ class TrainConfig(Config):
     edge_sigma: float = 5.0
     boundary: bool = False
     boundary_width: int = 2
+    distance: bool | None = None
     schedule: str = "onecycle"
     weight_decay: float = 1e-4
     grad_clip: float = 1.0
@@ -124,6 +132,10 @@ class TrainConfig(Config):
             raise ConfigError("foreground_fraction must be in [0, 1] and validation_fraction in (0, 1).")
         if not isinstance(self.boundary_width, int) or not 1 <= self.boundary_width <= 10:
             raise ConfigError(f"boundary_width must be a whole number of pixels from 1 to 10, got {self.boundary_width!r}.")
+        if self.distance not in (None, True, False):
+            raise ConfigError(f"distance must be True, False or None (automatic), got {self.distance!r}.")
+        if self.boundary and self.distance:
+            raise ConfigError("Choose the boundary class or the distance output, not both: each splits touching objects its own way.")
         if self.patience < 0 or self.grad_clip < 0 or self.weight_decay < 0:
             raise ConfigError("patience, grad_clip and weight_decay must be >= 0.")
 

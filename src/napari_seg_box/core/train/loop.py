@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import CancelledError, DataError, StoreError
-from ..events import CheckpointSaved, EpochEnd, Message, Preview, Progress, StepLoss, check_cancel, run_to_end
-from ..losses import IGNORE, make_loss
+from ..events import CheckpointSaved, EpochEnd, Message, Preview, Progress, StepLoss, run_to_end
+from ..losses import make_loss
 from ..models import ModelSpec, build_model
 from ..versions import ModelVersion
 from .auto import auto_batch_size, auto_patch_size, iter_lr_find
@@ -28,9 +28,10 @@ from .budget import FIRST_STEPS, VALIDATION_GUESS, TimeBudget
 from .budget import LEARNING_RATE as BUDGET_LR
 from .checkpoint import cpu_state, restore_checkpoint, save_checkpoint, unfinished_runs
 from .config import TrainConfig
-from .prepare import _Data, _fold_boundary, _Item, _prepare_data
+from .prepare import _Data, _fold_boundary, _prepare_data
 from .runtime import _accumulate_confusion, _Runtime, _scores, _too_big, lr_at
 from .sampling import _InlineBatches, _Prefetcher, _Sampler
+from .validate import _class_logits, _validate
 from .version import save_version
 
 PRECISE_BN_STEPS = 50  # while the run is this young (in optimisation steps) the batch-norm statistics are recomputed each epoch
@@ -91,7 +92,9 @@ def iter_train(
     torch.manual_seed(cfg.seed)
     yield Message(f"Training on {rt.describe()}.", topic="device")
     yield Progress(0, 1, stage="preparing data")
-    data = _prepare_data(project, cfg)
+    data = _prepare_data(
+        project, cfg, distance=state["chosen"].get("distance", False) if state else (False if cfg.boundary else cfg.distance)
+    )
     if state is not None and state["training_data"]["fingerprint"] != data.fingerprint:
         yield Message("The annotations changed since this run stopped: training continues on the new annotations.", "warning")
     yield Message(
@@ -108,7 +111,7 @@ def iter_train(
         yield Message(f"Resuming run {run.run_id} after epoch {run.start_epoch} of {cfg.epochs}.")
 
     sampler = _Sampler(data, run.chosen["patch_size"], cfg)
-    loss_fn = make_loss(cfg.loss)
+    loss_fn = make_loss(cfg.loss, distance=data.distance)
     run.epochs = cfg.epochs
     if cfg.minutes:
         run.budget = TimeBudget(cfg.minutes * 60, t_start)
@@ -124,7 +127,7 @@ def iter_train(
             _precise_batch_norm(run, sampler, epoch)
         t_val = time.perf_counter()
         try:
-            val = _validate(run.model, data.val, loss_fn, rt, len(data.classes), cancel, fold=cfg.boundary)
+            val = _validate(run.model, data.val, loss_fn, rt, len(data.classes), cancel, fold=cfg.boundary, distance=data.distance)
         except CancelledError:
             run.status = "stopped"
             break
@@ -138,9 +141,9 @@ def iter_train(
             "data_wait_share": figures["wait_s"] / max(train_time, 1e-9),
         }
         run.history.append(metrics)
-        is_best = _is_better(metrics, run.best)
+        is_best = _is_better(metrics, run.best, by_loss=data.distance)
         if is_best:
-            run.best = {k: metrics[k] for k in ("epoch", "val_iou", "val_loss", "val_acc")}
+            run.best = {k: metrics[k] for k in ("epoch", "val_iou", "val_loss", "val_acc", "val_distance_error") if k in metrics}
             run.best_state = cpu_state(run.model)
         yield EpochEnd(epoch + 1, run.epochs, metrics, is_best)
         if val["preview"] is not None:
@@ -149,7 +152,10 @@ def iter_train(
         yield CheckpointSaved("last", epoch + 1, is_best, metrics)
         if cfg.patience and epoch + 1 - run.best["epoch"] >= cfg.patience and epoch + 1 < run.epochs:
             run.status = "early_stopped"
-            yield Message(f"Early stopping: validation IoU has not improved for {cfg.patience} epochs (best at epoch {run.best['epoch']}).")
+            what = "loss" if data.distance else "IoU"
+            yield Message(
+                f"Early stopping: validation {what} has not improved for {cfg.patience} epochs (best at epoch {run.best['epoch']})."
+            )
             break
         epoch += 1
         if run.budget is not None:
@@ -193,7 +199,7 @@ def _resumed(project, config: TrainConfig | None, resume: bool | str) -> tuple[T
 def _start(project, cfg: TrainConfig, rt: _Runtime, data: _Data, state: dict | None, t_start: float):
     """Build the network: from scratch, from a version to fine-tune (a generator: it reports), or as
     the checkpointed run was."""
-    outputs = len(data.classes) + cfg.boundary
+    outputs = len(data.classes) + cfg.boundary + data.distance
     base: ModelVersion | None = None
     if state is not None:
         spec = ModelSpec.from_dict(state["model"])
@@ -235,7 +241,7 @@ def _settings(run: Run, state: dict | None, cancel) -> Iterator[Any]:
         capped = max(32, math.ceil(biggest / 32) * 32)
         yield Message(f"Patch size {patch} is larger than the images ({biggest} px at most): training with {capped}.", "warning")
         patch = capped
-    loss_fn = make_loss(cfg.loss)
+    loss_fn = make_loss(cfg.loss, distance=data.distance)
     batch = chosen.get("batch_size") or cfg.batch_size or auto_batch_size(run.model, patch, data.channels, run.rt, loss_fn)
     lr = cfg.learning_rate or chosen.get("learning_rate") or (BUDGET_LR if cfg.minutes else None)
     if not lr:
@@ -247,14 +253,20 @@ def _settings(run: Run, state: dict | None, cancel) -> Iterator[Any]:
     steps = chosen.get("steps_per_epoch") or cfg.steps_per_epoch or int(np.clip(math.ceil(area / (patch * patch * batch)), 4, 500))
     chosen = {"patch_size": int(patch), "batch_size": int(batch), "learning_rate": float(lr), "steps_per_epoch": int(steps)}
     auto = [k for k in chosen if getattr(cfg, k) is None]
+    if data.distance:
+        why = f"automatic: {data.touching:.0%} of the objects touch another" if cfg.distance is None else "asked for"
+        extra = f", distance output ({why})."
+    elif cfg.boundary:
+        extra = f", boundary class ({cfg.boundary_width} px)."
+    else:
+        extra = "."
     yield Message(
         "Settings: " + ", ".join(f"{k.replace('_', ' ')} {v:.2g}" if isinstance(v, float) else f"{k.replace('_', ' ')} {v}" for k, v in chosen.items())
         + (f" (automatic: {', '.join(a.replace('_', ' ') for a in auto)})" if auto else "")
-        + f"; {run.spec.encoder} U-Net, {cfg.loss} loss, {cfg.augmentation} augmentation"
-        + (f", boundary class ({cfg.boundary_width} px)." if cfg.boundary else "."),
+        + f"; {run.spec.encoder} U-Net, {cfg.loss} loss, {cfg.augmentation} augmentation{extra}",
         topic="settings",
     )  # fmt: skip
-    return chosen
+    return {**chosen, "distance": data.distance}
 
 
 def _train_epoch(run: Run, sampler: _Sampler, loss_fn, epoch: int, cancel) -> Iterator[Any]:
@@ -311,7 +323,7 @@ def _train_epoch(run: Run, sampler: _Sampler, loss_fn, epoch: int, cancel) -> It
                 batch = max(1, batch // 2)
                 prefetch.size = chosen["batch_size"] = batch
                 yield Message(f"GPU out of memory: batch size halved to {batch}; training continues.", "warning")
-            pred = logits.detach().argmax(1)
+            pred = _class_logits(logits.detach(), run.data.distance).argmax(1)
             if cfg.boundary:
                 pred, y = _fold_boundary(pred), _fold_boundary(y)
             _accumulate_confusion(conf_t, pred, y, k)
@@ -384,45 +396,15 @@ def _precise_batch_norm(run: Run, sampler: _Sampler, epoch: int) -> None:
         m.momentum = momentum
 
 
-def _is_better(metrics: dict, best: dict) -> bool:
-    """A higher validation IoU, or the same IoU with a lower validation loss."""
+def _is_better(metrics: dict, best: dict, *, by_loss: bool = False) -> bool:
+    """A higher validation IoU, or the same IoU with a lower validation loss. ``by_loss`` (distance
+    models): a lower validation loss, which weighs the distance output with the classes (the IoU
+    peaks before the distance is learnt: on nuclei, epoch 3 of 8 at a distance error of 0.11, where
+    epoch 6 had 0.06 for 0.015 less IoU)."""
     if not best:
         return True
+    if by_loss:
+        return metrics["val_loss"] < best["val_loss"]
     if metrics["val_iou"] > best["val_iou"] + 1e-6:
         return True
     return abs(metrics["val_iou"] - best["val_iou"]) <= 1e-6 and metrics["val_loss"] < best["val_loss"]
-
-
-def _validate(model, items: list[_Item], loss_fn, rt: _Runtime, k: int, cancel, *, fold: bool = False) -> dict:
-    import torch
-
-    from ..data import pad_to_multiple
-
-    model.eval()
-    conf_t = torch.zeros(k * k + 1, dtype=torch.long, device=rt.device)
-    loss_sum, n = 0.0, 0
-    preview = None
-    with torch.inference_mode():
-        for i, it in enumerate(items):
-            check_cancel(cancel)
-            img, (h, w) = pad_to_multiple(it.image, 32)
-            x, _, _ = rt.to(img.transpose(2, 0, 1)[None].copy())
-            with rt.autocast():
-                logits = model(x)[..., :h, :w].float()
-            y = torch.from_numpy(it.target.astype(np.int64))[None].to(rt.device)
-            wt = None if it.weight is None else torch.from_numpy(it.weight)[None].to(rt.device)
-            npx = int((y != IGNORE).sum())
-            loss_sum += float(loss_fn(logits, y, wt)) * npx
-            n += npx
-            pred = logits.argmax(1)
-            if fold:
-                pred, y = _fold_boundary(pred), _fold_boundary(y)
-            _accumulate_confusion(conf_t, pred, y, k)
-            if i == 0:
-                s = (slice(0, 256), slice(0, 256))
-                view = np.clip(it.image[s][..., 0], 0, 1)
-                truth = (np.minimum(it.target[s], 1) if fold else it.target[s]).astype(np.int32) + 1
-                truth[it.target[s] == IGNORE] = 0
-                preview = (view, pred[0].cpu().numpy()[s].astype(np.int32) + 1, truth)
-    acc, iou, per = _scores(conf_t[: k * k].reshape(k, k).cpu().numpy())
-    return {"metrics": {"val_loss": loss_sum / max(n, 1), "val_acc": acc, "val_iou": iou, "val_iou_per_class": per}, "preview": preview}

@@ -26,6 +26,7 @@ class _Sampler:
         counts = np.array([it.annotated for it in self.items], np.float64)
         self.p_item = counts / counts.sum()
         self.with_weight = cfg.loss == "edge_weighted"
+        self.distance = data.distance  # maps = (weight, distance) stacked, see make_loss
 
     def batch(self, epoch: int, step: int, size: int):
         rng = np.random.default_rng([self.cfg.seed, epoch, step])
@@ -35,6 +36,8 @@ class _Sampler:
             xs.append(x.transpose(2, 0, 1))
             ys.append(y)
             ws.append(w)
+        if self.distance:
+            return np.stack(xs), np.stack(ys).astype(np.int64), np.stack(ws).transpose(0, 3, 1, 2).copy()
         return np.stack(xs), np.stack(ys).astype(np.int64), (np.stack(ws) if self.with_weight else None)
 
     def sample(self, rng):
@@ -48,12 +51,14 @@ class _Sampler:
         sl = (slice(y0, y0 + p), slice(x0, x0 + p))
         img, tgt = it.image[sl], it.target[sl]
         w = it.weight[sl] if self.with_weight else None
+        if self.distance:
+            w = np.dstack([np.ones(tgt.shape, np.float32) if w is None else w, it.distance[sl]])
         if img.shape[0] < p or img.shape[1] < p:  # small image: pad (reflect image, ignore target)
             py, px = p - img.shape[0], p - img.shape[1]
             img = np.pad(img, ((0, py), (0, px), (0, 0)), mode="reflect" if (py < img.shape[0] and px < img.shape[1]) else "symmetric")
             tgt = np.pad(tgt, ((0, py), (0, px)), constant_values=IGNORE)
             if w is not None:
-                w = np.pad(w, ((0, py), (0, px)), constant_values=1.0)
+                w = np.pad(w, ((0, py), (0, px)) + ((0, 0),) * (w.ndim - 2), constant_values=1.0)
         img, tgt, w = self.augment(img, tgt, w, rng)
         return img, tgt, w
 

@@ -17,6 +17,7 @@ def save_version(run) -> ModelVersion:
         class_names=tuple(data.classes),
         task="segmentation",
         boundary_width=cfg.boundary_width if cfg.boundary else None,
+        distance=data.distance,
         normalization=Normalization("percentile", DEFAULT_PERCENTILES),
         patch_size=int(run.chosen["patch_size"]),
         training=Training(

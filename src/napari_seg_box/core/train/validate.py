@@ -1,0 +1,59 @@
+"""Validation after each epoch: loss, accuracy, IoU (and the distance output's error) on the kept-aside regions."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..events import check_cancel
+from ..losses import IGNORE
+from .prepare import _fold_boundary, _Item
+from .runtime import _accumulate_confusion, _Runtime, _scores
+
+
+def _class_logits(logits, distance: bool):
+    """The logits of the classes (a distance output, when there is one, is the last channel)."""
+    return logits[:, :-1] if distance else logits
+
+
+def _validate(model, items: list[_Item], loss_fn, rt: _Runtime, k: int, cancel, *, fold: bool = False, distance: bool = False) -> dict:
+    import torch
+
+    from ..data import pad_to_multiple
+
+    model.eval()
+    conf_t = torch.zeros(k * k + 1, dtype=torch.long, device=rt.device)
+    loss_sum, n, dist_err = 0.0, 0, 0.0
+    preview = None
+    with torch.inference_mode():
+        for i, it in enumerate(items):
+            check_cancel(cancel)
+            img, (h, w) = pad_to_multiple(it.image, 32)
+            x, _, _ = rt.to(img.transpose(2, 0, 1)[None].copy())
+            with rt.autocast():
+                logits = model(x)[..., :h, :w].float()
+            y = torch.from_numpy(it.target.astype(np.int64))[None].to(rt.device)
+            maps = it.weight
+            if distance:
+                maps = np.stack([np.ones(it.target.shape, np.float32) if it.weight is None else it.weight, it.distance])
+            wt = None if maps is None else torch.from_numpy(maps)[None].to(rt.device)
+            npx = int((y != IGNORE).sum())
+            loss_sum += float(loss_fn(logits, y, wt)) * npx
+            if distance:  # mean absolute error of the predicted distance on the annotated pixels
+                valid = y != IGNORE
+                dist_err += float((torch.sigmoid(logits[:, -1]) - wt[:, 1]).abs()[valid].sum())
+            n += npx
+            pred = _class_logits(logits, distance).argmax(1)
+            if fold:
+                pred, y = _fold_boundary(pred), _fold_boundary(y)
+            _accumulate_confusion(conf_t, pred, y, k)
+            if i == 0:
+                s = (slice(0, 256), slice(0, 256))
+                view = np.clip(it.image[s][..., 0], 0, 1)
+                truth = (np.minimum(it.target[s], 1) if fold else it.target[s]).astype(np.int32) + 1
+                truth[it.target[s] == IGNORE] = 0
+                preview = (view, pred[0].cpu().numpy()[s].astype(np.int32) + 1, truth)
+    acc, iou, per = _scores(conf_t[: k * k].reshape(k, k).cpu().numpy())
+    metrics = {"val_loss": loss_sum / max(n, 1), "val_acc": acc, "val_iou": iou, "val_iou_per_class": per}
+    if distance:
+        metrics["val_distance_error"] = dist_err / max(n, 1)
+    return {"metrics": metrics, "preview": preview}
