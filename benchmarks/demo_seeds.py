@@ -28,7 +28,9 @@ def main(argv=None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--distance", nargs="+", choices=("auto", "on", "off"), default=["auto"], help="distance output (default: auto)")
+    parser.add_argument(
+        "--distance", nargs="+", choices=("default", "auto", "on", "off"), default=["default"], help="distance output (default: the demo's)"
+    )
     parser.add_argument("--epochs", type=int, default=None, help="default: the demo's (20 on a CPU)")
     args = parser.parse_args(argv)
     rows: dict[str, list[dict]] = {d: [] for d in args.distance}
@@ -39,7 +41,9 @@ def main(argv=None) -> int:
                 project = build_demo_project(f"{root}/p.zarr")
                 if baseline is None:
                     baseline = _headline_row("baseline", evaluate_baseline(project))
-                cfg = demo_config(args.epochs).replace(seed=seed, distance={"auto": None, "on": True, "off": False}[setting])
+                cfg = demo_config(args.epochs).replace(seed=seed)
+                if setting != "default":
+                    cfg = cfg.replace(distance={"auto": None, "on": True, "off": False}[setting])
                 t = time.perf_counter()
                 version = train_model(project, cfg)
                 info = project.model_version(version)

@@ -97,7 +97,7 @@ def test_distance_output_learns_to_split_touching_real_nuclei(tmp_path):
     quads = nuclei_quadrants()
     for (name, image, inst), split in zip(quads, ["train", "train", "test", "validation"]):  # q2: half its nuclei touch
         p.add_image(name, image, labels=(1 + (inst > 0)).astype(np.uint8), instances=inst, split=split)
-    cfg = tiny(epochs=8, steps_per_epoch=10, patch_size=96)  # distance: automatic
+    cfg = tiny(epochs=8, steps_per_epoch=10, patch_size=96, distance=None)  # automatic
     version, events = collect(iter_train_model(p, cfg))
     said = " ".join(e.text for e in events if isinstance(e, Message))
     assert "distance output (automatic:" in said, said
@@ -137,6 +137,6 @@ def test_cli_distance_option_reads_as_the_setting():
     parser = build_parser()
     for word, value in (("auto", None), ("on", True), ("off", False)):
         assert _config(parser.parse_args(["train", "p.zarr", "--distance", word])).distance is value
-    assert _config(parser.parse_args(["train", "p.zarr"])).distance is None  # automatic by default
+    assert _config(parser.parse_args(["train", "p.zarr"])).distance is False  # off by default
     with pytest.raises(ConfigError, match="not both"):
         _config(parser.parse_args(["train", "p.zarr", "--distance", "on", "--boundary"]))

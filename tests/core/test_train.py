@@ -76,7 +76,7 @@ def test_same_seed_same_model_and_reload_identical(nuclei_project):
 
 def test_cancel_keeps_best_and_resume_continues(nuclei_project):
     cancel = threading.Event()
-    gen = iter_train(nuclei_project, tiny(epochs=3), cancel=cancel)
+    gen = iter_train(nuclei_project, tiny(epochs=3, distance=None), cancel=cancel)  # automatic: on for these nuclei
     events = []
     while True:
         try:

@@ -20,13 +20,14 @@ def test_train_two_epochs_curves_and_versions(viewer, qtbot, project):
     w = make_widget(viewer, project, epochs=2)
     cfg = w.config()
     assert (cfg.encoder, cfg.encoder_depth, cfg.decoder, cfg.patch_size, cfg.epochs) == ("resnet18", 3, (32, 16, 8), 64, 2)
-    assert not cfg.boundary and cfg.distance is None  # touching objects: automatic
+    assert not cfg.boundary and cfg.distance is False  # touching objects: the shape watershed
     w.set_config(boundary=True)
     assert w.settings_form.touching_combo.currentText() == "learn object boundaries" and w.config().boundary
     w.set_config(distance=True)
     assert w.config().distance is True and not w.config().boundary
     w.set_config(boundary=False, distance=None)
-    assert w.settings_form.touching_combo.currentText() == "automatic"
+    assert w.settings_form.touching_combo.currentText().startswith("automatic") and w.config().distance is None
+    w.set_config(boundary=False, distance=False)
     assert not w.advanced.isExpanded()  # advanced settings start collapsed
     qtbot.waitUntil(lambda: w.device_label.text().startswith(("CPU", "CUDA", "Apple")), timeout=60000)
     w.start()

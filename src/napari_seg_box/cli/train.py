@@ -58,7 +58,7 @@ def register(sub) -> None:
         "--distance",
         choices=["auto", "on", "off"],
         help="also learn each object's distance to its border and grow objects from the predicted centres "
-        "(default auto: on when 10%% or more of the painted objects touch another)",
+        "(auto: on when 10%% or more of the painted objects touch another; default off)",
     )
     p.add_argument("--schedule", choices=list(SCHEDULES), help="learning-rate schedule (default: onecycle)")
     p.add_argument("--patience", type=int, help="early stopping patience in epochs, 0 = off (default: 15)")

@@ -25,6 +25,7 @@ Also: outlines as polygons (for a napari shapes layer), ImageJ ROI zip export (`
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -87,7 +88,7 @@ class PostprocessConfig(Config):
         except (TypeError, ValueError) as err:
             raise ConfigError(f"threshold must be a number and erosion, opening, min_size, seed_distance whole numbers: {err}.") from err
         for name, value in (("threshold", threshold), ("seed_level", self.seed_level)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 < value < 1.0:
                 raise ConfigError(f"{name} must be a number between 0 and 1 (got {value!r}).")
             self._set(name, float(value))
         for name, value in ints.items():

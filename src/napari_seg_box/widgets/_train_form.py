@@ -11,10 +11,10 @@ SIZE_WORDS = {"standard": "standard (5 levels)", "small": "small (4 levels, fast
 AUTO = "auto"
 # how touching objects are told apart: (words, (TrainConfig.boundary, TrainConfig.distance))
 TOUCHING_CHOICES = (
-    ("automatic", (False, None)),
-    ("learn the distance to the border", (False, True)),
-    ("learn object boundaries", (True, False)),
     ("split the mask by its shape", (False, False)),
+    ("learn the distance to the border", (False, True)),
+    ("automatic (distance when objects touch)", (False, None)),
+    ("learn object boundaries", (True, False)),
 )
 CURVES_HELP = (
     "Good curves: both losses fall and level off, validation IoU rises towards 1. A validation loss that climbs "
@@ -77,11 +77,13 @@ class TrainSettings(QWidget):
         af.addRow("Loss:", self.loss_combo)
         self.touching_combo = QComboBox()
         self.touching_combo.addItems([text for text, _ in TOUCHING_CHOICES])
+        self.touching_combo.setCurrentIndex([v for _, v in TOUCHING_CHOICES].index((d.boundary, d.distance)))
         self.touching_combo.setToolTip(
-            "How touching objects are told apart. automatic: learn each object's distance to its border when "
-            "the painted objects touch (10 % of them or more), else split the mask by its shape. distance: always "
-            "learn it; objects grow from their predicted centres. boundaries: learn the outer 2 pixels of every "
-            "object (one object class) and split along them. Both need whole objects painted (or stored instances)."
+            "How touching objects are told apart. shape: a watershed of the predicted mask's distance transform "
+            "(the default). distance: also learn each object's distance to its border; objects grow from the "
+            "centres it predicts. automatic: the distance when the painted objects touch (10 % of them or more). "
+            "boundaries: learn the outer 2 pixels of every object (one object class) and split along them. "
+            "The learnt ones need whole objects painted (or stored instances)."
         )
         af.addRow("Touching objects:", self.touching_combo)
         row = QHBoxLayout()

@@ -43,8 +43,9 @@ def iter_tune_postprocess(
 ) -> Iterator[Any]:
     """Grid-search post-processing settings on validation images (a generator).
 
-    Searches the threshold, the minimum object size, the watershed's seed distance (for a distance model: its seed level) and whether the
-    watershed or plain connected components make the better objects (``grid`` overrides any of
+    Searches the threshold, the minimum object size, the watershed's seeds (the seed distance; for a
+    distance model its seed level, or the seed distance where the mask's shape splits better) and
+    whether the watershed or plain connected components make the better objects (``grid`` overrides any of
     :data:`DEFAULT_GRID`). Maximises object F1 at IoU 0.5 pooled over the images (for a model whose
     settings make no objects, ``instances="none"``, the mean pixel IoU of the object classes instead);
     ties, common on small validation sets, go to the middle of the plateau (:func:`most_robust_best`).

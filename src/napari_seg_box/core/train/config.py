@@ -46,8 +46,10 @@ class TrainConfig(Config):
         own border, divided by its largest, from the stored instances (else the connected regions
         of the object classes). Post-processing then seeds the watershed at the object centres it
         predicts (where it exceeds ``seed_level``) and floods it from there, which splits touching
-        objects of any shape and size. ``None`` (default): on when the annotated objects touch
-        (at least 10 % of them next to another object), else off. Not with ``boundary``.
+        objects of any shape and size. ``None``: on when the annotated objects touch (at least 10 %
+        of them next to another object), else off. Off by default: on the DSB2018 nuclei folds it
+        did not beat the edge-weighted loss with the shape watershed at the CPU budget of the
+        benchmarks (BENCHMARKS.md). Not with ``boundary``.
     schedule : ``onecycle | cosine | constant`` learning-rate schedule.
     weight_decay, grad_clip : AdamW weight decay, gradient-norm clipping (0 = off).
     patience : early stopping after this many epochs without a better validation IoU (validation loss for
@@ -78,7 +80,7 @@ class TrainConfig(Config):
     edge_sigma: float = 5.0
     boundary: bool = False
     boundary_width: int = 2
-    distance: bool | None = None
+    distance: bool | None = False
     schedule: str = "onecycle"
     weight_decay: float = 1e-4
     grad_clip: float = 1.0
