@@ -85,7 +85,7 @@ def _forward_probs(predictor, batch: np.ndarray, tta: str):
     )
     ops = _tta_ops(tta, batch.shape[2] == batch.shape[3])
     acc = None
-    distance = getattr(predictor, "distance", False)
+    distance = predictor.distance
     with torch.inference_mode():
         for fwd, inv in ops:
             logits = predictor.network(fwd(x))
