@@ -125,9 +125,11 @@ class VersionEntry:
         )
 
     def describe(self) -> str:
-        """One line for people: 'v003  (resnet34, val IoU 0.873, completed)'."""
-        iou = self.best.get("val_iou")
-        return f"{self.version}  ({self.encoder}, val IoU {iou:.3f}, {self.status})" if iou is not None else self.version
+        """One line for people: 'v003  (resnet34, val IoU 0.873, completed)' ('val F1' for a classifier)."""
+        for key, word in (("val_f1", "F1"), ("val_iou", "IoU")):
+            if isinstance(self.best.get(key), (int, float)):
+                return f"{self.version}  ({self.encoder}, val {word} {self.best[key]:.3f}, {self.status})"
+        return self.version
 
 
 # ---------------------------------------------------------------------- checks
@@ -154,12 +156,22 @@ def check_split(split: str) -> str:
     return split
 
 
-def class_list(names: Sequence[str], colors: Sequence[str] | None) -> list[dict]:
+def class_list(names: Sequence[str], colors: Sequence[str] | None, *, allow_empty: bool = False) -> list[dict]:
+    """The manifest's class entries. ``allow_empty``: a classification project may start with no
+    class (its classes come with the first import)."""
     names = [str(n).strip() for n in names]
-    if not names or any(not n for n in names):
+    if (not names and not allow_empty) or any(not n for n in names):
         raise DataError("Give at least one class name (for example: background, nucleus).")
     if len(set(names)) != len(names):
         raise DataError(f"Class names must be unique: {names}.")
+    folded: dict[str, str] = {}
+    for n in names:
+        if n.casefold() in folded:
+            raise DataError(
+                f"The class names {folded[n.casefold()]!r} and {n!r} differ only in case: they would read as one class "
+                "on other systems and to people. Use one spelling (rename the folder or the class)."
+            )
+        folded[n.casefold()] = n
     colors = list(colors or [])
     return [
         {"name": n, "color": colors[i] if i < len(colors) else DEFAULT_COLORS[1 + i % (len(DEFAULT_COLORS) - 1)]}

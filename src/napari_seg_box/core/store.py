@@ -52,8 +52,9 @@ from .manifest import (
     now_iso,
     pixel_size_list,
 )
+from .planes import Plane, iter_annotated_planes
 from .storage import Storage, is_remote, json_default
-from .store_images import ImagesMixin, Plane, iter_annotated_planes
+from .store_images import ImagesMixin
 from .store_versions import VersionsMixin
 from .versions import ModelVersion
 
@@ -89,7 +90,7 @@ class Project(ImagesMixin, VersionsMixin):
         cls,
         url: str | os.PathLike,
         *,
-        classes: Sequence[str] = ("background", "foreground"),
+        classes: Sequence[str] | None = None,
         colors: Sequence[str] | None = None,
         pixel_size: float | Sequence[float] | None = None,
         unit: str = "µm",
@@ -100,8 +101,9 @@ class Project(ImagesMixin, VersionsMixin):
         """Create a new project store at ``url`` (a folder path or fsspec URL).
 
         ``classes`` are the annotation classes in label order: the first is label 1 (usually the
-        background, which is a class like any other), label 0 always means *unlabelled*. ``task`` is
-        ``segmentation`` (labels per pixel) or ``classification`` (a class per image).
+        background, which is a class like any other), label 0 always means *unlabelled*; by default
+        background and foreground. ``task`` is ``segmentation`` (labels per pixel) or
+        ``classification`` (a class per image; no class by default: importing class folders adds them).
         With ``exist_ok=True`` an existing project is opened instead (its classes are kept).
         """
         url = str(url)
@@ -123,7 +125,11 @@ class Project(ImagesMixin, VersionsMixin):
             "task": task,
             "created": now_iso(),
             "generation": 0,
-            "classes": class_list(classes, colors),
+            "classes": class_list(
+                classes if classes is not None else ("background", "foreground") if task == "segmentation" else (),
+                colors,
+                allow_empty=task == "classification",
+            ),
             "pixel_size": pixel_size_list(pixel_size),
             "unit": unit,
             "images": {},
@@ -265,10 +271,16 @@ class Project(ImagesMixin, VersionsMixin):
         return self._manifest.get("unit") or "px"
 
     def set_classes(self, names: Sequence[str], colors: Sequence[str] | None = None) -> None:
-        """Rename classes or add new ones. Removing classes that annotations use is refused."""
-        new = class_list(names, colors)
+        """Rename classes or add new ones. Removing classes that annotations or image classes use is refused."""
+        new = class_list(names, colors, allow_empty=self.task == "classification")
 
         def change(m):
+            named = {rec.get("image_class") for rec in m["images"].values()} - {None} - {c["name"] for c in new}
+            if named:
+                raise DataError(
+                    f"Images are of class {sorted(named)[0]!r}, which is not among the classes given: "
+                    "give their images another class first (nothing was changed)."
+                )
             used = max((len(np.trim_zeros(rec.get("label_counts") or [], "b")) for rec in m["images"].values()), default=0)
             if used > len(new):
                 raise DataError(
@@ -278,6 +290,14 @@ class Project(ImagesMixin, VersionsMixin):
             m["classes"] = new
 
         self._update(change)
+
+    def class_counts(self) -> dict[str, dict[str, int]]:
+        """Images per image-level class and split (classification projects): ``{class: {split: n}}``,
+        with ``(none)`` for images without a class."""
+        counts = {name: dict.fromkeys(SPLITS, 0) for name in self.class_names}
+        for rec in self._manifest["images"].values():
+            counts.setdefault(rec.get("image_class") or "(none)", dict.fromkeys(SPLITS, 0))[rec["split"]] += 1
+        return counts
 
     def set_pixel_size(self, pixel_size: float | Sequence[float] | None, unit: str | None = None) -> None:
         ps = pixel_size_list(pixel_size)
@@ -317,6 +337,7 @@ class Project(ImagesMixin, VersionsMixin):
             "unit": self.unit,
             "images": images,
             "splits": {s: len(self.image_names(s)) for s in SPLITS},
+            "images_per_class": self.class_counts(),
             "annotated_pixels_per_class": {c.name: int(n) for c, n in zip(self.classes, per_class)},
             "model_versions": [
                 {

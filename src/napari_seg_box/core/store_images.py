@@ -8,8 +8,8 @@ writers never drop each other's images or annotations.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -26,28 +26,11 @@ from .manifest import (
     existing,
     now_iso,
     pixel_size_list,
-    plane_name,
     provenance,
     slug,
 )
 
 HISTORY_LENGTH = 20  # annotation revisions whose provenance the manifest keeps per image
-
-
-@dataclass(frozen=True)
-class Plane:
-    """One annotated 2D plane for training or evaluation: a whole 2D image, or plane ``z`` of a stack."""
-
-    image: str
-    z: int | None
-    split: str
-    pixels: np.ndarray  # (Y, X) or (Y, X, C)
-    labels: np.ndarray  # (Y, X): 0 = unlabelled, 1..K
-    instances: np.ndarray | None  # (Y, X) object ids, when the store has them
-
-    @property
-    def name(self) -> str:
-        return plane_name(self.image, self.z)
 
 
 class ImagesMixin:
@@ -113,19 +96,84 @@ class ImagesMixin:
         truth object ids (for object metrics). ``pixel_size`` is (y, x) or, for a stack, (z, y, x).
         ``split`` defaults to ``train`` for a new image and keeps the split of the image it replaces
         (``overwrite=True``), so re-importing never moves held-out images back into training.
+        ``image_class`` is the image-level class of a classification project.
         """
+        options = dict(labels=labels, instances=instances, split=split, channel_axis=channel_axis, stack=stack)
+        options.update(pixel_size=pixel_size, source=source, image_class=image_class, origin=origin)
+        return self.add_images([(name, image, options)], overwrite=overwrite)[0]
+
+    def add_images(self, items: Iterable[tuple[str, np.ndarray, Mapping[str, Any]]], *, overwrite: bool = False) -> list[str]:
+        """Add many images with one manifest update (all or none): ``items`` are ``(name, image,
+        options)`` with the keyword options of :meth:`add_image`. Thousands of small images (a
+        classification project) import in seconds where one update per image would rewrite the
+        manifest thousands of times."""
+        staged: list[tuple[str, dict, str | None]] = []
+        counts = {r["channels"] for r in self._manifest["images"].values()}
+        try:
+            for name, image, options in items:
+                if any(name == n for n, _, _ in staged):
+                    raise DataError(f"The image name {name!r} is given twice: each image needs its own name.")
+                rec = self._stage(name, image, channels=counts.pop() if len(counts) == 1 else None, **options)
+                counts = {rec["channels"]}
+                staged.append((name, rec, options.get("split")))
+        except BaseException:
+            for _, rec, _ in staged:
+                self.remove(f"images/{rec['key']}")
+            raise
+
+        def change(m):
+            names = {n for n, _, _ in staged}
+            replaced = []
+            used = {r["channels"] for n, r in m["images"].items() if n not in names}
+            for name, rec, split in staged:
+                old = m["images"].get(name)
+                if old and not overwrite:
+                    raise StoreError(
+                        f"An image named {name!r} is already in the project.",
+                        hints={
+                            "python": "Choose another name, or pass overwrite=True to replace it.",
+                            "cli": "Use --prefix for other names, or --overwrite to replace it.",
+                            "gui": "It is in the panel's list: change its split there (e.g. to test), rename the layer to add "
+                            "it again, or select it and press Remove first.",
+                        },
+                    )
+                if used and rec["channels"] not in used:
+                    raise DataError(
+                        f"The image {name!r} has {rec['channels']} channel(s) but the project's images have {used.pop()}: "
+                        "one model needs one kind of image. Convert it (e.g. RGB to grayscale) or use another project."
+                    )
+                if old and split is None:
+                    rec["split"] = old["split"]
+                m["images"][name] = rec
+                if old:
+                    replaced.append(old)
+            return replaced
+
+        try:
+            replaced = self._update(change)
+        except BaseException:
+            for _, rec, _ in staged:
+                self.remove(f"images/{rec['key']}")  # nothing references the new arrays
+            raise
+        for old in replaced:
+            self.remove(f"images/{old['key']}")
+        return [n for n, _, _ in staged]
+
+    def _stage(
+        self, name, image, *, channels, labels=None, instances=None, split=None, channel_axis=None, stack=None,
+        pixel_size=None, source=None, image_class=None, origin="imported",
+    ) -> dict:  # fmt: skip
+        """Check one image, write its arrays under new names, and return its manifest record."""
         check_name(name)
         if split is not None:
             check_split(split)
         if origin not in ORIGINS:
             raise DataError(f"Unknown annotation origin {origin!r}: use one of {', '.join(ORIGINS)}.")
         image = check_image_array(image)
-        others = {r["channels"] for n, r in self._manifest["images"].items() if n != name}
-        layout = read_axes(image.shape, channel_axis=channel_axis, stack=stack, channels=others.pop() if len(others) == 1 else None)
+        layout = read_axes(image.shape, channel_axis=channel_axis, stack=stack, channels=channels)
         axes = canonical_axes(image, layout)
         image = np.ascontiguousarray(to_canonical(image, layout))
         check_plane_size(image.shape, axes)
-        channels = channels_of(image.shape, axes)
         space = spatial_shape(image.shape, axes)
         if labels is not None:
             labels = self._check_labels(labels, space)
@@ -140,7 +188,7 @@ class ImagesMixin:
             "shape": list(image.shape),
             "dtype": str(image.dtype),
             "axes": axes,
-            "channels": channels,
+            "channels": channels_of(image.shape, axes),
             "array": f"images/{key}/image",
             "labels": None,
             "instances": None,
@@ -160,38 +208,7 @@ class ImagesMixin:
             rec["annotation_history"] = [rec["annotation"]]
         if instances is not None:
             rec["instances"] = self._write_revision(key, "instances", instances)
-
-        def change(m):
-            old = m["images"].get(name)
-            if old and not overwrite:
-                raise StoreError(
-                    f"An image named {name!r} is already in the project.",
-                    hints={
-                        "python": "Choose another name, or pass overwrite=True to replace it.",
-                        "cli": "Use --prefix for other names, or --overwrite to replace it.",
-                        "gui": "It is in the panel's list: change its split there (e.g. to test), rename the layer to add "
-                        "it again, or select it and press Remove first.",
-                    },
-                )
-            used = {r["channels"] for n, r in m["images"].items() if n != name}
-            if used and channels not in used:
-                raise DataError(
-                    f"The image {name!r} has {channels} channel(s) but the project's images have {used.pop()}: "
-                    "one model needs one kind of image. Convert it (e.g. RGB to grayscale) or use another project."
-                )
-            if old and split is None:
-                rec["split"] = old["split"]
-            m["images"][name] = rec
-            return old
-
-        try:
-            old = self._update(change)
-        except BaseException:
-            self.remove(f"images/{key}")  # nothing references the new arrays
-            raise
-        if old:
-            self.remove(f"images/{old['key']}")
-        return name
+        return rec
 
     def remove_image(self, name: str) -> None:
         old = self._update(lambda m: m["images"].pop(existing(m, name)))
@@ -265,9 +282,20 @@ class ImagesMixin:
 
     def set_image_class(self, name: str, image_class: str | None) -> None:
         """The image-level class of ``name`` (one of the project's class names), or None."""
-        if image_class is not None:
-            self._check_image_class(image_class)
-        self._update(lambda m: m["images"][existing(m, name)].__setitem__("image_class", image_class))
+        self.set_image_classes({name: image_class})
+
+    def set_image_classes(self, classes: Mapping[str, str | None]) -> None:
+        """Set the image-level class of many images at once (``{image: class or None}``; all or none)."""
+        for c in set(classes.values()) - {None}:
+            self._check_image_class(c)
+
+        def change(m):
+            for n in classes:
+                existing(m, n)
+            for n, c in classes.items():
+                m["images"][n]["image_class"] = c
+
+        self._update(change)
 
     def _check_image_class(self, image_class: str) -> None:
         if image_class not in self.class_names:
@@ -413,25 +441,3 @@ class ImagesMixin:
                 f"The {kind} array of {name!r} ({rel}) is missing or damaged in the project store {self.url}: "
                 "restore it from a backup, or remove the image (the rest of the project is unaffected)."
             ) from err
-
-
-def iter_annotated_planes(
-    project, splits: Iterable[str] = ("train", "validation"), *, images: Collection[str] | None = None
-) -> Iterator[Plane]:
-    """The annotated 2D planes of the images of ``splits`` (never ``test`` unless asked): whole 2D
-    images, and the planes of stacks that hold annotated pixels (unannotated planes are skipped).
-    ``images``: only these image names (the others are not read)."""
-    splits = tuple(splits)
-    for rec in project.images():
-        if rec.split not in splits or not rec.has_labels or (images is not None and rec.name not in images):
-            continue
-        labels, instances = project.get_labels(rec.name), project.get_instances(rec.name)
-        if rec.unpainted_background:  # dense: what was not painted is background
-            labels = np.where(labels == 0, 1, labels).astype(labels.dtype)
-        if not rec.is_stack:
-            yield Plane(rec.name, None, rec.split, project.get_image(rec.name), labels, instances)
-            continue
-        array = project.image_array(rec.name)
-        for z in np.flatnonzero(labels.reshape(labels.shape[0], -1).any(axis=1)):
-            z = int(z)
-            yield Plane(rec.name, z, rec.split, np.asarray(array[z]), labels[z], None if instances is None else instances[z])
