@@ -25,8 +25,9 @@ from typing import Any
 import numpy as np
 
 from .errors import ConfigError, DataError
-from .events import ItemDone, Progress, check_cancel, run_to_end
+from .events import ItemDone, Progress, run_to_end
 from .manifest import pixel_size_list, plane_name
+from .scheduling import run_tasks
 
 QUANTIFY_FORMAT_VERSION = 1
 
@@ -333,6 +334,11 @@ def _quantify_task(task: QuantifyTask, options: dict) -> tuple[Any, Any]:
             ]  # fmt: skip
             return pd.concat([q.objects for q in qs], ignore_index=True), pd.concat([q.images for q in qs], ignore_index=True)
         q = quantify_labels(labels, image, instances=instances, kind=kind, pixel_size=ps, unit=unit, class_names=names, name=task.name)
+        if options.get("phenotype") is not None:  # a classifier names each object's phenotype
+            from .classify.phenotype import add_phenotypes
+
+            parts = _objects_of(labels.astype(np.int64), instances, kind, options.get("background", (0, 1)))
+            return add_phenotypes(q.objects, q.images, image, parts, options["phenotype"])
         return q.objects, q.images
     except Exception as err:  # the batch goes on; the row says what went wrong
         msg = f"{type(err).__name__}: {err}" if not isinstance(err, DataError) else str(err)
@@ -350,6 +356,7 @@ def iter_quantify(
     pixel_size: float | Sequence[float] | None = None,
     unit: str | None = None,
     class_names: Sequence[str] | None = None,
+    phenotype=None,
     scheduler: str = "threads",
     workers: int = 1,
     cancel=None,
@@ -365,6 +372,9 @@ def iter_quantify(
     scheduler : ``"sync"``, ``"threads"``, ``"processes"`` or a ``dask.distributed`` scheduler
         address (``"tcp://host:8786"``).
     workers : parallel tasks for local schedulers (images in memory at once).
+    phenotype : a :class:`~.classify.phenotype.PhenotypeModel`: each object is classified (columns
+        ``phenotype``, its confidence and probabilities) and each image row counts the objects and
+        their coverage per phenotype (2D images with intensities).
 
     Returns
     -------
@@ -376,11 +386,11 @@ def iter_quantify(
     if not tasks:
         raise DataError(f"No label images found in {source}.")
     _pixel_size(pixel_size)  # a bad pixel size fails here, once, not on every image
-    options = {"kind": kind, "pixel_size": pixel_size, "unit": unit, "class_names": class_names}
+    options = {"kind": kind, "pixel_size": pixel_size, "unit": unit, "class_names": class_names, "phenotype": phenotype}
     results: list[tuple[int, Any, Any]] = []
     total = len(tasks)
     yield Progress(0, total, stage="quantify")
-    for i, (objs, imgs) in _run_tasks(tasks, options, scheduler=scheduler, workers=workers, cancel=cancel):
+    for i, (objs, imgs) in run_tasks(_quantify_task, tasks, options, scheduler=scheduler, workers=workers, cancel=cancel):
         results.append((i, objs, imgs))
         err = imgs["error"].dropna().tolist() if "error" in imgs else []
         yield ItemDone(len(results) - 1, total, tasks[i].name, error=err[0] if err else None)
@@ -398,49 +408,3 @@ def iter_quantify(
 def quantify_batch(source=None, **kwargs) -> Quantification:
     """Blocking :func:`iter_quantify`."""
     return run_to_end(iter_quantify(source, **kwargs))
-
-
-def _run_tasks(tasks, options, *, scheduler: str, workers: int, cancel=None):
-    """Yield (index, (objects, images)) as tasks finish; at most ``workers`` images in flight."""
-    if scheduler.startswith(("tcp://", "tls://", "inproc://", "ucx://")) or scheduler == "distributed":
-        from distributed import Client, as_completed
-
-        client = Client(scheduler) if scheduler != "distributed" else Client(processes=False, n_workers=workers)
-        try:
-            futures = {client.submit(_quantify_task, t, options, pure=False): i for i, t in enumerate(tasks)}
-            for fut in as_completed(futures):
-                check_cancel(cancel)
-                yield futures[fut], fut.result()
-        finally:
-            client.close()
-        return
-    if scheduler not in ("sync", "threads", "processes"):
-        raise ConfigError(f"Unknown scheduler {scheduler!r}: use sync, threads, processes or a tcp:// scheduler address.")
-    import dask
-
-    workers = max(1, int(workers))
-    # One pool for the whole batch: dask would otherwise start a new one (new processes, each
-    # importing this package) for every compute call. A pool of n runs at most n tasks at once, so
-    # at most n images are in memory; results are small tables.
-    pool = None
-    if scheduler == "processes":
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-    elif scheduler == "threads":
-        from concurrent.futures import ThreadPoolExecutor
-
-        pool = ThreadPoolExecutor(workers)
-    step = 4 * workers  # tasks per compute call: progress and cancel between calls
-    try:
-        for start in range(0, len(tasks), step):
-            check_cancel(cancel)
-            part = [dask.delayed(_quantify_task)(t, options) for t in tasks[start : start + step]]
-            kwargs = {"pool": pool} if pool is not None else {}
-            done = dask.compute(*part, scheduler=scheduler, **kwargs)
-            for j, res in enumerate(done):
-                yield start + j, res
-    finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
