@@ -12,17 +12,20 @@ def register(sub) -> None:
     p = sub.add_parser(
         "evaluate",
         help="score a model on held-out images",
-        description="Predict the store's test images and compute pixel metrics (IoU, Dice, precision, recall, accuracy, "
+        description="Classification projects: accuracy, balanced accuracy, macro-F1, per-class precision/recall/F1, "
+        "the confusion matrix, the most confident mistakes and the inference time per image. Segmentation projects: "
+        "predict the store's test images and compute pixel metrics (IoU, Dice, precision, recall, accuracy, "
         "confusion) and object metrics (Hungarian matching at IoU 0.5/0.75/0.9 and 0.5:0.95: F1, DSB accuracy, PQ, "
         "count error). Results are saved in the store under results/evaluations/.",
     )
     add_store_options(p)
     p.add_argument("--split", default="test", choices=["train", "validation", "test"], help="images to evaluate on (default: %(default)s)")
-    p.add_argument("--csv", help="also write the tables as CSV into this folder")
+    p.add_argument("--csv", help="also write the tables as CSV (and, for classifiers, the plots) into this folder")
     p.add_argument("--compare", action="store_true", help="print a table comparing all model versions (evaluates those not yet evaluated)")
     p.add_argument(
         "--baseline", action="store_true",
-        help="also score a classical baseline (smoothed Otsu + watershed, two-class projects) on the same images: is the network worth it?",
+        help="also score a classical baseline on the same images (smoothed Otsu + watershed for two-class segmentation; a random forest "
+        "on intensity, texture and shape features for classification): is the network worth it?",
     )  # fmt: skip
     _add_predict_options(p)
     p.set_defaults(func=cmd_evaluate)
@@ -61,6 +64,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..workflows.evaluate import compare_models, evaluate_baseline, iter_evaluate_project
 
     project = open_project(args)
+    if project.task == "classification":
+        from .classify import evaluate_classification
+
+        return evaluate_classification(args, project)
     predictor = Predictor.from_project(project, args.version, device=_predict_config(args).device)
     ev = drive(
         iter_evaluate_project(project, predictor=predictor, split=args.split, predict_config=_predict_config(args)),

@@ -10,7 +10,15 @@ from ._common import add_store_options, open_project, print_json, storage_option
 def register(sub) -> None:
     p = sub.add_parser("init", help="create a new project store", description="Create a new, empty project store.")
     add_store_options(p)
-    p.add_argument("--classes", default="background,foreground", help="class names in label order, comma-separated (default: %(default)s)")
+    p.add_argument(
+        "--task", choices=["segmentation", "classification"], default="segmentation",
+        help="segmentation (labels per pixel) or classification (a class per image) (default: %(default)s)",
+    )  # fmt: skip
+    p.add_argument(
+        "--classes",
+        help="class names in label order, comma-separated (default: background,foreground; none for classification: "
+        "import --class-folders adds them)",
+    )
     p.add_argument("--pixel-size", type=float, nargs="+", metavar="SIZE", help="pixel size (one value, or y x)")
     p.add_argument("--unit", default="µm", help="unit of the pixel size (default: %(default)s)")
     p.set_defaults(func=cmd_init)
@@ -22,7 +30,10 @@ def register(sub) -> None:
         "matched by name (images/a.png + masks/a.png, or the PyJAMAS layout <sample>/image + <sample>/mask).",
     )
     add_store_options(p)
-    p.add_argument("--images", nargs="+", required=True, help="image files, folders or glob patterns")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--images", nargs="+", help="image files, folders or glob patterns")
+    source.add_argument("--class-folders", metavar="DIR", help="classification: a folder with one subfolder of images per class")
+    source.add_argument("--class-table", metavar="CSV", help="classification: a CSV with columns file,class (files relative to it)")
     p.add_argument("--masks", nargs="+", help="mask files, folders or glob patterns (matched to images by name)")
     p.add_argument(
         "--split", choices=["train", "validation", "test"],
@@ -52,8 +63,13 @@ def register(sub) -> None:
 
     p = sub.add_parser("split", help="set the split of images", description="Mark images as train, validation or test (held out).")
     add_store_options(p)
-    p.add_argument("split", choices=["train", "validation", "test"])
-    p.add_argument("names", nargs="+", help="image names in the store")
+    p.add_argument("split", nargs="?", choices=["train", "validation", "test"])
+    p.add_argument("names", nargs="*", help="image names in the store")
+    p.add_argument(
+        "--stratified", metavar="TRAIN/VAL/TEST",
+        help="classification: split the classified training images class by class, e.g. 70/15/15 (images already held out stay so)",
+    )  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="random seed of --stratified (default: %(default)s)")
     p.set_defaults(func=cmd_split)
 
     p = sub.add_parser(
@@ -77,12 +93,27 @@ def register(sub) -> None:
 def cmd_init(args: argparse.Namespace) -> int:
     from ..core.store import Project
 
-    classes = [c.strip() for c in args.classes.split(",") if c.strip()]
+    classes = None if args.classes is None else [c.strip() for c in args.classes.split(",") if c.strip()]
     pixel_size = None
     if args.pixel_size:
         pixel_size = args.pixel_size[0] if len(args.pixel_size) == 1 else args.pixel_size
-    project = Project.create(args.store, classes=classes, pixel_size=pixel_size, unit=args.unit, storage_options=storage_options(args))
-    print(f"Created project store {project.url} with classes: " + ", ".join(f"{c.value}={c.name}" for c in project.classes))
+    project = Project.create(
+        args.store, classes=classes, pixel_size=pixel_size, unit=args.unit, task=args.task, storage_options=storage_options(args)
+    )
+    names = ", ".join(f"{c.value}={c.name}" for c in project.classes) or "none yet (import --class-folders adds them)"
+    print(f"Created {project.task} project store {project.url} with classes: {names}")
+    return 0
+
+
+def _import_classified(args: argparse.Namespace, project) -> int:
+    from ..core.classify.importing import class_folder_files, class_table_files, iter_import_classified
+    from ._common import drive
+
+    pairs = class_folder_files(args.class_folders) if args.class_folders else class_table_files(args.class_table)
+    report = drive(
+        iter_import_classified(project, pairs, split=args.split, prefix=args.prefix, overwrite=args.overwrite), quiet=False, desc="import"
+    )
+    print(report.text())
     return 0
 
 
@@ -90,6 +121,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     from ..core.io import import_images
 
     project = open_project(args)
+    if args.class_folders or args.class_table:
+        return _import_classified(args, project)
     names = import_images(
         project,
         args.images if len(args.images) > 1 else args.images[0],
@@ -130,26 +163,55 @@ def cmd_info(args: argparse.Namespace) -> int:
     ps = summary["pixel_size"]
     size = f"{ps[0]:g} x {ps[1]:g} {summary['unit']}" if ps else "not set (measurements in pixels)"
     print(f"Pixel size: {size}")
-    print("Classes (label value = name; 0 = unlabelled):")
-    for c in summary["classes"]:
-        n = summary["annotated_pixels_per_class"][c["name"]]
-        print(f"  {c['value']} = {c['name']:<20} {n:>12,d} annotated pixels")
     s = summary["splits"]
-    print(f"Images: {len(summary['images'])} (train {s['train']}, validation {s['validation']}, test {s['test']})")
-    for im in summary["images"]:
+    if summary["task"] == "classification":
+        print(
+            f"Task: classification. Images: {len(summary['images'])} (train {s['train']}, validation {s['validation']}, test {s['test']})"
+        )
+        print(f"  {'class':<20} {'train':>7} {'valid.':>7} {'test':>7}")
+        for name, n in summary["images_per_class"].items():
+            print(f"  {name:<20} {n['train']:>7} {n['validation']:>7} {n['test']:>7}")
+    else:
+        print("Classes (label value = name; 0 = unlabelled):")
+        for c in summary["classes"]:
+            n = summary["annotated_pixels_per_class"][c["name"]]
+            print(f"  {c['value']} = {c['name']:<20} {n:>12,d} annotated pixels")
+        print(f"Images: {len(summary['images'])} (train {s['train']}, validation {s['validation']}, test {s['test']})")
+    for im in summary["images"] if summary["task"] == "segmentation" or len(summary["images"]) <= 40 else []:
         shape = "x".join(str(v) for v in im["shape"]) + f" {im['axes']}"
         gt = ", instances" if im["has_instances"] else ""
-        print(f"  {im['name']:<30} {im['split']:<10} {shape:<12} {im['dtype']:<8} {im['annotated_pixels']:>10,d} annotated px{gt}")
+        what = (
+            f"class {im['image_class'] or '(none)'}"
+            if summary["task"] == "classification"
+            else f"{im['annotated_pixels']:>10,d} annotated px{gt}"
+        )
+        print(f"  {im['name']:<30} {im['split']:<10} {shape:<12} {im['dtype']:<8} {what}")
     print(f"Model versions: {len(summary['model_versions'])}")
     for m in summary["model_versions"]:
         best = m.get("best") or {}
-        score = f"val IoU {best['val_iou']:.3f}" if "val_iou" in best else ""
+        score = f"val macro-F1 {best['val_f1']:.3f}" if "val_f1" in best else f"val IoU {best['val_iou']:.3f}" if "val_iou" in best else ""
         print(f"  {m['version']}  {m.get('encoder') or ''}  {m.get('created') or ''}  {score}")
     return 0
 
 
 def cmd_split(args: argparse.Namespace) -> int:
+    from ..core.errors import DataError
+
     project = open_project(args)
+    if args.stratified:
+        from ..core.classify import split_stratified
+
+        try:
+            parts = [float(v) for v in args.stratified.replace(",", "/").split("/")]
+        except ValueError:
+            parts = []
+        if len(parts) != 3:
+            raise DataError(f"--stratified takes three shares train/validation/test such as 70/15/15, got {args.stratified!r}.")
+        counts = split_stratified(project, tuple(p / sum(parts) for p in parts), seed=args.seed)
+        print(f"Split class by class: train {counts['train']}, validation {counts['validation']}, test {counts['test']} image(s).")
+        return 0
+    if not args.split or not args.names:
+        raise DataError("Give a split and image names (split test NAME...), or --stratified 70/15/15 for a classification project.")
     project.set_split(args.names, args.split)  # all or none
     print(f"Marked {len(args.names)} image(s) as {args.split}.")
     return 0

@@ -30,6 +30,11 @@ def register(sub) -> None:
         "Python's lock, so several --workers need processes or a cluster to use several cores",
     )
     p.add_argument("--workers", type=int, default=1, help="parallel images for local schedulers (default: %(default)s)")
+    g = p.add_argument_group("phenotypes", "classify every object with a classification model (needs --images)")
+    g.add_argument("--phenotype", metavar="STORE[@VERSION]", help="classification project whose model names each object's phenotype")
+    g.add_argument("--crop-size", type=int, help="square crops of this side around each object (default: its bounding box, padded)")
+    g.add_argument("--crop-pad", type=float, default=0.25, help="bounding-box padding, a share of the object's size (default: %(default)s)")
+    g.add_argument("--crop-mask", action="store_true", help="add the object's mask as a last channel (if the model was trained so)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--json", action="store_true", help="print a JSON summary for scripts (no progress bars)")
     p.set_defaults(func=cmd_quantify)
@@ -50,6 +55,14 @@ def cmd_quantify(args: argparse.Namespace) -> int:
     if args.pixel_size:
         pixel_size = args.pixel_size[0] if len(args.pixel_size) == 1 else args.pixel_size
     source = None if project else (args.labels if len(args.labels) > 1 else args.labels[0])
+    phenotype = None
+    if args.phenotype:
+        from ..core.classify.phenotype import CropSettings, PhenotypeModel
+
+        store, _, version = args.phenotype.partition("@")
+        options = tuple(sorted({"endpoint_url": args.endpoint_url}.items())) if args.endpoint_url else ()
+        phenotype = PhenotypeModel(store, version or None, options, CropSettings(args.crop_size, args.crop_pad, args.crop_mask))
+        phenotype.load()  # a wrong store or model fails here, once
     q = drive(
         iter_quantify(
             source,
@@ -58,6 +71,7 @@ def cmd_quantify(args: argparse.Namespace) -> int:
             kind=args.kind,
             pixel_size=pixel_size,
             unit=args.unit,
+            phenotype=phenotype,
             scheduler=args.scheduler,
             workers=args.workers,
         ),

@@ -12,14 +12,16 @@ from ._common import add_store_options, open_project, print_json
 
 def register(sub) -> None:
     from ..core.augment import PRESETS
+    from ..core.classify.config import BALANCES, NETWORKS
     from ..core.losses import LOSSES
     from ..core.models import ENCODERS
     from ..core.train import SCHEDULES
 
     p = sub.add_parser(
         "train",
-        help="train a U-Net on the store's annotations",
-        description="Train a U-Net on the annotated train/validation images of the store (test images are never used). "
+        help="train a U-Net (or, in a classification project, a classifier) on the store's annotations",
+        description="Train a U-Net on the annotated train/validation images of the store (test images are never used); "
+        "in a classification project, an image classifier on the images' classes (best epoch: validation macro-F1). "
         "Only --epochs matters for a first model; every setting left out is chosen automatically and reported. "
         "The best epoch (validation IoU) becomes a new model version. Ctrl-C stops after the current step and keeps "
         "the best epoch so far; --resume continues a stopped or crashed run.",
@@ -65,7 +67,17 @@ def register(sub) -> None:
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     p.add_argument("--mixed-precision", choices=["auto", "bf16", "fp16", "off"], help="CUDA only (default: auto)")
     p.add_argument("--seed", type=int, help="random seed (default: 0)")
-    p.add_argument("--config", help="JSON file with training settings (TrainConfig fields); command-line options given explicitly win")
+    c = p.add_argument_group("classification projects", "a class per image: a timm network instead of a U-Net")
+    c.add_argument(
+        "--network", choices=list(NETWORKS), help="classifier network (default: resnet18; resnext50_32x4d accurate, mobilenetv2_100 light)"
+    )
+    c.add_argument("--input-size", type=int, help="side of the network's input in pixels (default: from the images' size)")
+    c.add_argument("--balance", choices=list(BALANCES), help="class imbalance: weighted loss, balanced batches or none (default: loss)")
+    c.add_argument("--label-smoothing", type=float, help="0 (default) to 0.3")
+    p.add_argument(
+        "--config",
+        help="JSON file with training settings (TrainConfig or ClassifyConfig fields); command-line options given explicitly win",
+    )
     p.add_argument("--resume", action="store_true", help="continue the newest unfinished run of the store")
     p.add_argument(
         "--no-tune", action="store_true", help="do not tune the post-processing on the validation part after training (tune does it later)"
@@ -81,10 +93,25 @@ _FIELDS = [
 ]  # fmt: skip
 
 
-def _config(args):
+_CLASSIFY_FIELDS = [
+    "epochs", "network", "pretrained", "input_size", "batch_size", "learning_rate", "augmentation", "balance", "label_smoothing", "patience",
+    "device", "mixed_precision", "seed",
+]  # fmt: skip
+
+
+def _config(args, task: str = "segmentation"):
+    from ..core.classify import ClassifyConfig
     from ..core.errors import ConfigError
     from ..core.train import TrainConfig
 
+    fields, cls = (_CLASSIFY_FIELDS, ClassifyConfig) if task == "classification" else (_FIELDS, TrainConfig)
+    other = [n for n in set(_FIELDS + _CLASSIFY_FIELDS) - set(fields) if getattr(args, n, None) is not None]
+    if other:
+        what = "a U-Net (segmentation)" if task == "classification" else "a classifier"
+        raise ConfigError(
+            f"This is a {task} project: --{other[0].replace('_', '-')} is a setting of {what}. "
+            "Leave it out (napari-seg-box train --help lists the options of each task)."
+        )
     settings: dict = {}
     if args.config:
         try:
@@ -92,11 +119,11 @@ def _config(args):
                 settings = json.load(fh)
         except (OSError, ValueError) as err:
             raise ConfigError(f"Cannot read the training settings file {args.config}: {err}") from err
-    for name in _FIELDS:
+    for name in fields:
         value = getattr(args, name)
         if value is not None:
             settings[name] = {"auto": None, "on": True, "off": False}[value] if name == "distance" else value
-    return TrainConfig.from_dict(settings)
+    return cls.from_dict(settings)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -105,8 +132,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ..core.events import EpochEnd, Message, StepLoss
     from ..workflows.train import iter_train_model
 
-    cfg = _config(args)
     project = open_project(args)
+    cfg = _config(args, project.task)
     cancel = threading.Event()
     # resuming keeps the run's settings; only a larger --epochs extends it
     gen = iter_train_model(
@@ -153,7 +180,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         print_json({"version": version, "best_metrics": t.best, **{k: getattr(t, k) for k in keys}, "postprocess": tuned})
     else:
         b = t.best
+        score = f"macro-F1 {b['val_f1']:.3f}" if "val_f1" in b else f"IoU {b['val_iou']:.3f}"
         print(
-            f"model version {version}: {t.status}, best epoch {b['epoch']}, validation IoU {b['val_iou']:.3f}, accuracy {b['val_acc']:.3f} ({t.duration_s:.0f} s)"
+            f"model version {version}: {t.status}, best epoch {b['epoch']}, validation {score}, accuracy {b['val_acc']:.3f} ({t.duration_s:.0f} s)"
         )
     return 0

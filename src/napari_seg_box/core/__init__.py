@@ -59,6 +59,16 @@ _LAZY = {
     "quantify_labels": "quantify",
     "iter_quantify": "quantify",
     "quantify_batch": "quantify",
+    "ClassifyConfig": "classify",
+    "Classifier": "classify",
+    "train_classifier": "classify",
+    "iter_train_classifier": "classify",
+    "evaluate_classifier": "classify",
+    "compare_classifiers": "classify",
+    "import_class_folders": "classify",
+    "import_class_table": "classify",
+    "split_stratified": "classify",
+    "phenotype_objects": "classify",
 }
 
 __all__ = ["SegBoxError", "StoreError", "ConfigError", "DataError", "CancelledError", *_LAZY]

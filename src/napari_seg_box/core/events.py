@@ -43,7 +43,8 @@ class EpochEnd:
     """Train and validation figures of one epoch (``metrics`` holds them by name).
 
     Keys include train_loss, val_loss, train_acc, val_acc, train_iou, val_iou, val_iou_per_class,
-    seconds, images_per_s.
+    seconds, images_per_s; a classifier has train_f1, val_f1 (macro-F1) and val_balanced_acc
+    where a U-Net has IoU.
     """
 
     epoch: int
@@ -54,6 +55,12 @@ class EpochEnd:
     def line(self) -> str:
         """One line of figures (the CLI's and the demo's epoch log)."""
         m = self.metrics
+        if "val_f1" in m:  # a classifier: macro-F1 where a U-Net has IoU
+            return (
+                f"epoch {self.epoch:>3}/{self.epochs}  train loss {m['train_loss']:.4f} acc {m['train_acc']:.3f} F1 {m['train_f1']:.3f}"
+                f"  | val loss {m['val_loss']:.4f} acc {m['val_acc']:.3f} F1 {m['val_f1']:.3f}"
+                f"  {m['seconds']:.1f} s {m['images_per_s']:.1f} img/s{'  *best' if self.is_best else ''}"
+            )
         per = m.get("val_iou_per_class") or []
         per_txt = " ".join("-" if v is None else f"{v:.3f}" for v in per)
         return (

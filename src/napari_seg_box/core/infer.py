@@ -93,7 +93,7 @@ def load_model(project, version=None, *, device=None):
 
     from .models import build_model, pick_device
 
-    info = version if isinstance(version, ModelVersion) else project.model_version(version)
+    info = (version if isinstance(version, ModelVersion) else project.model_version(version)).require_task("segmentation")
     model = build_model(info.spec)
     model.load_state_dict(load_bytes(project.model_weights(info)))
     model.eval()

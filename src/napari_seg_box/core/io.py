@@ -131,6 +131,11 @@ def _is_image_file(p: str) -> bool:
     return p.lower().endswith(IMAGE_EXTS) and not os.path.basename(p).startswith(".")
 
 
+def expand_paths(spec: str | os.PathLike | Sequence) -> list[str]:
+    """Image files of a file, a folder, a glob pattern or a list of them, in name order."""
+    return _expand(spec)
+
+
 def _expand(spec: str | os.PathLike | Sequence) -> list[str]:
     if isinstance(spec, (list, tuple)):
         out: list[str] = []

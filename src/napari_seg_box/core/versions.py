@@ -35,15 +35,36 @@ def now_iso() -> str:
 
 @dataclass(frozen=True)
 class Normalization:
-    """How images are scaled before the network: per channel, percentiles ``low`` and ``high`` map to 0 and 1."""
+    """How images are scaled before the network, per channel: ``percentile``, each image's own
+    percentiles map to 0 and 1 (segmentation); ``dataset``, the percentiles of all training images,
+    saved as ``low`` and ``high`` per channel, map to 0 and 1 for every image (classification: the
+    brightness of a cell, e.g. its DNA content, is a feature that per-image scaling would erase)."""
 
     kind: str = "percentile"
     percentiles: tuple[float, float] = (1.0, 99.8)
+    low: tuple[float, ...] | None = None
+    high: tuple[float, ...] | None = None
 
     def __post_init__(self):
-        if self.kind != "percentile":
-            raise StoreError(f"Unknown normalisation {self.kind!r}: this napari-seg-box knows 'percentile' only (update it).")
+        if self.kind not in ("percentile", "dataset"):
+            raise StoreError(f"Unknown normalisation {self.kind!r}: this napari-seg-box knows 'percentile' and 'dataset' (update it).")
         object.__setattr__(self, "percentiles", tuple(float(p) for p in self.percentiles))
+        for name in ("low", "high"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
+        if self.kind == "dataset" and (self.low is None or self.high is None or len(self.low) != len(self.high)):
+            raise StoreError("A 'dataset' normalisation needs low and high values for every channel: its model.json is inconsistent.")
+
+    def to_dict(self) -> dict:
+        d = {"kind": self.kind, "percentiles": list(self.percentiles)}
+        if self.kind == "dataset":
+            d.update(low=list(self.low), high=list(self.high))
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> Normalization:
+        d = d or {}
+        return cls(d.get("kind", "percentile"), tuple(d.get("percentiles", (1.0, 99.8))), d.get("low"), d.get("high"))
 
 
 @dataclass(frozen=True)
@@ -183,10 +204,20 @@ class ModelVersion:
         return self.training.best
 
     def describe(self) -> str:
-        """One line for people: 'v003 (resnet34, val IoU 0.873, completed)'."""
-        iou = self.best.get("val_iou")
-        score = f", val IoU {iou:.3f}" if isinstance(iou, (int, float)) else ""
-        return f"{self.version} ({self.encoder}{score}, {self.training.status})"
+        """One line for people: 'v003 (resnet34, val IoU 0.873, completed)' ('val F1' for a classifier)."""
+        return f"{self.version} ({self.encoder}{_score(self.best)}, {self.training.status})"
+
+    def require_task(self, task: str) -> ModelVersion:
+        """This version, when it does ``task``; else a clear error that says what to use instead."""
+        if self.task != task:
+            use = {
+                "classification": "classify images with it (napari-seg-box classify, Classifier)",
+                "segmentation": "segment with it (napari-seg-box predict, Predictor)",
+            }[self.task]
+            raise StoreError(
+                f"Model version {self.version or '(new)'} is a {self.task} model, not a {task} model: {use}, or choose a {task} model."
+            )
+        return self
 
     # ------------------------------------------------------------------ JSON
     def to_json(self) -> dict:
@@ -199,7 +230,7 @@ class ModelVersion:
             "class_names": list(self.class_names),
             "boundary_width": self.boundary_width,
             "distance": self.distance,
-            "normalization": {"kind": self.normalization.kind, "percentiles": list(self.normalization.percentiles)},
+            "normalization": self.normalization.to_dict(),
             "patch_size": self.patch_size,
             "training": {**dataclasses.asdict(self.training), "history": [dict(h) for h in self.training.history]},
             "provenance": {
@@ -225,7 +256,6 @@ class ModelVersion:
         if schema == 1:
             d = _migrate_v1(d)
         try:
-            norm = d.get("normalization") or {}
             tuning = d.get("tuning")
             return cls(
                 spec=ModelSpec.from_dict(d["model"]),
@@ -233,7 +263,7 @@ class ModelVersion:
                 task=d.get("task", "segmentation"),
                 boundary_width=d.get("boundary_width"),
                 distance=bool(d.get("distance", False)),
-                normalization=Normalization(norm.get("kind", "percentile"), tuple(norm.get("percentiles", (1.0, 99.8)))),
+                normalization=Normalization.from_dict(d.get("normalization")),
                 patch_size=d.get("patch_size"),
                 training=Training(**(d.get("training") or {})),
                 provenance=Provenance(**(d.get("provenance") or {})),
@@ -262,6 +292,14 @@ class ModelVersion:
             "duration_s": self.training.duration_s,
             "tuned": self.tuning is not None,
         }
+
+
+def _score(best: Mapping[str, Any]) -> str:
+    """', val IoU 0.873' (segmentation) or ', val F1 0.912' (classification: macro-F1), or ''."""
+    for key, word in (("val_f1", "F1"), ("val_iou", "IoU")):
+        if isinstance(best.get(key), (int, float)):
+            return f", val {word} {best[key]:.3f}"
+    return ""
 
 
 def _migrate_v1(d: Mapping[str, Any]) -> dict:

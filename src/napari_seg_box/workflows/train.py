@@ -21,7 +21,16 @@ def iter_train_model(
     """:func:`~napari_seg_box.core.train.iter_train`, then (``tune``) the post-processing tuned on the
     version's validation part and saved with it (:func:`~.tune.iter_tune_postprocess`). Returns the
     version id. A tuning that cannot run (no objects in the validation part) or is stopped leaves the
-    version with the default settings and says so; the version itself is never lost to it."""
+    version with the default settings and says so; the version itself is never lost to it.
+
+    A classification project trains a classifier instead (``config`` a
+    :class:`~napari_seg_box.core.classify.ClassifyConfig`; nothing to tune)."""
+    if project.task == "classification":
+        from ..core.classify import ClassifyConfig, iter_train_classifier
+
+        if config is not None and not isinstance(config, ClassifyConfig):
+            raise DataError("This is a classification project: give classifier settings (ClassifyConfig), not U-Net settings.")
+        return (yield from iter_train_classifier(project, config, cancel=cancel, resume=resume))
     version = yield from iter_train(project, config, cancel=cancel, resume=resume)
     if not tune:
         return version

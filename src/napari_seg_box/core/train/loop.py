@@ -86,6 +86,11 @@ def iter_train(
     """
     import torch
 
+    if project.task != "segmentation":
+        raise DataError(
+            f"This is a {project.task} project: a U-Net segments, it cannot learn image classes. Train a classifier "
+            "(napari-seg-box train chooses by the project's task; in Python: napari_seg_box.core.classify.train_classifier)."
+        )
     t_start = time.perf_counter()
     cfg, state = _resumed(project, config, resume)
     rt = _Runtime(cfg)
