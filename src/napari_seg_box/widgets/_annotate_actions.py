@@ -4,9 +4,13 @@ a folder, remove an image, cut one into tiles, open one (a part of :class:`~.ann
 from __future__ import annotations
 
 import numpy as np
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QComboBox, QTableWidgetItem
 
 from ..layers import IMAGE_KEY, class_colormap, is_image, is_labels, layer_scale, link, linked
 from ._messages import ask, guarded, report_info
+
+SPLITS = ("train", "validation", "test")
 
 
 class ImageActions:
@@ -172,8 +176,17 @@ class ImageActions:
             self.viewer.add_image(
                 project.get_image(name), name=name, rgb=rec.channels == 3, scale=layer_scale(rec), metadata=link(project.url, name)
             )
-        labels = self.labels_layer_for(name, create=True, project=project)
         image_layer = next((la for la in self.viewer.layers if is_image(la) and linked(la, project.url, name)), None)
+        if project.task == "classification":  # a class per image: no labels layer; keys 1-9 give its class
+            self.image_classes.bind_keys(image_layer, project)
+            for layer in self.viewer.layers:
+                if is_image(layer) and linked(layer, project.url):
+                    layer.visible = layer is image_layer
+            self.viewer.layers.selection.active = image_layer
+            self.viewer.reset_view()
+            self.image_classes.show_current(project)
+            return image_layer
+        labels = self.labels_layer_for(name, create=True, project=project)
         if image_layer is not None and self.layer_combo.findText(image_layer.name) >= 0:
             self.layer_combo.setCurrentText(image_layer.name)
         for layer in self.viewer.layers:
@@ -182,3 +195,46 @@ class ImageActions:
         self.viewer.layers.selection.active = labels
         self.viewer.reset_view()
         return labels
+
+    def _fill_table(self, project) -> None:
+        names = project.class_names
+        classify = project.task == "classification"
+        headers = ["image", "split", "class"] if classify else ["image", "split", *names, "instances"]
+        self.table.setColumnCount(len(headers))
+        self.table.setHorizontalHeaderLabels(headers)
+        records = project.images()
+        self.table.clearContents()  # deletes the split combos of the previous fill
+        self.table.setRowCount(0)
+        self.table.setRowCount(len(records))
+        for r, rec in enumerate(records):
+            self.table.setItem(r, 0, QTableWidgetItem(rec.name))
+            combo = QComboBox()
+            combo.addItems(SPLITS)
+            combo.setCurrentText(rec.split)
+            combo.currentTextChanged.connect(lambda split, name=rec.name: self.set_split(name, split))
+            self.table.setCellWidget(r, 1, combo)
+            if classify:
+                self.table.setItem(r, 2, QTableWidgetItem(rec.image_class or ""))
+                continue
+            for j, n in enumerate(project.annotation_stats(rec.name)):
+                item = QTableWidgetItem(f"{int(n):,}")
+                item.setTextAlignment(int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter))
+                self.table.setItem(r, 2 + j, item)
+            self.table.setItem(r, 2 + len(names), QTableWidgetItem("yes" if rec.has_instances else ""))
+        self.table.resizeColumnsToContents()
+
+    def table_rows(self) -> list[dict]:
+        """The list as shown: one dict per image (for scripts and tests)."""
+        rows = []
+        headers = [self.table.horizontalHeaderItem(c).text() for c in range(self.table.columnCount())]
+        for r in range(self.table.rowCount()):
+            row = {}
+            for c, h in enumerate(headers):
+                if c == 1:
+                    row[h] = self.table.cellWidget(r, 1).currentText()
+                else:
+                    item = self.table.item(r, c)
+                    text = item.text() if item else ""
+                    row[h] = int(text.replace(",", "")) if 2 <= c < len(headers) - 1 and h != "class" else text
+            rows.append(row)
+        return rows

@@ -167,11 +167,12 @@ def versions_frame(project):
     """The project's model versions with their validation metrics, as a DataFrame."""
     import pandas as pd
 
-    columns = ["version", "val IoU", "status", "encoder", "best epoch", "epochs", "minutes", "tuned", "device", "created"]
+    score = "val F1" if project.task == "classification" else "val IoU"
+    columns = ["version", score, "status", "encoder", "best epoch", "epochs", "minutes", "tuned", "device", "created"]
     rows = [
         {
             "version": e.version,
-            "val IoU": e.best.get("val_iou"),
+            score: e.best.get("val_f1" if project.task == "classification" else "val_iou"),
             "status": e.status,
             "encoder": e.encoder,
             "best epoch": e.best.get("epoch"),
@@ -187,9 +188,12 @@ def versions_frame(project):
 
 
 def draw_history(axes, history: list[dict]) -> None:
-    """Loss (log scale), pixel accuracy and IoU of training and validation per epoch, into three axes."""
+    """Loss (log scale), pixel accuracy and IoU of training and validation per epoch, into three axes
+    (a classifier's: loss, accuracy and macro-F1)."""
     epochs = [h["epoch"] for h in history]
-    for ax, key, title in zip(axes, ("loss", "acc", "iou"), ("loss (log scale)", "pixel accuracy", "IoU")):
+    classifier = any("val_f1" in h for h in history)
+    titles = ("loss (log scale)", "accuracy", "macro-F1") if classifier else ("loss (log scale)", "pixel accuracy", "IoU")
+    for ax, key, title in zip(axes, ("loss", "acc", "f1" if classifier else "iou"), titles):
         for split, style in (("train", "-o"), ("val", "-s")):
             values = [h.get(f"{split}_{key}") for h in history]
             if values:

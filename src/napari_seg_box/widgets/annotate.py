@@ -10,7 +10,7 @@ and the panel keeps napari's label picker and the project's classes in step.
 from __future__ import annotations
 
 import numpy as np
-from qtpy.QtCore import Qt, QTimer
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -24,17 +24,16 @@ from qtpy.QtWidgets import (
     QPushButton,
     QSpinBox,
     QTableWidget,
-    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
 from ..layers import IMAGE_KEY, class_colormap, is_image, is_labels, linked
-from ._annotate_actions import ImageActions
+from ._annotate_actions import SPLITS, ImageActions
 from ._common import Dock, PathField, ProjectBox, later, scrolled
+from ._image_classes import ImageClassBox
 from ._messages import ask, guarded, report_error, report_info, status_label
 
-SPLITS = ("train", "validation", "test")
 AUTOSAVE_MS = 2000
 
 
@@ -56,6 +55,15 @@ class AnnotateWidget(ImageActions, Dock, QWidget):
         form = QVBoxLayout(box)
         self.project_box = ProjectBox(self.viewer)
         form.addWidget(self.project_box)
+        row = QHBoxLayout()
+        self.task_combo = QComboBox()
+        self.task_combo.addItem("segmentation: classes per pixel", "segmentation")
+        self.task_combo.addItem("classification: a class per image", "classification")
+        self.task_combo.setToolTip("What the new project teaches: to paint classes into images, or to sort whole images into classes")
+        self.task_combo.currentIndexChanged.connect(self._task_chosen)
+        row.addWidget(QLabel("Task:"))
+        row.addWidget(self.task_combo, 1)
+        form.addLayout(row)
         row = QHBoxLayout()
         self.classes_edit = QLineEdit("background, foreground")
         self.classes_edit.setToolTip("Class names in label order: the first is label 1 (usually background); 0 = unlabelled")
@@ -102,7 +110,9 @@ class AnnotateWidget(ImageActions, Dock, QWidget):
         form.addRow(self.import_btn)
         lay.addWidget(box)
 
-        box = QGroupBox("Paint")
+        self.image_classes = ImageClassBox(self)
+        lay.addWidget(self.image_classes)
+        box = self.paint_box = QGroupBox("Paint")
         form = QFormLayout(box)
         self.class_combo = QComboBox()
         self.class_combo.setToolTip("The class the brush paints; 0 = unlabelled (eraser)")
@@ -166,16 +176,25 @@ class AnnotateWidget(ImageActions, Dock, QWidget):
 
     # ------------------------------------------------------------------ project
     @guarded()
-    def create_project(self, path: str, classes=None):
-        """``Project.create(path, classes=...)``: the new current project of every panel."""
+    def create_project(self, path: str, classes=None, *, task: str | None = None):
+        """``Project.create(path, classes=..., task=...)``: the new current project of every panel."""
         from ..core.store import Project
 
-        names = classes or self._class_names()
-        project = Project.create(path, classes=names)
+        task = task or self.task_combo.currentData()
+        names = classes if classes is not None else self._class_names()
+        project = Project.create(path, classes=names, task=task)
         self.project_box.set_url(project.url)
         self.refresh()
-        report_info(f"Created project {project.url} with classes {', '.join(names)}: add an image layer to it next.", self.status)
+        nxt = "add an image layer to it next" if task == "segmentation" else "import class folders, or add images and press their class"
+        report_info(f"Created {task} project {project.url} with classes {', '.join(names) or 'none yet'}: {nxt}.", self.status)
         return project
+
+    def _task_chosen(self, index=None) -> None:
+        if self.task_combo.currentData() == "classification" and self._class_names() == ["background", "foreground"]:
+            self.classes_edit.setText("")
+            self.classes_edit.setPlaceholderText("class names, or none: importing class folders adds them")
+        elif self.task_combo.currentData() == "segmentation" and not self._class_names():
+            self.classes_edit.setText("background, foreground")
 
     @guarded()
     def open_project(self, path: str):
@@ -218,6 +237,12 @@ class AnnotateWidget(ImageActions, Dock, QWidget):
             report_error(err, self.status)
             return
         self.classes_edit.setText(", ".join(project.class_names))
+        classify = project.task == "classification"
+        self.task_combo.setCurrentIndex(self.task_combo.findData(project.task))
+        self.image_classes.setVisible(classify)
+        self.paint_box.setVisible(not classify)
+        if classify:
+            self.image_classes.refresh(project)
         current = self.class_combo.currentData()
         self.class_combo.blockSignals(True)
         self.class_combo.clear()
@@ -234,45 +259,6 @@ class AnnotateWidget(ImageActions, Dock, QWidget):
                 layer.colormap = cmap
         self._fill_table(project)
         self._show_unpainted()
-
-    def _fill_table(self, project) -> None:
-        names = project.class_names
-        headers = ["image", "split", *names, "instances"]
-        self.table.setColumnCount(len(headers))
-        self.table.setHorizontalHeaderLabels(headers)
-        records = project.images()
-        self.table.clearContents()  # deletes the split combos of the previous fill
-        self.table.setRowCount(0)
-        self.table.setRowCount(len(records))
-        for r, rec in enumerate(records):
-            self.table.setItem(r, 0, QTableWidgetItem(rec.name))
-            combo = QComboBox()
-            combo.addItems(SPLITS)
-            combo.setCurrentText(rec.split)
-            combo.currentTextChanged.connect(lambda split, name=rec.name: self.set_split(name, split))
-            self.table.setCellWidget(r, 1, combo)
-            for j, n in enumerate(project.annotation_stats(rec.name)):
-                item = QTableWidgetItem(f"{int(n):,}")
-                item.setTextAlignment(int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter))
-                self.table.setItem(r, 2 + j, item)
-            self.table.setItem(r, 2 + len(names), QTableWidgetItem("yes" if rec.has_instances else ""))
-        self.table.resizeColumnsToContents()
-
-    def table_rows(self) -> list[dict]:
-        """The list as shown: one dict per image (for scripts and tests)."""
-        rows = []
-        headers = [self.table.horizontalHeaderItem(c).text() for c in range(self.table.columnCount())]
-        for r in range(self.table.rowCount()):
-            row = {}
-            for c, h in enumerate(headers):
-                if c == 1:
-                    row[h] = self.table.cellWidget(r, 1).currentText()
-                else:
-                    item = self.table.item(r, c)
-                    text = item.text() if item else ""
-                    row[h] = int(text.replace(",", "")) if 2 <= c < len(headers) - 1 else text
-            rows.append(row)
-        return rows
 
     def selected_image(self) -> str | None:
         rows = self.table.selectionModel().selectedRows() if self.table.selectionModel() else []

@@ -55,6 +55,7 @@ class PredictWidget(Dock, QWidget):
         self._pp_timer.setSingleShot(True)
         self._pp_timer.setInterval(150)
         self._pp_timer.timeout.connect(lambda: self.apply_postprocess())
+        self.class_runner = Runner(on_return=self._on_classified, on_error=self._on_error, on_finish=self._on_finish, owner=self)
         self.pp_runner = Runner(on_return=self._show_objects, on_error=self._on_error, on_finish=self._pp_finished, owner=self)
         self._pp_pending = False
         self._pp_source = None
@@ -122,6 +123,9 @@ class PredictWidget(Dock, QWidget):
         ef.addWidget(self.legend)
         self.metrics_table = FrameTable()
         ef.addWidget(self.metrics_table)
+        self.confusion_table = FrameTable()  # a classifier's confusion matrix (rows: true class)
+        self.confusion_table.setVisible(False)
+        ef.addWidget(self.confusion_table)
         lay.addWidget(box, 1)
         self.status = status_label()
         lay.addWidget(self.status)
@@ -161,6 +165,7 @@ class PredictWidget(Dock, QWidget):
             except Exception as err:  # noqa: BLE001
                 report_error(err, self.status)
         self.pp.show_model(self._info)
+        self.pp.setVisible(self._info is None or self._info.task == "segmentation")
         if self._info is not None and self._info.tuning is not None:
             self.use_tuned_settings()
 
@@ -220,6 +225,11 @@ class PredictWidget(Dock, QWidget):
         if self.layer_combo.findText(layer.name) >= 0:
             self.layer_combo.setCurrentText(layer.name)
         image = np.array(layer.data)  # a copy the worker owns
+        if self._info is not None and self._info.task == "classification":
+            from ._classify_results import classify_layer
+
+            self._busy(True)
+            return self.class_runner.start(classify_layer, image, project, version, name=layer.name)
         self.result_for = layer.name
         self.result_scale = tuple(layer.scale[-2:])
         self._busy(True)
@@ -227,8 +237,15 @@ class PredictWidget(Dock, QWidget):
         return self.predict_runner.start(iter_predict, image, project, version=version, config=self.predict_config())
 
     def cancel(self) -> None:
-        for runner in (self.predict_runner, self.eval_runner, self.pp_runner):
+        for runner in (self.predict_runner, self.eval_runner, self.pp_runner, self.class_runner):
             runner.stop()
+
+    def _on_classified(self, table) -> None:
+        from ._classify_results import class_line
+
+        self.classification = table
+        self.summary_label.setText(class_line(table))
+        report_info(class_line(table), self.status)
 
     def _busy(self, busy: bool) -> None:
         self.predict_btn.setEnabled(not busy)
@@ -366,6 +383,10 @@ class PredictWidget(Dock, QWidget):
         self._busy(True)
         self.export_btn.setEnabled(False)
         report_info(f"Evaluating model version {version} on the {split} images…", self.status)
+        if self._info is not None and self._info.task == "classification":
+            from ._classify_results import evaluate_classification
+
+            return self.eval_runner.start(evaluate_classification, project, version, split=split)
         return self.eval_runner.start(
             iter_evaluate_project,
             project,
@@ -378,6 +399,17 @@ class PredictWidget(Dock, QWidget):
 
     def _on_evaluated(self, ev) -> None:
         self.evaluation = ev
+        if not hasattr(ev, "error_maps"):  # a classifier's: per-class table, confusion matrix, mistakes layer
+            from ._classify_results import confusion_table, per_class_table, show_mistakes
+
+            self.summary_label.setText(ev.text().split("\n")[0] + "\n" + (ev.text().split("\n")[1] if ev.timing else ""))
+            self.metrics_table.set_frame(per_class_table(ev))
+            self.confusion_table.set_frame(confusion_table(ev))
+            self.confusion_table.setVisible(True)
+            self.export_btn.setEnabled(True)
+            show_mistakes(self.viewer, ev)
+            report_info(f"Evaluation of {ev.version} saved in the project (results/evaluations/); 'mistakes' shows the worst.", self.status)
+            return
         self.summary_label.setText(evaluation_summary(ev))
         self.metrics_table.set_frame(evaluation_table(ev))
         self.export_btn.setEnabled(True)
@@ -397,7 +429,7 @@ class PredictWidget(Dock, QWidget):
 
         if self.evaluation is None:
             raise DataError("Nothing to export yet: press Evaluate first.")
-        paths = self.evaluation.to_csv(folder)
+        paths = self.evaluation.to_csv(folder) if hasattr(self.evaluation, "to_csv") else self.evaluation.save(folder)
         report_info(f"Wrote {len(paths)} CSV files to {folder}.", self.status, notify=True)
         return paths
 

@@ -35,6 +35,7 @@ class TrainWidget(Dock, QWidget):
         self.viewer = napari_viewer
         self.session = Session.of(napari_viewer)
         self.run = None  # the TrainingRun shown
+        self._task = "segmentation"  # the current project's: which models the panel offers
         d = TrainConfig()
 
         lay = scrolled(self)
@@ -133,11 +134,34 @@ class TrainWidget(Dock, QWidget):
 
     # ------------------------------------------------------------------ settings
     def config(self):
-        """The :class:`TrainConfig` the panel's fields describe (raises ConfigError when invalid)."""
+        """The :class:`TrainConfig` the panel's fields describe (raises ConfigError when invalid); a
+        :class:`~..core.classify.ClassifyConfig` for a classification project."""
+        if self._task == "classification":
+            from ..core.classify import ClassifyConfig
+
+            return ClassifyConfig(epochs=int(self.epochs.value()), network=self.model_combo.currentData())
         from ..core.train import TrainConfig
 
         values = {"epochs": int(self.epochs.value()), "encoder": self.model_combo.currentData(), **self.settings_form.values()}
         return TrainConfig(**values)
+
+    def _show_task(self, task: str) -> None:
+        """The models of the project's task (U-Net encoders, or classifier networks), and the advanced
+        U-Net settings only for segmentation."""
+        if task == self._task:
+            return
+        self._task = task
+        if task == "classification":
+            from ..core.classify.config import NETWORKS as models
+        else:
+            from ..core.models import ENCODERS as models
+        self.model_combo.blockSignals(True)
+        self.model_combo.clear()
+        for key, words in models.items():
+            self.model_combo.addItem(words, key)
+        self.model_combo.setCurrentIndex(0 if task == "classification" else self.model_combo.findData("resnet34"))
+        self.model_combo.blockSignals(False)
+        self.advanced.setVisible(task != "classification")
 
     def set_config(self, **values) -> None:
         """Fill the fields from TrainConfig-style values (e.g. for the console or tests)."""
@@ -152,6 +176,7 @@ class TrainWidget(Dock, QWidget):
             return
         try:
             project = self.project_box.project()
+            self._show_task(project.task)
             frame = versions_frame(project)
             from ..core.train import unfinished_runs
 
@@ -207,8 +232,9 @@ class TrainWidget(Dock, QWidget):
 
             if not unfinished_runs(project):
                 raise StoreError("There is no stopped training to resume in this project: press Start training.")
-        length = f"about {cfg.minutes:g} minute(s)" if cfg.minutes else f"{cfg.epochs} epoch(s)"
-        report_info(("Resuming the last training" if resume else f"Training {cfg.encoder} for {length}") + "…", self.status)
+        length = f"about {cfg.minutes:g} minute(s)" if getattr(cfg, "minutes", None) else f"{cfg.epochs} epoch(s)"
+        model = getattr(cfg, "encoder", None) or cfg.network
+        report_info(("Resuming the last training" if resume else f"Training {model} for {length}") + "…", self.status)
         return self.session.start_training(project, cfg, resume=resume)
 
     def resume(self):
@@ -267,9 +293,10 @@ class TrainWidget(Dock, QWidget):
         if isinstance(event, EpochEnd):
             self._draw_history()
             m = event.metrics
+            key, word = ("f1", "macro-F1") if "val_f1" in m else ("iou", "IoU")
             report_info(
                 f"Epoch {event.epoch}/{event.epochs}: loss {m['train_loss']:.3f} / {m['val_loss']:.3f}, "
-                f"IoU {m['train_iou']:.3f} / {m['val_iou']:.3f} (training / validation){'  ★ best' if event.is_best else ''}",
+                f"{word} {m[f'train_{key}']:.3f} / {m[f'val_{key}']:.3f} (training / validation){'  ★ best' if event.is_best else ''}",
                 self.status,
             )
         elif isinstance(event, Message):
@@ -328,7 +355,8 @@ class TrainWidget(Dock, QWidget):
             self.phase_label.setText(f"Training {word} after {len(run.history)} epoch(s).")
             self.eta_label.setText(f"{took} in all; model version {run.version} keeps the best epoch ({best.get('epoch')}).")
             report_info(
-                f"Training {word}: model version {run.version} (best epoch {best.get('epoch')}, validation IoU {best.get('val_iou', float('nan')):.3f}).",
+                f"Training {word}: model version {run.version} (best epoch {best.get('epoch')}, validation "
+                + (f"macro-F1 {best['val_f1']:.3f})." if "val_f1" in best else f"IoU {best.get('val_iou', float('nan')):.3f})."),
                 self.status,
                 notify=True,
             )
