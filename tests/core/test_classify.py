@@ -118,6 +118,15 @@ def test_evaluation_writes_tables_plots_and_compares_versions(cells_project, tmp
     assert (ev.mistakes["true"] != ev.mistakes["class"]).all()
     table = compare_classifiers(project, [version])
     assert list(table["version"]) == [version] and table["macro_f1"].iloc[0] == pytest.approx(ev.metrics["macro_f1"])
+    # test-time augmentation: the mean of the 8 flips and rotations, which a rotated image shares
+    from napari_seg_box.core.classify import Classifier
+
+    clf = Classifier.from_project(project, version)
+    cell = project.get_image("G2_0005")
+    p8, p8_turned = clf.predict_proba([cell, np.rot90(cell)], tta=True)
+    np.testing.assert_allclose(p8, p8_turned, atol=1e-4)
+    assert not np.allclose(*clf.predict_proba([cell, np.rot90(cell)]), atol=1e-5)
+    assert evaluate_classifier(project, version, tta=True, timing=False).confusion.sum() == 44
 
 
 def test_metrics_follow_the_usual_definitions():
@@ -139,10 +148,15 @@ def test_batch_classification_of_files_and_of_unlabelled_images(cells_project, t
     bad.write_bytes(b"not a tiff")
     shutil.copy(next(folder.glob("*.tif")), tmp_path / "good.tif")
     table = classify_images(project, [str(tmp_path / "*.tif")], version=version, out=str(tmp_path / "out.parquet"))
-    assert list(table["name"]) == ["good", "broken"] and table["error"].notna().tolist() == [False, True]
+    assert list(table["name"]) == ["broken", "good"] and table["error"].notna().tolist() == [True, False]
     import pandas as pd
 
     assert len(pd.read_parquet(tmp_path / "out.parquet")) == 2
+    # the project's own images, in chunks on two threads: the same classes as one after the other
+    alone = classify_images(project, version=version)
+    threaded = classify_images(project, version=version, scheduler="threads", workers=2)
+    assert len(alone) == 300 and list(threaded["name"]) == list(alone["name"]) == project.image_names()
+    assert (threaded["class"] == alone["class"]).all()
     with pytest.raises(DataError, match="nothing is unlabelled"):
         classify_images(project, version=version, unlabelled=True)
 
@@ -239,3 +253,98 @@ def test_phenotyping_the_objects_of_a_segmentation(tmp_path):
     row = q.images.iloc[0]
     assert row["n_small"] + row["n_large"] == len(objects)
     assert row["coverage_small_percent"] + row["coverage_large_percent"] == pytest.approx(row["coverage_percent"])
+
+    # the same through segment-and-quantify (a U-Net's objects), as the Quantify panel runs it
+    from napari_seg_box.workflows.segment import segment_and_quantify
+
+    from ._models import save_tiny_model
+
+    seg = Project.create(tmp_path / "seg.zarr", classes=["background", "nucleus"])
+    seg.add_image(name, image)
+    q, _ = segment_and_quantify(seg, save_tiny_model(seg), phenotype=PhenotypeModel(str(project.url), crop=crop))
+    per_image = q.images[q.images["class_name"] == "nucleus"]
+    assert len(q.objects) > 0
+    assert q.objects["phenotype"].notna().all() and (per_image["n_small"] + per_image["n_large"] == per_image["n_objects"]).all()
+
+
+def test_stop_keeps_the_best_epoch_and_resume_finishes(tmp_path):
+    import threading
+
+    project = Project.create(tmp_path / "p.zarr", task="classification")
+    import_class_folders(project, class_folders(tmp_path, 20, ("G1", "G2")))
+    cancel = threading.Event()
+    gen = iter_train_classifier(project, ClassifyConfig(epochs=3, **QUICK), cancel=cancel)
+    for event in gen:
+        if isinstance(event, EpochEnd):
+            cancel.set()  # stop during epoch 2
+    stopped = project.model_versions()[-1]
+    assert stopped.status == "stopped" and stopped.epochs_run == 1
+    version = train_classifier(project, resume=True)
+    info = project.model_version(version)
+    assert info.training.status == "completed" and [h["epoch"] for h in info.training.history] == [1, 2, 3]
+    assert project.list_dir("training") == []
+
+
+def test_command_line_classification_loop(tmp_path, capsys):
+    """init --task classification, import --class-folders, split --stratified, info, train, evaluate
+    (tables, plots, baseline), classify, and quantify --phenotype refusing a segmentation store."""
+    import json
+
+    from napari_seg_box.cli import main
+
+    store = str(tmp_path / "cells.zarr")
+    root = class_folders(tmp_path, 25, ("G1", "G2"))
+    assert main(["init", store, "--task", "classification"]) == 0
+    assert main(["import", store, "--class-folders", str(root)]) == 0
+    assert "Imported 50 image(s): G1 25, G2 25." in capsys.readouterr().out
+    assert main(["split", store, "--stratified", "60/20/20"]) == 0
+    assert main(["info", store]) == 0
+    out = capsys.readouterr().out
+    assert "Task: classification" in out and "G1                        15       5       5" in out
+    assert main(["train", store, "--epochs", "2", "--network", "resnet18", "--input-size", "48", "--json"]) == 0
+    trained = json.loads(capsys.readouterr().out)
+    assert trained["status"] == "completed" and "val_f1" in trained["best_metrics"]
+    assert main(["train", store, "--encoder", "resnet34"]) == 1
+    assert "--encoder is a setting of a U-Net" in capsys.readouterr().err
+    assert main(["evaluate", store, "--csv", str(tmp_path / "ev"), "--baseline", "--compare"]) == 0
+    out = capsys.readouterr().out
+    assert "on 10 test image(s): accuracy" in out and "Classical baseline (random forest" in out and "resnet18" in out
+    assert (tmp_path / "ev" / "confusion.png").stat().st_size > 1000
+    assert main(["classify", store, str(root / "G2"), "--out", str(tmp_path / "g2.csv")]) == 0
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "g2.csv")
+    assert len(table) == 25 and set(table.columns) >= {"name", "model_version", "class", "confidence", "p_G1", "p_G2"}
+    seg = str(tmp_path / "seg.zarr")
+    assert main(["init", seg]) == 0
+    capsys.readouterr()
+    assert main(["quantify", str(root / "G2"), "--out", str(tmp_path / "q"), "--phenotype", seg]) == 1
+    assert "has no model version yet" in capsys.readouterr().err
+
+
+def test_object_crops_exported_from_a_segmentation_project_import_as_classes(nuclei_project, tmp_path, capsys):
+    from napari_seg_box.cli import main
+    from napari_seg_box.core.classify import Classifier
+
+    from ._models import save_tiny_model
+
+    expected = sum(len(np.unique(inst)) - 1 for _, _, inst in nuclei_quadrants())
+    assert main(["export", str(nuclei_project.url), "--out", str(tmp_path / "crops"), "--crops", "--crop-mask"]) == 0
+    assert f"Wrote {expected} object crop(s)" in capsys.readouterr().out
+    crop = tifffile.imread(next((tmp_path / "crops" / "nucleus").glob("*.tif")))
+    assert crop.ndim == 3 and crop.shape[-1] == 2 and crop[..., 1].max() > 0  # the image and the object's mask
+    cells = Project.create(tmp_path / "crops.zarr", task="classification")
+    assert import_class_folders(cells, tmp_path / "crops").added == {"nucleus": expected}
+    with pytest.raises(StoreError, match="is a segmentation model, not a classification model"):
+        Classifier.from_project(nuclei_project, save_tiny_model(nuclei_project))
+
+
+def test_the_best_epoch_is_the_higher_f1_then_the_lower_loss():
+    from napari_seg_box.core.classify.train import _is_better
+
+    best = {"val_f1": 0.8, "val_loss": 0.5}
+    assert _is_better({"val_f1": 0.81, "val_loss": 0.9}, best)
+    assert _is_better({"val_f1": 0.8, "val_loss": 0.4}, best)  # a tie on F1: the lower loss wins
+    assert not _is_better({"val_f1": 0.8, "val_loss": 0.6}, best)
+    assert not _is_better({"val_f1": 0.79, "val_loss": 0.1}, best)
+    assert _is_better({"val_f1": 0.0, "val_loss": 9.0}, {})

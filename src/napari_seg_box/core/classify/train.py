@@ -128,7 +128,7 @@ def iter_train_classifier(
         metrics = {"epoch": epoch + 1, **figures, **val, "seconds": time.perf_counter() - t_epoch}
         metrics["images_per_s"] = len(data.train) / max(train_time, 1e-9)
         run.history.append(metrics)
-        is_best = not run.best or (metrics["val_f1"], -metrics["val_loss"]) > (run.best["val_f1"] + 1e-9, -run.best["val_loss"])
+        is_best = _is_better(metrics, run.best)
         if is_best:
             run.best = {k: metrics[k] for k in ("epoch", "val_f1", "val_acc", "val_balanced_acc", "val_loss")}
             run.best_state = cpu_state(model)
@@ -169,6 +169,15 @@ def _resumed(project, config: ClassifyConfig | None, resume: bool | str) -> tupl
     if config is not None and config.epochs > saved.epochs:
         saved = saved.replace(epochs=config.epochs)
     return saved, state
+
+
+def _is_better(metrics: dict, best: dict) -> bool:
+    """A higher validation macro-F1, or the same with a lower validation loss."""
+    if not best:
+        return True
+    if metrics["val_f1"] > best["val_f1"] + 1e-9:
+        return True
+    return abs(metrics["val_f1"] - best["val_f1"]) <= 1e-9 and metrics["val_loss"] < best["val_loss"]
 
 
 def _choose(cfg: ClassifyConfig, rt: _Runtime, data: ClassData) -> dict:
