@@ -21,6 +21,11 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="output table: .csv or .parquet")
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: %(default)s)")
+    p.add_argument(
+        "--scheduler", default="sync",
+        help="sync, threads, processes, or a dask scheduler address such as tcp://head-node:8786 (default: %(default)s)",
+    )  # fmt: skip
+    p.add_argument("--workers", type=int, default=1, help="parallel chunks of 256 images for local schedulers (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print a JSON summary (no progress bars)")
     p.set_defaults(func=cmd_classify)
 
@@ -32,7 +37,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     table = drive(
         iter_classify(
             project, args.inputs or None, version=args.version, unlabelled=args.unlabelled, out=args.out,
-            batch_size=args.batch_size, device=args.device,
+            batch_size=args.batch_size, device=args.device, scheduler=args.scheduler, workers=args.workers,
         ),
         quiet=args.json, desc="classify",
     )  # fmt: skip
@@ -51,10 +56,11 @@ def evaluate_classification(args: argparse.Namespace, project) -> int:
     """``evaluate`` of a classification project: scores, plots, timing; ``--compare`` and ``--baseline`` tables."""
     from ..core.classify import compare_classifiers, evaluate_classifier
 
-    ev = evaluate_classifier(project, args.version, split=args.split, device=args.device or "auto")
-    project.write_json(f"results/evaluations/{ev.version}-{args.split}.json", ev.summary())
+    tta = args.tta not in (None, "none")  # any test-time augmentation: the 8 flips and rotations of each image
+    ev = evaluate_classifier(project, args.version, split=args.split, device=args.device or "auto", tta=tta)
+    project.write_json(f"results/evaluations/{ev.version}-{args.split}.json", {**ev.summary(), "tta": tta})
     written = ev.save(args.csv) if args.csv else []
-    table = compare_classifiers(project, split=args.split, device=args.device or "auto") if args.compare else None
+    table = compare_classifiers(project, split=args.split, device=args.device or "auto", tta=tta) if args.compare else None
     base = None
     if args.baseline:
         from ..core.classify.baseline import evaluate_baseline_classifier

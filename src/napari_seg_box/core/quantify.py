@@ -88,8 +88,8 @@ class Quantification:
         return paths
 
 
-def _objects_of(labels: np.ndarray, instances: np.ndarray | None, kind: str, background: Sequence[int]) -> list[tuple[int, np.ndarray]]:
-    """[(class value, instance label image of that class)]."""
+def object_parts(labels: np.ndarray, instances: np.ndarray | None, kind: str, background: Sequence[int]) -> list[tuple[int, np.ndarray]]:
+    """[(class value, instance label image of that class)]: the objects :func:`quantify_labels` measures."""
     from skimage import measure
 
     if kind == "instances":
@@ -180,7 +180,7 @@ def quantify_labels(
         "orientation",
         "centroid",
     ]
-    for c, inst in _objects_of(labels, None if instances is None else np.asarray(instances), kind, background):
+    for c, inst in object_parts(labels, None if instances is None else np.asarray(instances), kind, background):
         n = int(len(np.unique(inst)) - (1 if (inst == 0).any() else 0))
         row = {"image": name, "class": c, "class_name": cname(c), "n_objects": n}
         if n:
@@ -337,7 +337,7 @@ def _quantify_task(task: QuantifyTask, options: dict) -> tuple[Any, Any]:
         if options.get("phenotype") is not None:  # a classifier names each object's phenotype
             from .classify.phenotype import add_phenotypes
 
-            parts = _objects_of(labels.astype(np.int64), instances, kind, options.get("background", (0, 1)))
+            parts = object_parts(labels.astype(np.int64), instances, kind, options.get("background", (0, 1)))
             return add_phenotypes(q.objects, q.images, image, parts, options["phenotype"])
         return q.objects, q.images
     except Exception as err:  # the batch goes on; the row says what went wrong

@@ -63,7 +63,7 @@ class VersionsMixin:
         return saved
 
     def resolve_version(self, version: str | None = None) -> str:
-        """The id of ``version``: an id, ``latest`` (or None) or ``best`` (highest validation IoU)."""
+        """The id of ``version``: an id, ``latest`` (or None) or ``best`` (highest validation IoU; macro-F1 for classifiers)."""
         if version not in (None, "latest", "best") and self._ready(version):
             return version
         self.refresh()  # another program may have saved versions since this handle read the manifest
@@ -80,8 +80,9 @@ class VersionsMixin:
         if version in (None, "latest"):
             return entries[-1].version
         if version == "best":
-            scored = [e for e in entries if isinstance(e.best.get("val_iou"), (int, float))]
-            return max(scored, key=lambda e: e.best["val_iou"]).version if scored else entries[-1].version
+            key = "val_f1" if self.task == "classification" else "val_iou"
+            scored = [e for e in entries if isinstance(e.best.get(key), (int, float))]
+            return max(scored, key=lambda e: e.best[key]).version if scored else entries[-1].version
         if not self._ready(version):
             raise StoreError(f"No model version {version!r} in the project (versions: {', '.join(e.version for e in entries)}).")
         return version

@@ -25,7 +25,7 @@ from qtpy.QtWidgets import (
 
 from ..core.plots import column_label
 from ..core.quantify import measuring_scale
-from ._common import Dock, ProjectBox, fill_versions, scrolled
+from ._common import Dock, PathField, ProjectBox, fill_versions, scrolled
 from ._messages import guarded, report_error, report_info, status_label
 from ._plots import PlotCanvas
 from ._tables import FrameTable, save_csv_dialog
@@ -95,6 +95,11 @@ class QuantifyWidget(Dock, QWidget):
         form.addRow("Images:", row)
         self.version_combo = QComboBox()
         form.addRow("Model:", self.version_combo)
+        self.phenotype = PathField("optional: a classification project naming each object's phenotype")
+        self.phenotype.setToolTip(
+            "Its latest model classifies a crop around every object (bounding box + 25 %): counts and coverage per phenotype"
+        )
+        form.addRow("Phenotypes:", self.phenotype)
         row = QHBoxLayout()
         self.pixel_size = QDoubleSpinBox()
         self.pixel_size.setDecimals(4)
@@ -201,6 +206,11 @@ class QuantifyWidget(Dock, QWidget):
             from ..workflows.segment import iter_segment_and_quantify
 
             func, args = iter_segment_and_quantify, (project, version)
+            if self.phenotype.text():
+                from ..core.classify.phenotype import PhenotypeModel
+
+                kwargs["phenotype"] = PhenotypeModel(self.phenotype.text())
+                kwargs["phenotype"].load()  # a wrong project or model fails here, in plain words
         self._source_used = source
         self.run_btn.setEnabled(False)
         self.cancel_btn.setEnabled(True)

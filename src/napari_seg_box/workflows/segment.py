@@ -14,7 +14,7 @@ from ..core.infer import Predictor, iter_predict
 from ..core.io import _stem, image_inputs, read_image
 from ..core.manifest import plane_name
 from ..core.postprocess import PostprocessConfig
-from ..core.quantify import Quantification, measuring_scale, quantify_labels
+from ..core.quantify import Quantification, measuring_scale, object_parts, quantify_labels
 
 
 def iter_segment_and_quantify(
@@ -29,6 +29,7 @@ def iter_segment_and_quantify(
     pixel_size=None,
     unit: str | None = None,
     keep_labels: bool = True,
+    phenotype=None,
     cancel=None,
 ) -> Iterator[Any]:
     """Segment images with a model version and measure their objects (a generator, no Qt).
@@ -42,6 +43,9 @@ def iter_segment_and_quantify(
     pixel_size, unit : physical pixel size; given, they win over the store's (per image, then the
         project's: :func:`~..core.quantify.measuring_scale`); none at all measures in pixels.
     keep_labels : also return the instance label image of each image (for display).
+    phenotype : a :class:`~..core.classify.phenotype.PhenotypeModel`: every object is classified
+        (columns ``phenotype``, its confidence and probabilities), every image row counts objects and
+        coverage per phenotype.
 
     Yields :class:`Progress` (tiles) and :class:`ItemDone` per image (``error`` when it failed; the
     batch goes on). Returns ``(Quantification, {name: instance labels})``: (Y, X), or (Z, Y, X) for a
@@ -81,6 +85,11 @@ def iter_segment_and_quantify(
                     class_names=predictor.class_names,
                     name=plane_name(name, z),
                 )
+                if phenotype is not None:
+                    from ..core.classify.phenotype import add_phenotypes
+
+                    parts = object_parts(res.semantic, res.instances, "semantic", (0, 1))
+                    q.objects, q.images = add_phenotypes(q.objects, q.images, pixels, parts, phenotype)
                 if path:
                     q.images["path"] = path
                 objects.append(q.objects)

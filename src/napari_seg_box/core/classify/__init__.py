@@ -30,6 +30,8 @@ _LAZY = {
     "phenotype_objects": "phenotype",
     "object_crops": "phenotype",
     "CropSettings": "phenotype",
+    "PhenotypeModel": "phenotype",
+    "export_object_crops": "phenotype",
 }
 
 __all__ = list(_LAZY)

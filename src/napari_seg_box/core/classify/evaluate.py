@@ -86,9 +86,11 @@ class ClassifierEvaluation:
 
 
 def evaluate_classifier(
-    project, version: str | None = None, *, split: str = "test", device: str = "auto", timing: bool = True, mistakes: int = 16
-) -> ClassifierEvaluation:
-    """Classify the project's ``split`` images that have a class and score the predictions."""
+    project, version: str | None = None, *, split: str = "test", device: str = "auto", timing: bool = True, mistakes: int = 16,
+    tta: bool = False,
+) -> ClassifierEvaluation:  # fmt: skip
+    """Classify the project's ``split`` images that have a class and score the predictions (``tta``:
+    averaged over the 8 flips and rotations of each image)."""
     import pandas as pd
 
     clf = Classifier.from_project(project, version, device=device)
@@ -103,7 +105,7 @@ def evaluate_classifier(
         raise DataError(f"Model {clf.info.version} does not know the class(es) {', '.join(unknown)}: train a new model on them.")
     names = [r.name for r in recs]
     x = np.stack([clf.prepare(project.get_image(n), name=n) for n in names])
-    p = clf.predict_proba(x)
+    p = clf.predict_proba(x, tta=tta)
     k = len(clf.class_names)
     truth = np.array([clf.class_names.index(r.image_class) for r in recs])
     pred = p.argmax(1)
@@ -123,7 +125,7 @@ def evaluate_classifier(
     if timing:
         from ..models import device_name
 
-        times = {**clf.time_per_sample(x[:256]), "device": device_name(clf.device)}
+        times = {**clf.time_per_sample(x[:256], tta=tta), "device": device_name(clf.device)}
     return ClassifierEvaluation(
         clf.info.version, split, clf.class_names,
         {k_: m[k_] for k_ in ("accuracy", "balanced_accuracy", "macro_f1")},
@@ -131,7 +133,7 @@ def evaluate_classifier(
     )  # fmt: skip
 
 
-def compare_classifiers(project, versions: Sequence[str] | None = None, *, split: str = "test", device: str = "auto"):
+def compare_classifiers(project, versions: Sequence[str] | None = None, *, split: str = "test", device: str = "auto", tta: bool = False):
     """Several classification versions on the same held-out images: one row each (accuracy,
     balanced accuracy, macro-F1, ms per image one at a time and batched, parameters, training time)."""
     import pandas as pd
@@ -141,7 +143,7 @@ def compare_classifiers(project, versions: Sequence[str] | None = None, *, split
         raise DataError("This project has no classification model yet: train one first.")
     rows = []
     for v in versions:
-        ev = evaluate_classifier(project, v, split=split, device=device, mistakes=0)
+        ev = evaluate_classifier(project, v, split=split, device=device, mistakes=0, tta=tta)
         info = project.model_version(v)
         rows.append(
             {

@@ -8,7 +8,6 @@ must serve to export training crops (:func:`object_crops`) and to phenotype (:fu
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -101,15 +100,10 @@ class PhenotypeModel:
     device: str = "auto"
 
     def load(self):
-        return _load(self.store, self.version, self.store_options, self.device)
+        """The :class:`~.model.Classifier` (loaded once per process and version)."""
+        from .model import cached_classifier
 
-
-@functools.lru_cache(maxsize=4)
-def _load(store: str, version: str | None, store_options: tuple, device: str):
-    from ..store import Project
-    from .model import Classifier
-
-    return Classifier.from_project(Project.open(store, storage_options=dict(store_options)), version, device=device)
+        return cached_classifier(self.store, self.version, self.store_options, self.device)
 
 
 def add_phenotypes(objects, images, image, parts, model: PhenotypeModel):
@@ -143,3 +137,43 @@ def add_phenotypes(objects, images, image, parts, model: PhenotypeModel):
         images[f"n_{n}"] = images["class"].map(counts).fillna(0).astype(int)
         images[f"coverage_{n}_percent"] = 100.0 * images["class"].map(area).fillna(0) / total
     return objects, images
+
+
+def export_object_crops(project, out, settings: CropSettings = CropSettings(), *, splits=("train", "validation", "test")) -> dict[str, int]:
+    """Training data for a phenotype classifier: a crop around every annotated object of a
+    segmentation project, written as ``out/<object class>/<image>_<id>.tif`` (an ImageFolder layout
+    that ``import --class-folders`` reads; sort the crops into phenotype folders before importing, or
+    keep the object classes). Objects are the stored instances, else the connected regions of each
+    class. Returns the number of crops per class."""
+    import os
+
+    import tifffile
+
+    from ..manifest import slug
+    from ..planes import iter_annotated_planes
+
+    if project.task != "segmentation":
+        raise DataError("Object crops come from a segmentation project (its annotated objects): this one classifies images.")
+    counts: dict[str, int] = {}
+    names = project.class_names
+    for plane in iter_annotated_planes(project, splits):
+        for c in np.unique(plane.labels):
+            if c <= 1:  # unlabelled, background
+                continue
+            mask = plane.labels == c
+            objects = np.where(mask, plane.instances, 0) if plane.instances is not None else _components(mask)
+            ids, crops = object_crops(plane.pixels, objects, settings)
+            folder = os.path.join(str(out), slug(names[c - 1]))
+            os.makedirs(folder, exist_ok=True)
+            for i, crop in zip(ids, crops):
+                tifffile.imwrite(os.path.join(folder, f"{slug(plane.name)}_{i}.tif"), crop)
+            counts[names[c - 1]] = counts.get(names[c - 1], 0) + len(ids)
+    if not counts:
+        raise DataError("No annotated object to crop: paint objects (a class other than the background) first.")
+    return counts
+
+
+def _components(mask: np.ndarray) -> np.ndarray:
+    from skimage.measure import label
+
+    return label(mask, connectivity=1)
