@@ -14,6 +14,8 @@ import numpy as np
 
 from ..errors import DataError
 
+MIN_CROP = 16  # pixels: the smallest side of a bounding-box crop
+
 
 @dataclass(frozen=True)
 class CropSettings:
@@ -49,9 +51,10 @@ def object_crops(image: np.ndarray, labels: np.ndarray, settings: CropSettings =
         if settings.size:
             cy, cx, half = (y0 + y1) // 2, (x0 + x1) // 2, settings.size // 2
             y0, y1, x0, x1 = cy - half, cy - half + settings.size, cx - half, cx - half + settings.size
-        else:
+        else:  # the padded bounding box, at least MIN_CROP on each side (a speck still shows its surroundings)
             m = int(round(settings.pad * max(y1 - y0, x1 - x0)))
-            y0, y1, x0, x1 = y0 - m, y1 + m, x0 - m, x1 + m
+            my, mx = max(m, (MIN_CROP - (y1 - y0) + 1) // 2), max(m, (MIN_CROP - (x1 - x0) + 1) // 2)
+            y0, y1, x0, x1 = y0 - my, y1 + my, x0 - mx, x1 + mx
         crop = _window(image, y0, y1, x0, x1)
         if settings.mask:
             mask = _window((labels == oid)[..., None].astype(image.dtype), y0, y1, x0, x1)
