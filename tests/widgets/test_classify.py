@@ -103,3 +103,26 @@ def test_classify_from_annotate_to_evaluation(viewer, qtbot, tmp_path):
         assert "mistakes" in viewer.layers and "mistakes: captions" in viewer.layers
     paths = p.export_csv(str(tmp_path / "eval"))
     assert any(path.endswith("confusion.png") for path in paths)
+
+
+def test_a_long_list_of_images_stays_quick_to_classify_and_split(viewer, tmp_path):
+    """3,400 cells took 7 s per refresh (a split menu per row) and every key refreshed the whole list:
+    past 300 images the split is text (Set split changes the selected rows) and a class updates its row."""
+    from napari_seg_box.widgets._annotate_actions import MAX_SPLIT_MENUS
+
+    p = Project.create(tmp_path / "many.zarr", task="classification", classes=["a", "b"])
+    rng = np.random.default_rng(0)
+    n = MAX_SPLIT_MENUS + 20
+    p.add_images([(f"c{i:04d}", rng.integers(0, 999, (16, 16), dtype=np.uint16), {"image_class": "a"}) for i in range(n)])
+    w = AnnotateWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.project_box.set_url(p.url)
+    assert w.table.rowCount() == n and w.table.cellWidget(0, 1) is None and w.table_rows()[0]["split"] == "train"
+    for r in (1, 2):
+        w.table.selectRow(r) if r == 1 else w.table.selectionModel().select(
+            w.table.model().index(r, 0), w.table.selectionModel().SelectionFlag.Select | w.table.selectionModel().SelectionFlag.Rows
+        )
+    assert w.set_split_of_selected("test") == ["c0001", "c0002"]
+    assert Project.open(p.url).image_names("test") == ["c0001", "c0002"] and w.table_rows()[1]["split"] == "test"
+    w.image_classes.set_class("b", image="c0005")
+    assert w.table.item(5, 2).text() == "b" and "b 1/0/0" in w.image_classes.counts.text()

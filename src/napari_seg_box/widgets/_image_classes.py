@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from qtpy.QtWidgets import QComboBox, QGridLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout
 
-from ..layers import IMAGE_KEY, is_image, linked
+from ..layers import IMAGE_KEY, linked
 from ._common import PathField
 from ._messages import guarded, report_info
 from ._workers import Runner
@@ -93,6 +93,16 @@ class ImageClassBox(QGroupBox):
         )
         self.show_current(project)
 
+    def show_row(self, project, image: str) -> None:
+        """The list's row of ``image`` and the counts, updated in place (a whole refresh of thousands
+        of images after every key would freeze the panel)."""
+        table = self.panel.table
+        for r in range(table.rowCount()):
+            if table.item(r, 0) is not None and table.item(r, 0).text() == image:
+                table.item(r, 2).setText(project.image_record(image).image_class or "")
+                break
+        self.refresh(project)
+
     def current_image(self) -> str | None:
         layer = self.panel.viewer.layers.selection.active
         if layer is not None and linked(layer, self.panel.project_box.url):
@@ -108,7 +118,7 @@ class ImageClassBox(QGroupBox):
         cls = project.image_record(name).image_class
         self.current.setText(f"<b>{name}</b>: {cls or 'no class yet'}")
 
-    def bind_keys(self, layer, project) -> None:
+    def bind_keys(self, layer) -> None:
         """Keys 1-9 on ``layer`` (an image of the project) give the current image the class of that number."""
         for i, key in enumerate(KEYS):
             layer.bind_key(key, lambda _layer, i=i: self._key(i), overwrite=True)
@@ -131,7 +141,7 @@ class ImageClassBox(QGroupBox):
         project = self.panel.project_box.project()
         project.set_image_class(image, name)
         report_info(f"{image}: {name or 'no class'}.", self.panel.status)
-        self.panel.refresh()
+        self.show_row(project, image)
         if advance:
             self.next_unclassified(after=image)
         return image
@@ -205,7 +215,3 @@ def _import(project, pairs, cancel=None):
     from ..core.classify.importing import iter_import_classified
 
     return (yield from iter_import_classified(project, pairs))
-
-
-def is_project_image(layer, url: str) -> bool:
-    return is_image(layer) and linked(layer, url)

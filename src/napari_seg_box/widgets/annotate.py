@@ -134,11 +134,14 @@ class AnnotateWidget(ImageActions, Dock, QWidget):
         lay.addWidget(QLabel("Project images (click to open; annotated pixels per class):"))
         self.table = QTableWidget(0, 3)
         self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QTableWidget.SelectionMode.ExtendedSelection)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.table.verticalHeader().setVisible(False)
         self.table.setMinimumHeight(140)
         lay.addWidget(self.table, 1)
         row = QHBoxLayout()
+        self.split_btn = QPushButton("Set split")
+        self.split_btn.setToolTip("Give the selected images the split chosen in the Images box (train / validation / test)")
         self.remove_btn = QPushButton("Remove")
         self.remove_btn.setToolTip("Remove the selected image (and its annotation) from the project")
         self.tiles = QSpinBox()
@@ -148,6 +151,7 @@ class AnnotateWidget(ImageActions, Dock, QWidget):
         self.tiles.setSuffix(" x n")
         self.tile_btn = QPushButton("Cut into tiles")
         self.tile_btn.setToolTip("Cut the selected image into n x n tiles: the last one becomes a test image, the one before validation")
+        row.addWidget(self.split_btn)
         row.addWidget(self.remove_btn)
         row.addStretch(1)
         row.addWidget(self.tiles)
@@ -162,6 +166,7 @@ class AnnotateWidget(ImageActions, Dock, QWidget):
         self.use_mask_btn.clicked.connect(lambda: self.use_labels_layer())
         self.import_btn.clicked.connect(lambda: self.import_folder(self.images_dir.text(), self.masks_dir.text() or None))
         self.save_btn.clicked.connect(lambda: self.save())
+        self.split_btn.clicked.connect(lambda: self.set_split_of_selected())
         self.remove_btn.clicked.connect(lambda: self.remove_selected())
         self.tile_btn.clicked.connect(lambda: self.cut_selected_into_tiles())
         self.unpainted_check.toggled.connect(self._unpainted_toggled)
@@ -238,7 +243,9 @@ class AnnotateWidget(ImageActions, Dock, QWidget):
             return
         self.classes_edit.setText(", ".join(project.class_names))
         classify = project.task == "classification"
+        self.task_combo.blockSignals(True)  # showing the project's task, not choosing one for a new project
         self.task_combo.setCurrentIndex(self.task_combo.findData(project.task))
+        self.task_combo.blockSignals(False)
         self.image_classes.setVisible(classify)
         self.paint_box.setVisible(not classify)
         if classify:
