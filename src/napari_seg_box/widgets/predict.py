@@ -402,7 +402,7 @@ class PredictWidget(Dock, QWidget):
         if not hasattr(ev, "error_maps"):  # a classifier's: per-class table, confusion matrix, mistakes layer
             from ._classify_results import confusion_table, per_class_table, show_mistakes
 
-            self.summary_label.setText(ev.text().split("\n")[0] + "\n" + (ev.text().split("\n")[1] if ev.timing else ""))
+            self.summary_label.setText("\n".join(ev.text().splitlines()[: 2 if ev.timing else 1]))  # scores, then speed
             self.metrics_table.set_frame(per_class_table(ev))
             self.confusion_table.set_frame(confusion_table(ev))
             self.confusion_table.setVisible(True)
