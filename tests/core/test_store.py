@@ -284,3 +284,20 @@ def test_split_into_tiles_keeps_every_pixel_and_holds_part_out(project, shared_d
     assert cli(["background", project.url, names[0], "--off"]) == 0
     project.refresh()
     assert not project.image_record(names[0]).unpainted_background and project.image_record(names[1]).unpainted_background
+
+
+def test_add_images_is_all_or_none(tmp_path):
+    """One manifest update for many images: a bad one (too small, a repeated name) stores none, and
+    the arrays written before it are removed."""
+    import numpy as np
+
+    from napari_seg_box.core import DataError, Project
+
+    p = Project.create(tmp_path / "p.zarr", task="classification", classes=["a"])
+    good = np.zeros((16, 16), np.uint16)
+    for bad in ([("x", good, {}), ("y", np.zeros((4, 4), np.uint16), {})], [("x", good, {}), ("x", good, {})]):
+        with pytest.raises(DataError):
+            p.add_images(bad)
+        assert p.image_names() == [] and p.list_dir("images") == ["zarr.json"]
+    assert p.add_images([(f"c{i}", good, {"image_class": "a"}) for i in range(3)]) == ["c0", "c1", "c2"]
+    assert p.class_counts() == {"a": {"train": 3, "validation": 0, "test": 0}}

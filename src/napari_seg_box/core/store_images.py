@@ -109,10 +109,12 @@ class ImagesMixin:
         manifest thousands of times."""
         staged: list[tuple[str, dict, str | None]] = []
         counts = {r["channels"] for r in self._manifest["images"].values()}
+        seen: set[str] = set()
         try:
             for name, image, options in items:
-                if any(name == n for n, _, _ in staged):
+                if name in seen:
                     raise DataError(f"The image name {name!r} is given twice: each image needs its own name.")
+                seen.add(name)
                 rec = self._stage(name, image, channels=counts.pop() if len(counts) == 1 else None, **options)
                 counts = {rec["channels"]}
                 staged.append((name, rec, options.get("split")))
