@@ -20,13 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CancelledError, DataError, StoreError
+from ..errors import CancelledError, DataError
 from ..events import CheckpointSaved, EpochEnd, Message, Progress, StepLoss, run_to_end
 from ..models import ModelSpec
-from ..train.checkpoint import cpu_state, restore_checkpoint, save_checkpoint, state_bytes, unfinished_runs
+from ..train.checkpoint import cpu_state, restore_checkpoint, resumed, save_checkpoint, state_bytes
 from ..train.runtime import _Runtime, _too_big, lr_at
-from ..train.version import package_versions
-from ..versions import ModelVersion, Normalization, Provenance, Training
+from ..train.version import package_versions, training_record
+from ..versions import ModelVersion, Normalization, Provenance
 from .config import ClassifyConfig
 from .data import ClassData, augment_batch, prepare_class_data
 from .metrics import classification_metrics, confusion
@@ -82,7 +82,7 @@ def iter_train_classifier(
             "or create a classification project (napari-seg-box init --task classification)."
         )
     t_start = time.perf_counter()
-    cfg, state = _resumed(project, config, resume)
+    cfg, state = resumed(project, config, resume, ClassifyConfig)
     rt = _Runtime(cfg)
     torch.manual_seed(cfg.seed)
     yield Message(f"Training on {rt.describe()}.", topic="device")
@@ -158,19 +158,6 @@ def train_classifier(project, config: ClassifyConfig | None = None, *, on_event=
 
 
 # ---------------------------------------------------------------------- the steps
-def _resumed(project, config: ClassifyConfig | None, resume: bool | str) -> tuple[ClassifyConfig, dict | None]:
-    if not resume:
-        return config or ClassifyConfig(), None
-    runs = [r for r in unfinished_runs(project) if resume is True or r["run"] == resume]
-    if not runs:
-        raise StoreError("There is no unfinished training run to resume in this project: start a new training instead.")
-    state = runs[-1]
-    saved = ClassifyConfig.from_dict(state["config"])
-    if config is not None and config.epochs > saved.epochs:
-        saved = saved.replace(epochs=config.epochs)
-    return saved, state
-
-
 def _is_better(metrics: dict, best: dict) -> bool:
     """A higher validation macro-F1, or the same with a lower validation loss."""
     if not best:
@@ -320,24 +307,14 @@ def _validate(run: ClassRun, loss_fn) -> dict:
 
 
 def _save_version(run: ClassRun) -> ModelVersion:
-    cfg, data = run.cfg, run.data
+    data = run.data
     info = ModelVersion(
         spec=run.spec,
         class_names=tuple(data.classes),
         task="classification",
         normalization=Normalization("dataset", low=tuple(data.low.tolist()), high=tuple(data.high.tolist())),
         patch_size=int(run.chosen["input_size"]),
-        training=Training(
-            config=cfg.to_dict(),
-            chosen=dict(run.chosen),
-            history=tuple(run.history),
-            best=dict(run.best),
-            status=run.status,
-            epochs_run=len(run.history),
-            run=run.run_id,
-            device=run.rt.describe(),
-            duration_s=run.duration_s,
-        ),
+        training=training_record(run),
         provenance=Provenance(
             data_fingerprint=data.fingerprint,
             train_images=tuple(data.train.names),

@@ -54,6 +54,23 @@ def unfinished_runs(project) -> list[dict]:
     return [project.read_json(f"training/{d}/state.json") for d in runs]
 
 
+def resumed(project, config, resume: bool | str, config_cls) -> tuple:
+    """A run's configuration (a ``config_cls``) and, when resuming, its checkpointed state: the newest
+    unfinished run (``resume=True``) or the one named; a larger ``config.epochs`` extends it."""
+    from ..errors import StoreError
+
+    if not resume:
+        return config or config_cls(), None
+    runs = [r for r in unfinished_runs(project) if resume is True or r["run"] == resume]
+    if not runs:
+        raise StoreError("There is no unfinished training run to resume in this project: start a new training instead.")
+    state = runs[-1]
+    saved = config_cls.from_dict(state["config"])
+    if config is not None and config.epochs > saved.epochs:
+        saved = saved.replace(epochs=config.epochs)
+    return saved, state
+
+
 def _pack(model, opt, best_state) -> bytes:
     import torch
     from safetensors.torch import save

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CancelledError, DataError, StoreError
+from ..errors import CancelledError, DataError
 from ..events import CheckpointSaved, EpochEnd, Message, Preview, Progress, StepLoss, run_to_end
 from ..losses import make_loss
 from ..models import ModelSpec, build_model
@@ -26,7 +26,7 @@ from ..versions import ModelVersion
 from .auto import auto_batch_size, auto_patch_size, iter_lr_find
 from .budget import FIRST_STEPS, VALIDATION_GUESS, TimeBudget
 from .budget import LEARNING_RATE as BUDGET_LR
-from .checkpoint import cpu_state, restore_checkpoint, save_checkpoint, unfinished_runs
+from .checkpoint import cpu_state, restore_checkpoint, resumed, save_checkpoint
 from .config import TrainConfig
 from .prepare import _Data, _fold_boundary, _prepare_data
 from .runtime import _accumulate_confusion, _Runtime, _scores, _too_big, lr_at
@@ -92,7 +92,7 @@ def iter_train(
             "(napari-seg-box train chooses by the project's task; in Python: napari_seg_box.core.classify.train_classifier)."
         )
     t_start = time.perf_counter()
-    cfg, state = _resumed(project, config, resume)
+    cfg, state = resumed(project, config, resume, TrainConfig)
     rt = _Runtime(cfg)
     torch.manual_seed(cfg.seed)
     yield Message(f"Training on {rt.describe()}.", topic="device")
@@ -185,22 +185,6 @@ def train(
 
 
 # ---------------------------------------------------------------------- the steps
-def _resumed(project, config: TrainConfig | None, resume: bool | str) -> tuple[TrainConfig, dict | None]:
-    """The run's configuration and, when resuming, its checkpointed state."""
-    if not resume:
-        return config or TrainConfig(), None
-    runs = unfinished_runs(project)
-    if resume is not True:
-        runs = [r for r in runs if r["run"] == resume]
-    if not runs:
-        raise StoreError("There is no unfinished training run to resume in this project: start a new training instead.")
-    state = runs[-1]
-    saved = TrainConfig.from_dict(state["config"])
-    if config is not None and config.epochs > saved.epochs:
-        saved = saved.replace(epochs=config.epochs)
-    return saved, state
-
-
 def _start(project, cfg: TrainConfig, rt: _Runtime, data: _Data, state: dict | None, t_start: float):
     """Build the network: from scratch, from a version to fine-tune (a generator: it reports), or as
     the checkpointed run was."""

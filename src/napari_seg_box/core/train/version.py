@@ -20,17 +20,7 @@ def save_version(run) -> ModelVersion:
         distance=data.distance,
         normalization=Normalization("percentile", DEFAULT_PERCENTILES),
         patch_size=int(run.chosen["patch_size"]),
-        training=Training(
-            config=cfg.to_dict(),
-            chosen=dict(run.chosen),
-            history=tuple(run.history),
-            best=dict(run.best),
-            status=run.status,
-            epochs_run=len(run.history),
-            run=run.run_id,
-            device=run.rt.describe(),
-            duration_s=run.duration_s,
-        ),
+        training=training_record(run),
         provenance=Provenance(
             data_fingerprint=data.fingerprint,
             train_images=tuple(data.train_names),
@@ -42,6 +32,21 @@ def save_version(run) -> ModelVersion:
         ),
     )
     return run.project.save_model_version(state_bytes(run.best_state), info)
+
+
+def training_record(run) -> Training:
+    """What a run did (a U-Net's :class:`~.loop.Run` or a classifier's), as its version saves it."""
+    return Training(
+        config=run.cfg.to_dict(),
+        chosen=dict(run.chosen),
+        history=tuple(run.history),
+        best=dict(run.best),
+        status=run.status,
+        epochs_run=len(run.history),
+        run=run.run_id,
+        device=run.rt.describe(),
+        duration_s=run.duration_s,
+    )
 
 
 def package_versions() -> dict:
