@@ -80,6 +80,7 @@ class Training:
     run: str | None = None
     device: str | None = None
     duration_s: float = 0.0
+    start: Mapping[str, Any] = field(default_factory=dict)  # fine-tuning: the starting version's figures on the same validation images
 
     def __post_init__(self):
         object.__setattr__(self, "history", tuple(self.history))

@@ -56,6 +56,7 @@ class ClassRun:
     status: str = "completed"
     finetuned_from: str | None = None
     duration_before: float = 0.0
+    start: dict[str, Any] = field(default_factory=dict)
 
     @property
     def duration_s(self) -> float:

@@ -38,6 +38,7 @@ def save_checkpoint(run, epoch: int) -> None:
             "param_groups": groups,
             "training_data": {"fingerprint": run.data.fingerprint},
             "finetuned_from": run.finetuned_from,
+            "start": run.start,
             "duration_s": run.duration_s,
         },
     )

@@ -31,7 +31,10 @@ class TrainConfig(Config):
     encoder_weights_file : local safetensors/.pth file with pretrained encoder weights.
     pretrained : start the encoder from its ImageNet weights (downloaded once through
         segmentation-models-pytorch's Hugging Face cache; a clear error offline).
-    finetune_from : a model version of the project to start from (transfer learning).
+    finetune_from : a model version of the project to start from (transfer learning, or updating a
+        model with corrections: :func:`~.finetune.finetune_config` makes the whole short run).
+    recent_weight : annotations saved after the ``finetune_from`` version are sampled this many times
+        more often per pixel than the others (1 = no emphasis; 3 in a fine-tuning run).
     patch_size : training patch side (multiple of 32).
     batch_size, learning_rate, steps_per_epoch : optimisation sizes.
     augmentation : ``none | light | standard | strong``; ``elastic`` adds elastic deformation.
@@ -69,6 +72,7 @@ class TrainConfig(Config):
     encoder_weights_file: str | None = None
     pretrained: bool = False
     finetune_from: str | None = None
+    recent_weight: float = 1.0
     patch_size: int | None = None
     batch_size: int | None = None
     learning_rate: float | None = None
@@ -138,6 +142,8 @@ class TrainConfig(Config):
             raise ConfigError(f"distance must be True, False or None (automatic), got {self.distance!r}.")
         if self.boundary and self.distance:
             raise ConfigError("Choose the boundary class or the distance output, not both: each splits touching objects its own way.")
+        if isinstance(self.recent_weight, bool) or not isinstance(self.recent_weight, (int, float)) or not 1 <= self.recent_weight <= 100:
+            raise ConfigError(f"recent_weight must be a number from 1 to 100, got {self.recent_weight!r}.")
         if self.patience < 0 or self.grad_clip < 0 or self.weight_decay < 0:
             raise ConfigError("patience, grad_clip and weight_decay must be >= 0.")
 

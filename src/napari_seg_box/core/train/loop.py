@@ -12,6 +12,7 @@ import math
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,7 @@ from .budget import FIRST_STEPS, VALIDATION_GUESS, TimeBudget
 from .budget import LEARNING_RATE as BUDGET_LR
 from .checkpoint import cpu_state, restore_checkpoint, resumed, save_checkpoint
 from .config import TrainConfig
+from .finetune import item_is_of, recent_images
 from .prepare import _Data, _fold_boundary, _prepare_data
 from .runtime import _accumulate_confusion, _Runtime, _scores, _too_big, lr_at
 from .sampling import _InlineBatches, _Prefetcher, _Sampler
@@ -51,6 +53,7 @@ class Run:
     run_id: str
     t_start: float
     finetuned_from: str | None = None
+    start: dict[str, Any] = field(default_factory=dict)  # fine-tuning: the starting version's validation figures
     duration_before: float = 0.0  # seconds spent by this run before it was resumed
     chosen: dict[str, Any] = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
@@ -113,10 +116,15 @@ def iter_train(
         run.best_state = restore_checkpoint(project, run.run_id, run.model, run.opt, state)
         run.model.to(rt.device, memory_format=rt.memory_format)
         run.history, run.best, run.start_epoch = state["history"], state["best"], state["epoch"]
+        run.start = dict(state.get("start") or {})
         yield Message(f"Resuming run {run.run_id} after epoch {run.start_epoch} of {cfg.epochs}.")
 
     sampler = _Sampler(data, run.chosen["patch_size"], cfg)
     loss_fn = make_loss(cfg.loss, distance=data.distance)
+    if run.finetuned_from:
+        yield from _emphasise_recent(run)
+        if state is None:
+            yield from _validate_start(run, loss_fn, cancel)
     run.epochs = cfg.epochs
     if cfg.minutes:
         run.budget = TimeBudget(cfg.minutes * 60, t_start)
@@ -128,7 +136,7 @@ def iter_train(
             run.status = "stopped"
             break
         train_time = time.perf_counter() - t_epoch
-        if (epoch + 1) * run.chosen["steps_per_epoch"] <= PRECISE_BN_STEPS:
+        if (epoch + 1) * run.chosen["steps_per_epoch"] <= PRECISE_BN_STEPS and not run.finetuned_from:
             _precise_batch_norm(run, sampler, epoch)
         t_val = time.perf_counter()
         try:
@@ -173,7 +181,14 @@ def iter_train(
         project.remove(f"training/{run.run_id}")
     yield CheckpointSaved(saved.version, run.best["epoch"], True, run.best)
     word = {"completed": "Training finished", "stopped": "Training stopped", "early_stopped": "Training stopped early"}[run.status]
-    yield Message(f"{word}: model version {saved.version} (best epoch {run.best['epoch']}, validation IoU {run.best['val_iou']:.3f}).")
+    before = ""
+    if run.start:
+        before = f"; {run.start['version']} on the same images: {run.start['val_iou']:.3f}"
+        if run.best["epoch"] == 0:
+            before += ", not beaten: the new version keeps its weights"
+    yield Message(
+        f"{word}: model version {saved.version} (best epoch {run.best['epoch']}, validation IoU {run.best['val_iou']:.3f}{before})."
+    )
     return saved.version
 
 
@@ -185,6 +200,37 @@ def train(
 
 
 # ---------------------------------------------------------------------- the steps
+def _emphasise_recent(run: Run) -> Iterator[Message]:
+    """Sample the annotations saved after the starting version ``recent_weight`` times more often."""
+    if run.cfg.recent_weight == 1:
+        return
+    recent = recent_images(run.project, run.project.model_version(run.finetuned_from).created)
+    items = [it for it in run.data.train if item_is_of(it.name, recent)]
+    for it in items:
+        it.emphasis = run.cfg.recent_weight
+    if items:
+        yield Message(
+            f"{len(recent)} image(s) annotated or corrected since {run.finetuned_from}: sampled {run.cfg.recent_weight:g}x more often.",
+            topic="settings",
+        )
+
+
+def _validate_start(run: Run, loss_fn, cancel) -> Iterator[Message]:
+    """The starting version's figures on this run's validation images: the new version is saved beside
+    them and must beat them (else it keeps the starting weights, epoch 0)."""
+    if run.project.model_version(run.finetuned_from).spec.classes != run.spec.classes:
+        return  # a new head: the starting weights do not segment these classes
+    val = _validate(
+        run.model, run.data.val, loss_fn, run.rt, len(run.data.classes), cancel, fold=run.cfg.boundary, distance=run.data.distance
+    )
+    m = val["metrics"]
+    run.start = {"version": run.finetuned_from, **{k: m[k] for k in ("val_iou", "val_loss", "val_acc", "val_distance_error") if k in m}}
+    run.best = {"epoch": 0, **{k: v for k, v in run.start.items() if k != "version"}}
+    yield Message(
+        f"Starting from {run.finetuned_from}: validation IoU {m['val_iou']:.3f} on this run's validation images.", topic="validation"
+    )
+
+
 def _start(project, cfg: TrainConfig, rt: _Runtime, data: _Data, state: dict | None, t_start: float):
     """Build the network: from scratch, from a version to fine-tune (a generator: it reports), or as
     the checkpointed run was."""
@@ -209,7 +255,18 @@ def _start(project, cfg: TrainConfig, rt: _Runtime, data: _Data, state: dict | N
         weights = load_bytes(project.model_weights(base))
         if base.spec.classes != spec.classes:  # other classes: a new head
             weights = {k: v for k, v in weights.items() if not k.startswith("segmentation_head.")}
-        model.load_state_dict(weights, strict=False)
+        try:
+            with warnings.catch_warnings():  # smp warns of tensors of other shapes: said below, in one clear error
+                warnings.simplefilter("ignore")
+                missing, unexpected = model.load_state_dict(weights, strict=False)
+        except RuntimeError as err:  # tensors of other shapes
+            missing, unexpected = [str(err).splitlines()[-1].strip()], []
+        wrong = [k for k in [*missing, *unexpected] if not k.startswith("segmentation_head.")]
+        if wrong:
+            raise DataError(
+                f"The weights of model version {base.version} do not fit its {base.spec.encoder} U-Net ({len(wrong)} tensor(s) differ, "
+                f"e.g. {wrong[0]}): it cannot be fine-tuned. Train from scratch, or fine-tune another version."
+            )
         yield Message(f"Fine-tuning from model version {base.version}.")
     model.to(rt.device, memory_format=rt.memory_format)
     run_id = state["run"] if state else time.strftime("run-%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]

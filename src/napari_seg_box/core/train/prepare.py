@@ -29,6 +29,7 @@ class _Item:
     distance: np.ndarray | None = None  # (Y, X) float32 normalised distance to the object border (distance models)
     coords: np.ndarray | None = None  # (N, 2) annotated pixels (subsampled)
     fg_coords: np.ndarray | None = None  # annotated non-background pixels
+    emphasis: float = 1.0  # per-pixel sampling weight (recent corrections when fine-tuning)
 
     @property
     def annotated(self) -> int:

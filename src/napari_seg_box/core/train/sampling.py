@@ -23,7 +23,7 @@ class _Sampler:
         self.patch = patch
         self.cfg = cfg
         self.augment = Augmenter(cfg.augmentation, elastic=cfg.elastic)
-        counts = np.array([it.annotated for it in self.items], np.float64)
+        counts = np.array([it.annotated * it.emphasis for it in self.items], np.float64)
         self.p_item = counts / counts.sum()
         self.with_weight = cfg.loss == "edge_weighted"
         self.distance = data.distance  # maps = (weight, distance) stacked, see make_loss

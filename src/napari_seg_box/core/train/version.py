@@ -46,6 +46,7 @@ def training_record(run) -> Training:
         run=run.run_id,
         device=run.rt.describe(),
         duration_s=run.duration_s,
+        start=dict(run.start),
     )
 
 

@@ -1,0 +1,72 @@
+"""Fine-tuning in minutes: update a model version with the annotations made (or corrected) since.
+
+:func:`finetune_config` turns a saved version into the :class:`~.config.TrainConfig` of a short
+warm-started run: the version's architecture, loss, outputs and patch size, a lower learning rate
+(no range test), a short cosine schedule and annotations revised after the version was saved
+sampled :data:`RECENT_WEIGHT` times more often per pixel (they are what the model has not seen).
+:func:`recent_images` says which those are; the loop (:mod:`.loop`) validates the starting version
+on the run's validation images first, so the new version's figures stand beside the old one's, and
+keeps the starting weights when no epoch beats them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import ConfigError
+from .config import TrainConfig
+
+FINETUNE_EPOCHS = 10
+RECENT_WEIGHT = 3.0  # per-pixel sampling weight of annotations revised after the starting version
+LR_FACTOR = 1 / 3  # of the starting version's learning rate
+FALLBACK_LR = 3e-4  # when the starting version does not say its learning rate
+# what a fine-tuning run keeps from the version it starts from
+KEPT = ("loss", "edge_w0", "edge_sigma", "boundary", "boundary_width", "augmentation", "elastic")
+
+
+def finetune_config(project, version: str | None = "latest", **overrides: Any) -> TrainConfig:
+    """The :class:`TrainConfig` that fine-tunes ``version`` (an id, ``latest`` or ``best``) on the
+    project's current annotations; ``overrides`` (``epochs=``, ``minutes=``, ...) win, except that
+    the architecture cannot change (a clear error: train from scratch for another one)."""
+    base = project.model_version(version).require_task("segmentation")
+    old = dict(base.training.config)
+    arch = {"encoder": base.spec.encoder, "encoder_depth": base.spec.encoder_depth, "decoder_channels": tuple(base.spec.decoder_channels)}
+    for key, kept in arch.items():
+        given = overrides.get(key)
+        if given is not None and (tuple(given) if key == "decoder_channels" else given) != kept:
+            raise ConfigError(
+                f"Model version {base.version} is a {base.spec.encoder} U-Net of depth {base.spec.encoder_depth}: fine-tuning keeps "
+                f"its architecture, so {key.replace('_', ' ')} {given!r} cannot be used. Leave it out, or train from scratch."
+            )
+    kept = {k: old[k] for k in KEPT if k in old} | arch
+    chosen = base.training.chosen
+    settings = {
+        **kept,
+        "distance": bool(base.distance),
+        "boundary": base.boundary,
+        "boundary_width": base.boundary_width or 2,
+        "epochs": FINETUNE_EPOCHS,
+        "schedule": "cosine",
+        "patience": 0,
+        "learning_rate": float(chosen.get("learning_rate") or FALLBACK_LR / LR_FACTOR) * LR_FACTOR,
+        "patch_size": chosen.get("patch_size") or base.patch_size,
+        "steps_per_epoch": chosen.get("steps_per_epoch"),
+        "recent_weight": RECENT_WEIGHT,
+        "seed": old.get("seed", 0),
+    }
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    settings["finetune_from"] = base.version
+    return TrainConfig.from_dict({k: v for k, v in settings.items() if v is not None})
+
+
+def recent_images(project, since: str | None) -> set[str]:
+    """Images whose current annotation was saved after the time ``since`` (an ISO string; a model
+    version's ``created``): the corrections and new annotations a fine-tuning run emphasises."""
+    if not since:
+        return set()
+    return {r.name for r in project.images() if r.annotation and str(r.annotation.get("time") or "") > since}
+
+
+def item_is_of(item_name: str, images: set[str]) -> bool:
+    """Whether a training region (an image, or a plane ``image[z=3]`` of a stack) comes from one of ``images``."""
+    return any(item_name == im or item_name.startswith(f"{im}[z=") for im in images)
