@@ -14,7 +14,7 @@ def write_labels(path: str, data, meta: dict) -> list[str]:
     import numpy as np
 
     from .core.store import Project
-    from .layers import IMAGE_KEY
+    from .layers import IMAGE_KEY, ORIGIN_KEY
 
     image = (meta.get("metadata") or {}).get(IMAGE_KEY)
     if not image:
@@ -23,5 +23,5 @@ def write_labels(path: str, data, meta: dict) -> list[str]:
             "(File > Open) or use the Annotate widget to add the image, then save again."
         )
     project = Project.open(path)
-    project.set_labels(image, np.asarray(data))
+    project.set_labels(image, np.asarray(data), **dict((meta.get("metadata") or {}).get(ORIGIN_KEY) or {}))
     return [path]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 STORE_KEY = "segbox_store"
 IMAGE_KEY = "segbox_image"
+ORIGIN_KEY = "segbox_origin"  # a labels layer started from a prediction: {"origin": "corrected", "model_version": ...}
 
 
 def link(store_url: str, image: str) -> dict:
@@ -22,6 +23,12 @@ def linked(layer, url: str | None = None, name: str | None = None) -> bool:
     if not meta.get(STORE_KEY) or not meta.get(IMAGE_KEY):
         return False
     return (url is None or str(meta[STORE_KEY]) == str(url)) and (name is None or meta[IMAGE_KEY] == name)
+
+
+def annotation_origin(layer) -> dict:
+    """How a linked labels layer's annotation is recorded when saved (``set_labels`` keywords):
+    ``drawn``, or ``corrected`` from the model version whose prediction it started from."""
+    return dict((layer.metadata or {}).get(ORIGIN_KEY) or {"origin": "drawn"})
 
 
 def class_colors(project) -> dict:
@@ -57,3 +64,14 @@ def is_labels(layer) -> bool:
     from napari.layers import Labels
 
     return isinstance(layer, Labels)
+
+
+def image_layer_of(viewer, project, name: str):
+    """The image layer linked to store image ``name``, added (linked) when there is none."""
+    layer = next((la for la in viewer.layers if is_image(la) and linked(la, project.url, name)), None)
+    if layer is None:
+        rec = project.image_record(name)
+        layer = viewer.add_image(
+            project.get_image(name), name=name, rgb=rec.channels == 3, scale=layer_scale(rec), metadata=link(project.url, name)
+        )
+    return layer

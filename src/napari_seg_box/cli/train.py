@@ -45,7 +45,7 @@ def register(sub) -> None:
         "--finetune-from",
         metavar="VERSION",
         help="update this model version (an id, latest or best) with the annotations and corrections made since: "
-        "its architecture and settings, a short schedule (10 epochs, a third of its learning rate), new annotations sampled 3x more often",
+        "its architecture and settings, a short schedule (10 epochs, a tenth of its learning rate), its validation part, new annotations sampled 3x more often",
     )
     p.add_argument("--patch-size", type=int, help="patch side, a multiple of 32 (default: from the objects' size)")
     p.add_argument("--batch-size", type=int, help="patches per step (default: from free GPU memory; CPU 4-8)")

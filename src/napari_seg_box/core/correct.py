@@ -113,9 +113,18 @@ def merge_objects(labels: np.ndarray, instances: np.ndarray, keep: int, other: i
 
 
 def split_object(
-    labels: np.ndarray, instances: np.ndarray, index: int, start, end, relief: np.ndarray | None = None, *, width: int = 1
+    labels: np.ndarray,
+    instances: np.ndarray,
+    index: int,
+    start,
+    end,
+    relief: np.ndarray | None = None,
+    *,
+    width: int = 1,
+    extend: bool = False,
 ) -> int:
-    """Cut object ``index`` in two along the line ``start``-``end`` (data coordinates): the parts on
+    """Cut object ``index`` in two along the line ``start``-``end`` (data coordinates; ``extend``:
+    the whole straight line through them, so two clicks anywhere along the cut will do): the parts on
     either side seed a watershed of ``relief`` within the object (the model's probability of not being
     this object, so the cut follows the model's border; the distance to the line when not given).
     Returns the id of the new part; a line that does not cross the object is a clear error."""
@@ -123,7 +132,14 @@ def split_object(
     from skimage import draw, segmentation
 
     mask = _mask(instances, index)
-    (y0, x0), (y1, x1) = ([int(round(float(v))) for v in p[-2:]] for p in (start, end))
+    a, b = (np.array([float(v) for v in p[-2:]]) for p in (start, end))
+    if extend:
+        length = float(np.hypot(*(b - a)))
+        if length < 1:
+            raise DataError("The two points of the cut are the same: click two points along the line to cut along.")
+        reach = float(np.hypot(*mask.shape))
+        a, b = a - (b - a) / length * reach, b + (b - a) / length * reach
+    (y0, x0), (y1, x1) = (np.round(a).astype(int), np.round(b).astype(int))
     line = np.zeros(mask.shape, bool)
     rr, cc = draw.line(y0, x0, y1, x1)
     keep = (rr >= 0) & (rr < mask.shape[0]) & (cc >= 0) & (cc < mask.shape[1])
@@ -158,4 +174,17 @@ def save_correction(project, name: str, labels: np.ndarray, *, model_version: st
     labels = np.asarray(labels)
     project.set_labels(name, labels, origin="corrected", model_version=model_version)
     if instances is not None:
-        project.set_instances(name, np.where(labels > BACKGROUND, instances, 0).astype(np.int32))
+        project.set_instances(name, complete_instances(labels, instances))
+
+
+def complete_instances(labels: np.ndarray, instances: np.ndarray) -> np.ndarray:
+    """Object ids that agree with the labels: none outside the object classes, and the object pixels
+    painted since (with the brush: no id yet) numbered by their connected regions."""
+    from skimage import measure
+
+    out = np.where(labels > BACKGROUND, instances, 0).astype(np.int32)
+    new = (labels > BACKGROUND) & (out == 0)
+    if new.any():
+        parts = measure.label(new, connectivity=1)
+        out[new] = parts[new] + out.max()
+    return out

@@ -7,7 +7,7 @@ import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QComboBox, QTableWidgetItem
 
-from ..layers import IMAGE_KEY, class_colormap, is_image, is_labels, layer_scale, link, linked
+from ..layers import IMAGE_KEY, class_colormap, image_layer_of, is_image, is_labels, layer_scale, link, linked
 from ._messages import ask, guarded, report_info
 
 SPLITS = ("train", "validation", "test")
@@ -186,13 +186,7 @@ class ImageActions:
     def open_image(self, name: str):
         """Show image ``name`` of the store with its linked labels layer (select it if it is open)."""
         project = self.project_box.project()
-        image_layer = next((la for la in self.viewer.layers if is_image(la) and linked(la, project.url, name)), None)
-        if image_layer is None:
-            rec = project.image_record(name)
-            self.viewer.add_image(
-                project.get_image(name), name=name, rgb=rec.channels == 3, scale=layer_scale(rec), metadata=link(project.url, name)
-            )
-        image_layer = next((la for la in self.viewer.layers if is_image(la) and linked(la, project.url, name)), None)
+        image_layer = image_layer_of(self.viewer, project, name)
         if project.task == "classification":  # a class per image: no labels layer; keys 1-9 give its class
             self.image_classes.bind_keys(image_layer)
             for layer in self.viewer.layers:

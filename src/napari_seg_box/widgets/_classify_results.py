@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..core.events import Progress
+from ._messages import report_info
 
 
 def classify_layer(image, project, version, *, name: str, cancel=None):
@@ -82,3 +83,14 @@ def show_mistakes(viewer, ev):
         text={"string": "{caption}", "size": 7, "color": "yellow"},
     )  # fmt: skip
     return layer
+
+
+def show_classifier_evaluation(panel, ev) -> None:
+    """Show a classifier's evaluation in the Predict panel: scores, per-class table, confusion matrix, mistakes layer."""
+    panel.summary_label.setText("\n".join(ev.text().splitlines()[: 2 if ev.timing else 1]))  # scores, then speed
+    panel.metrics_table.set_frame(per_class_table(ev))
+    panel.confusion_table.set_frame(confusion_table(ev))
+    panel.confusion_table.setVisible(True)
+    panel.export_btn.setEnabled(True)
+    show_mistakes(panel.viewer, ev)
+    report_info(f"Evaluation of {ev.version} saved in the project (results/evaluations/); 'mistakes' shows the worst.", panel.status)

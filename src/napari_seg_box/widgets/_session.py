@@ -78,6 +78,13 @@ class Session(QObject):
         self.training_started.emit(self.training)
         return self.training
 
+    def update_model(self, project, version: str = "latest"):
+        """Fine-tune ``version`` on the annotations and corrections saved since it (a short run:
+        :func:`~napari_seg_box.core.train.finetune_config`); returns the :class:`TrainingRun`."""
+        from ..core.train import finetune_config
+
+        return self.start_training(project, finetune_config(project, version))
+
     def _training_ended(self) -> None:
         if self.training is not None and self.training.version is not None:
             self.versions_changed.emit()

@@ -28,7 +28,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..layers import IMAGE_KEY, class_colormap, is_image, is_labels, linked
+from ..layers import IMAGE_KEY, annotation_origin, class_colormap, is_image, is_labels, linked
 from ._annotate_actions import SPLITS, ImageActions
 from ._common import Dock, PathField, ProjectBox, later, scrolled
 from ._image_classes import ImageClassBox
@@ -405,7 +405,7 @@ class AnnotateWidget(ImageActions, Dock, QWidget):
             if bad.any():
                 unknown += int(bad.sum())
                 data = np.where(bad, 0, data)
-            project.set_labels(layer.metadata[IMAGE_KEY], data)
+            project.set_labels(layer.metadata[IMAGE_KEY], data, **annotation_origin(layer))
             self._dirty.discard(id(layer))
             saved.append(layer.metadata[IMAGE_KEY])
         self.refresh()

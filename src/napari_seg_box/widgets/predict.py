@@ -26,9 +26,11 @@ from qtpy.QtWidgets import (
 
 from ..layers import is_image, is_labels
 from ._common import Dock, ProjectBox, fill_versions, remember, scrolled
+from ._correct import CorrectBox
 from ._evaluation import ERROR_LEGEND, evaluation_summary, evaluation_table, show_error_maps
 from ._messages import guarded, report_error, report_info, status_label
 from ._postprocess_box import PostprocessBox, iter_objects
+from ._suggest import SuggestBox
 from ._tables import FrameTable, save_csv_dialog
 from ._workers import Runner
 
@@ -80,6 +82,8 @@ class PredictWidget(Dock, QWidget):
         remember("predict/quality", self.quality)
         self.probs_check = QCheckBox("also show the probability image")
         form.addRow(self.probs_check)
+        self.unsure_check = QCheckBox("also show where the model is unsure")
+        form.addRow(self.unsure_check)
         lay.addLayout(form)
         row = QHBoxLayout()
         self.predict_btn = QPushButton("Predict")
@@ -99,6 +103,9 @@ class PredictWidget(Dock, QWidget):
         self.threshold, self.erosion, self.min_size = self.pp.threshold, self.pp.erosion, self.pp.min_size
         self.split, self.seed_distance, self.tuned_btn = self.pp.split, self.pp.seed_distance, self.pp.tuned_btn
         lay.addWidget(self.pp)
+        self.correct_box, self.suggest_box = CorrectBox(self), SuggestBox(self)  # correct, improve, annotate next
+        lay.addWidget(self.correct_box)
+        lay.addWidget(self.suggest_box)
 
         box = QGroupBox("Evaluate on held-out images")
         ef = QVBoxLayout(box)
@@ -165,7 +172,8 @@ class PredictWidget(Dock, QWidget):
             except Exception as err:  # noqa: BLE001
                 report_error(err, self.status)
         self.pp.show_model(self._info)
-        self.pp.setVisible(self._info is None or self._info.task == "segmentation")
+        for box in (self.pp, self.correct_box, self.suggest_box, self.unsure_check):
+            box.setVisible(self._info is None or self._info.task == "segmentation")
         if self._info is not None and self._info.tuning is not None:
             self.use_tuned_settings()
 
@@ -181,7 +189,7 @@ class PredictWidget(Dock, QWidget):
         current = self.layer_combo.currentText()
         self.layer_combo.clear()
         for layer in self.viewer.layers:
-            if is_image(layer) and not layer.name.endswith(" probability"):
+            if is_image(layer) and not layer.name.endswith((" probability", " uncertainty")):
                 self.layer_combo.addItem(layer.name)
         if current:
             self.layer_combo.setCurrentText(current)
@@ -281,6 +289,8 @@ class PredictWidget(Dock, QWidget):
                 blending="additive",
                 contrast_limits=(0, 1),
             )
+        if self.unsure_check.isChecked():
+            self.correct_box.show_uncertainty(probabilities)
         report_info(f"Predicted {self.result_for}; finding its objects…", self.status)
 
     def _on_error(self, err) -> None:
@@ -341,6 +351,7 @@ class PredictWidget(Dock, QWidget):
         text = f"{name}: {self.n_objects} objects"
         self.pp.count_label.setText(text)
         report_info(text + " (move the sliders to update them).", self.status)
+        self.correct_box.objects_shown()
 
     def _show_outlines(self, name: str, paths) -> None:
         """Outlines as closed paths (napari draws paths far faster than filled polygons), updated in place."""
@@ -400,16 +411,9 @@ class PredictWidget(Dock, QWidget):
     def _on_evaluated(self, ev) -> None:
         self.evaluation = ev
         if not hasattr(ev, "error_maps"):  # a classifier's: per-class table, confusion matrix, mistakes layer
-            from ._classify_results import confusion_table, per_class_table, show_mistakes
+            from ._classify_results import show_classifier_evaluation
 
-            self.summary_label.setText("\n".join(ev.text().splitlines()[: 2 if ev.timing else 1]))  # scores, then speed
-            self.metrics_table.set_frame(per_class_table(ev))
-            self.confusion_table.set_frame(confusion_table(ev))
-            self.confusion_table.setVisible(True)
-            self.export_btn.setEnabled(True)
-            show_mistakes(self.viewer, ev)
-            report_info(f"Evaluation of {ev.version} saved in the project (results/evaluations/); 'mistakes' shows the worst.", self.status)
-            return
+            return show_classifier_evaluation(self, ev)
         self.summary_label.setText(evaluation_summary(ev))
         self.metrics_table.set_frame(evaluation_table(ev))
         self.export_btn.setEnabled(True)

@@ -74,6 +74,12 @@ class TrainWidget(Dock, QWidget):
         for b in (self.start_btn, self.stop_btn, self.resume_btn):
             row.addWidget(b)
         lay.addLayout(row)
+        self.update_btn = QPushButton("Update the model with my corrections")
+        self.update_btn.setToolTip(
+            "Fine-tune the latest model version on the annotations and corrections saved since it: its settings, "
+            "a short schedule (minutes), the new annotations sampled more often. The new version is compared with it."
+        )
+        lay.addWidget(self.update_btn)
         self.phase_label = QLabel("")
         self.phase_label.setWordWrap(True)
         lay.addWidget(self.phase_label)
@@ -103,6 +109,7 @@ class TrainWidget(Dock, QWidget):
         self.start_btn.clicked.connect(lambda: self.start())
         self.stop_btn.clicked.connect(self.stop)
         self.resume_btn.clicked.connect(lambda: self.resume())
+        self.update_btn.clicked.connect(lambda: self.update_model())
         self.settings_form.preview_btn.clicked.connect(lambda: self.preview_augmentation())
         self.project_box.changed.connect(lambda url: self.refresh_versions())
         self.project_box.session.versions_changed.connect(self.refresh_versions)
@@ -162,6 +169,7 @@ class TrainWidget(Dock, QWidget):
         self.model_combo.setCurrentIndex(0 if task == "classification" else self.model_combo.findData("resnet34"))
         self.model_combo.blockSignals(False)
         self.advanced.setVisible(task != "classification")
+        self.update_btn.setVisible(task != "classification")  # fine-tuning on corrections: U-Nets
 
     def set_config(self, **values) -> None:
         """Fill the fields from TrainConfig-style values (e.g. for the console or tests)."""
@@ -237,6 +245,16 @@ class TrainWidget(Dock, QWidget):
         report_info(("Resuming the last training" if resume else f"Training {model} for {length}") + "…", self.status)
         return self.session.start_training(project, cfg, resume=resume)
 
+    @guarded()
+    def update_model(self):
+        """Fine-tune the latest version on the corrections saved since it (``Session.update_model``)."""
+        project = self.project_box.project()
+        run = self.session.update_model(project)
+        report_info(
+            f"Updating model version {run.config.finetune_from} with the corrections ({run.config.epochs} short epochs)…", self.status
+        )
+        return run
+
     def resume(self):
         """Continue the newest stopped or interrupted training of the project (more epochs if asked)."""
         return self.start(resume=True)
@@ -285,6 +303,7 @@ class TrainWidget(Dock, QWidget):
         self.start_btn.setEnabled(not running)
         self.stop_btn.setEnabled(running)
         self.resume_btn.setEnabled(not running and getattr(self, "_resumable", False))
+        self.update_btn.setEnabled(not running)
 
     def _on_event(self, event) -> None:
         from ..core.events import EpochEnd, Message
@@ -353,7 +372,9 @@ class TrainWidget(Dock, QWidget):
             best = training.best
             word = {"completed": "finished", "stopped": "stopped", "early_stopped": "stopped early"}.get(training.status, training.status)
             self.phase_label.setText(f"Training {word} after {len(run.history)} epoch(s).")
-            self.eta_label.setText(f"{took} in all; model version {run.version} keeps the best epoch ({best.get('epoch')}).")
+            start = training.start
+            was = f" {start['version']} scored {start['val_iou']:.3f} on the same validation images." if start else ""
+            self.eta_label.setText(f"{took} in all; model version {run.version} keeps the best epoch ({best.get('epoch')}).{was}")
             report_info(
                 f"Training {word}: model version {run.version} (best epoch {best.get('epoch')}, validation "
                 + (f"macro-F1 {best['val_f1']:.3f})." if "val_f1" in best else f"IoU {best.get('val_iou', float('nan')):.3f})."),

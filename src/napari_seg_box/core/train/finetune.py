@@ -2,11 +2,11 @@
 
 :func:`finetune_config` turns a saved version into the :class:`~.config.TrainConfig` of a short
 warm-started run: the version's architecture, loss, outputs and patch size, a lower learning rate
-(no range test), a short cosine schedule and annotations revised after the version was saved
-sampled :data:`RECENT_WEIGHT` times more often per pixel (they are what the model has not seen).
+(a tenth: no range test), a short cosine schedule and annotations revised after the version was saved
+sampled :data:`RECENT_WEIGHT` times more often per pixel (they are what the model has not seen);
+the validation part of the version is kept (:func:`~.prepare._prepare_data`).
 :func:`recent_images` says which those are; the loop (:mod:`.loop`) validates the starting version
-on the run's validation images first, so the new version's figures stand beside the old one's, and
-keeps the starting weights when no epoch beats them.
+on the run's validation images first, so the new version's figures stand beside the old one's.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from .config import TrainConfig
 
 FINETUNE_EPOCHS = 10
 RECENT_WEIGHT = 3.0  # per-pixel sampling weight of annotations revised after the starting version
-LR_FACTOR = 1 / 3  # of the starting version's learning rate
+LR_FACTOR = 0.1  # of the starting version's learning rate
 FALLBACK_LR = 3e-4  # when the starting version does not say its learning rate
 # what a fine-tuning run keeps from the version it starts from
 KEPT = ("loss", "edge_w0", "edge_sigma", "boundary", "boundary_width", "augmentation", "elastic")

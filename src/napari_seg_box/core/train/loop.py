@@ -101,7 +101,10 @@ def iter_train(
     yield Message(f"Training on {rt.describe()}.", topic="device")
     yield Progress(0, 1, stage="preparing data")
     data = _prepare_data(
-        project, cfg, distance=state["chosen"].get("distance", False) if state else (False if cfg.boundary else cfg.distance)
+        project,
+        cfg,
+        distance=state["chosen"].get("distance", False) if state else (False if cfg.boundary else cfg.distance),
+        validation_of=project.model_version(cfg.finetune_from).provenance if cfg.finetune_from else None,
     )
     if state is not None and state["training_data"]["fingerprint"] != data.fingerprint:
         yield Message("The annotations changed since this run stopped: training continues on the new annotations.", "warning")
@@ -184,8 +187,8 @@ def iter_train(
     before = ""
     if run.start:
         before = f"; {run.start['version']} on the same images: {run.start['val_iou']:.3f}"
-        if run.best["epoch"] == 0:
-            before += ", not beaten: the new version keeps its weights"
+        if run.start["val_iou"] > run.best["val_iou"]:
+            before += f", higher: check both on your images and predict with the better one (`best` picks {run.start['version']})"
     yield Message(
         f"{word}: model version {saved.version} (best epoch {run.best['epoch']}, validation IoU {run.best['val_iou']:.3f}{before})."
     )
@@ -216,8 +219,7 @@ def _emphasise_recent(run: Run) -> Iterator[Message]:
 
 
 def _validate_start(run: Run, loss_fn, cancel) -> Iterator[Message]:
-    """The starting version's figures on this run's validation images: the new version is saved beside
-    them and must beat them (else it keeps the starting weights, epoch 0)."""
+    """The starting version's figures on this run's validation images, to stand beside the new ones."""
     if run.project.model_version(run.finetuned_from).spec.classes != run.spec.classes:
         return  # a new head: the starting weights do not segment these classes
     val = _validate(
@@ -225,7 +227,6 @@ def _validate_start(run: Run, loss_fn, cancel) -> Iterator[Message]:
     )
     m = val["metrics"]
     run.start = {"version": run.finetuned_from, **{k: m[k] for k in ("val_iou", "val_loss", "val_acc", "val_distance_error") if k in m}}
-    run.best = {"epoch": 0, **{k: v for k, v in run.start.items() if k != "version"}}
     yield Message(
         f"Starting from {run.finetuned_from}: validation IoU {m['val_iou']:.3f} on this run's validation images.", topic="validation"
     )

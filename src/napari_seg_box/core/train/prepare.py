@@ -149,9 +149,12 @@ def _split_rows(target: np.ndarray, fraction: float) -> int:
     return int(np.searchsorted(cum, cum[-1] * (1 - fraction)))
 
 
-def _prepare_data(project, cfg: TrainConfig, distance: bool | None = False) -> _Data:
+def _prepare_data(project, cfg: TrainConfig, distance: bool | None = False, *, validation_of=None) -> _Data:
     """The run's training and validation regions; ``distance``: learn the distance output (``None``:
-    when the annotated objects touch, :data:`TOUCHING_SHARE`)."""
+    when the annotated objects touch, :data:`TOUCHING_SHARE`). ``validation_of``: the
+    :class:`~..versions.Provenance` of the version a run fine-tunes: when no image is marked for
+    validation, its automatic validation part is kept (both versions are scored on the same pixels,
+    which neither trained on), and what was annotated since trains."""
     planes = [p for p in iter_annotated_planes(project, ("train", "validation")) if (p.labels > 0).any()]
     if not planes:
         raise DataError(
@@ -193,12 +196,14 @@ def _prepare_data(project, cfg: TrainConfig, distance: bool | None = False) -> _
         return _Item(plane.name, plane.split, normalize(plane.pixels, percentiles=DEFAULT_PERCENTILES), target, weight, dist)
 
     items = [item(p) for p in planes]
-    marked = [it for it in items if it.split == "validation"]
+    marked, kept = [it for it in items if it.split == "validation"], None
     if marked:
         train = [it for it in items if it.split != "validation"]
         val, split = marked, f"{len(marked)} image(s) marked validation"
         if not train:
             raise DataError("Every annotated image is marked 'validation': mark at least one as 'train'.")
+    elif (kept := _kept_validation(items, validation_of)) is not None:
+        train, val, val_rows, split = kept
     elif len(items) >= 4:
         n_val = max(1, round(len(items) * cfg.validation_fraction))
         order = rng.permutation(len(items))
@@ -230,7 +235,7 @@ def _prepare_data(project, cfg: TrainConfig, distance: bool | None = False) -> _
     for it in train:
         it.coords = _coords(it.target != IGNORE, rng)
         it.fg_coords = _coords(it.target >= 1, rng)
-    if marked or len(items) >= 4:
+    if marked or (kept is None and len(items) >= 4):
         val_rows = {it.name: 0 for it in val}
     val = [crop for it in val for crop in _tiles(it)]
     return _Data(
@@ -247,6 +252,31 @@ def _prepare_data(project, cfg: TrainConfig, distance: bool | None = False) -> _
         distance=bool(distance),
         touching=touching,
     )
+
+
+def _kept_validation(items: list[_Item], provenance) -> tuple | None:
+    """(train, val, val_rows, split) with the automatic validation part of ``provenance`` (a
+    fine-tuned version's), or None when there is none to keep (it was marked, or is no longer annotated)."""
+    if provenance is None or not (provenance.validation or "").startswith("automatic") or not provenance.validation_rows:
+        return None
+    rows = provenance.validation_rows
+    if not any(it.name in rows for it in items):
+        return None
+    train, val, val_rows = [], [], {}
+    for it in items:
+        cut = rows.get(it.name)
+        if cut is None or cut >= it.target.shape[0]:
+            train.append(it)
+        elif cut == 0:
+            val.append(it)
+            val_rows[it.name] = 0
+        else:
+            train.append(_cut(it, slice(0, cut)))
+            val.append(_cut(it, slice(cut, None), f"{it.name} (rows {cut}-)"))
+            val_rows[it.name] = cut
+    if not val or not train:
+        return None
+    return train, val, val_rows, f"automatic, kept from the version fine-tuned ({len(val)} region(s))"
 
 
 def one_class_error(project, images: list[str], name: str) -> OneClassError:
