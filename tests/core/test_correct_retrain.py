@@ -210,3 +210,18 @@ def test_cli_suggests_then_finetunes_from_latest(tmp_path, shared_data, capsys):
     assert project.model_version("latest").provenance.finetuned_from == version
     assert main([*argv[:4], "--encoder", "resnet50"]) == 1
     assert "fine-tuning keeps its architecture" in capsys.readouterr().err
+
+
+def test_finetuning_keeps_the_automatic_validation_part(nuclei_project):
+    """Both versions are scored on the same pixels, which neither trained on; the correction trains."""
+    q2 = nuclei_project.get_labels("q2")
+    nuclei_project.set_labels("q2", None)
+    nuclei_project.set_split("q2", "train")  # no image marked: validation is chosen automatically (rows of q0, q1)
+    base = train(nuclei_project, tiny(epochs=1, steps_per_epoch=1))
+    before = nuclei_project.model_version(base).provenance
+    assert before.validation.startswith("automatic") and set(before.validation_rows) == {"q0", "q1"}
+    save_correction(nuclei_project, "q2", q2, model_version=base)
+    tuned = train(nuclei_project, finetune_config(nuclei_project, base, epochs=1, steps_per_epoch=1, batch_size=4))
+    after = nuclei_project.model_version(tuned).provenance
+    assert after.validation_rows == before.validation_rows and "kept from the version fine-tuned" in after.validation
+    assert "q2" in after.train_images and "q2" not in after.validation_images

@@ -95,6 +95,18 @@ def test_suggest_open_correct_click_delete_save_and_update(viewer, qtbot, panel,
     assert info.provenance.finetuned_from == version and info.training.start["version"] == version
     assert f"{version} scored" in train.eta_label.text()
 
+    # continuous mode: each save updates the model (a few epochs) and predicts the image again with it
+    box.continuous.setChecked(True)
+    shown = w.probabilities
+    assert "Updating the model" in box.save()
+    quick = train.run
+    assert quick is not run and quick.config.epochs == 3 and quick.config.finetune_from == run.version
+    qtbot.waitUntil(lambda: not quick.running, timeout=300000)
+    assert quick.status == "finished", quick.error
+    qtbot.waitUntil(lambda: w.probabilities is not shown and not w.predict_runner.running, timeout=120000)
+    assert w.version_combo.currentData() == quick.version and w.result_for == "q1"
+    assert (nuclei_project.refresh().get_labels("q1") == layer.data).all()  # the annotation is not touched
+
 
 def test_uncertainty_layer_and_bad_input(viewer, qtbot, panel, nuclei_project, nuclei_q):
     w, version = panel

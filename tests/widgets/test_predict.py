@@ -121,7 +121,7 @@ def test_objects_update_in_a_worker_with_the_count_and_the_tuned_settings_named(
     w, version = setup
     assert isinstance(w.threshold, QLabeledDoubleSlider) and isinstance(w.min_size, QLabeledSlider)
     # a GUI-trained model without tuning: the button says so instead of silently applying defaults
-    assert not w.tuned_btn.isEnabled() and "has no tuned settings" in w.tuned_btn.text()
+    assert not w.tuned_btn.isEnabled() and "has no tuned settings" in w.tuned_btn.text() and "defaults" in w.pp.tuned_label.text()
     threads, real = [], predict_module.iter_objects
 
     def recording(*args, **kwargs):
@@ -148,7 +148,7 @@ def test_objects_update_in_a_worker_with_the_count_and_the_tuned_settings_named(
     tuned = PostprocessConfig(threshold=0.7, min_size=30, instances="components")
     nuclei_project.save_tuning(version, Tuning(tuned, score=0.8, metric="f1@0.5"))
     w.refresh_versions()
-    assert w.tuned_btn.isEnabled() and "threshold 0.7, min size 30" in w.tuned_btn.text()
+    assert w.tuned_btn.isEnabled() and "threshold 0.7, min size 30" in w.pp.tuned_label.text()
     w.min_size.setValue(500)
     w.tuned_btn.click()
     assert (w.threshold.value(), w.min_size.value(), w.split.isChecked()) == (pytest.approx(0.7), 30, False)
@@ -192,7 +192,7 @@ def test_a_distance_model_offers_its_centre_level_and_its_objects_grow_from_the_
     w.project_box.set_url(nuclei_project.url)
     assert w.version_combo.currentData() == version
     assert not w.pp.seed_level.isHidden() and w.pp.seed_distance.isHidden() and w.pp.seed_distance_label.isHidden()
-    assert "centres above 0.6" in w.tuned_btn.text()
+    assert "centres above 0.6" in w.pp.tuned_label.text()
     w.tuned_btn.click()
     assert w.pp.seed_level.value() == pytest.approx(0.6)
     w.predict("q3 image")

@@ -11,7 +11,7 @@ through :func:`..core.train.finetune_config`).
 from __future__ import annotations
 
 import numpy as np
-from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton
+from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton
 
 from ..layers import IMAGE_KEY, ORIGIN_KEY, class_colormap, is_labels, layer_scale, link, linked
 from ._messages import guarded, report_info
@@ -23,6 +23,7 @@ TOOLS = (
     ("split an object: click two points along the cut", "split"),
     ("give the object clicked the class below", "relabel"),
 )
+CONTINUOUS_EPOCHS = 3  # the quick update after each save, in continuous mode
 
 
 class CorrectBox(QGroupBox):
@@ -38,13 +39,16 @@ class CorrectBox(QGroupBox):
         self.name: str | None = None  # the store image
         self.version: str | None = None  # the model version it was predicted with
         self.correct_when_shown: str | None = None  # an image layer to correct as soon as its objects are shown
+        self.image_layer_name: str | None = None  # the image layer of the correction
         self._first = None  # merge: the first object; split: the first point
         form = QFormLayout(self)
         self.confidence = QDoubleSpinBox()
         self.confidence.setRange(0.0, 0.99)
         self.confidence.setSingleStep(0.05)
-        self.confidence.setToolTip("Pixels the model is less sure of are left unlabelled (not trained on); 0 keeps every pixel")
-        form.addRow("Leave unlabelled below confidence:", self.confidence)
+        self.confidence.setToolTip(
+            "Correct this prediction leaves the pixels the model is less sure of than this unlabelled (not trained on); 0 keeps every pixel"
+        )
+        form.addRow("Unsure below:", self.confidence)
         row = QHBoxLayout()
         self.correct_btn = QPushButton("Correct this prediction")
         self.correct_btn.setToolTip("Turn the prediction into this image's annotation in the project, to fix by hand")
@@ -53,14 +57,19 @@ class CorrectBox(QGroupBox):
         row.addWidget(self.save_btn)
         form.addRow(row)
         self.tool = QComboBox()
+        self.tool.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.tool.setMinimumContentsLength(16)  # long choices must not widen the panel
         for words, key in TOOLS:
             self.tool.addItem(words, key)
-        form.addRow("Click on an object to:", self.tool)
+        form.addRow("Click an object to:", self.tool)
         self.class_combo = QComboBox()
         form.addRow("Class:", self.class_combo)
         self.update_btn = QPushButton("Update the model with my corrections")
         self.update_btn.setToolTip("Fine-tune the latest model version on the annotations and corrections saved since (a few minutes)")
         form.addRow(self.update_btn)
+        self.continuous = QCheckBox("update and predict again after each save")
+        self.continuous.setToolTip(f"A quick update ({CONTINUOUS_EPOCHS} short epochs) in the background after every saved correction")
+        form.addRow(self.continuous)
         self.status = QLabel("Predict an image, then correct its prediction: a corrected image teaches the model most.")
         self.status.setWordWrap(True)
         form.addRow(self.status)
@@ -94,7 +103,7 @@ class CorrectBox(QGroupBox):
             labels = np.where(painted > 0, painted, labels).astype(np.uint8)
         self.instances = np.where(labels > 1, objects.instances, 0).astype(np.int32)
         self.relief = probs[0] if not info.distance else 1.0 - probs[-1]
-        self.name, self.version = name, info.version
+        self.name, self.version, self.image_layer_name = name, info.version, image_layer.name
         self.labels_layer = self._annotation_layer(project, name, image_layer, labels)
         self.class_combo.clear()
         for c in project.classes:
@@ -208,17 +217,35 @@ class CorrectBox(QGroupBox):
         text = f"Saved the correction of {self.name} (corrected from {self.version})."
         if split == "test":
             text += " It is a held-out test image: training does not use it (set its split to train in Annotate to use it)."
+        elif self.continuous.isChecked():
+            if self.panel.project_box.session.training_running:
+                text += " The model is still updating: this correction joins the next update."
+            else:
+                run = self.update_model(epochs=CONTINUOUS_EPOCHS)
+                run.ended.connect(lambda run=run: self._updated(run))
+                return self._say(text + f" Updating the model with it ({CONTINUOUS_EPOCHS} short epochs)…")
         else:
             text += " Correct more images, or press Update the model with my corrections."
         return self._say(text)
 
     @guarded()
-    def update_model(self):
+    def update_model(self, **settings):
         """Fine-tune the latest version on the corrections (the window's training; the Train panel shows it)."""
         project = self.panel.project_box.project()
-        run = self.panel.project_box.session.update_model(project)
+        run = self.panel.project_box.session.update_model(project, **settings)
         self._say(f"Updating model version {run.config.finetune_from} with the corrections: the Train panel shows its progress.")
         return run
+
+    def _updated(self, run) -> None:
+        """Continuous mode: the update ended; predict the corrected image with the new version."""
+        if run.version is None:
+            return
+        panel = self.panel
+        panel.refresh_versions()
+        panel.version_combo.setCurrentIndex(max(0, panel.version_combo.findData(run.version)))
+        if self.image_layer_name in self.viewer.layers:
+            panel.predict(self.image_layer_name)
+            self._say(f"Model version {run.version} predicts {self.image_layer_name} again (its annotation is unchanged).")
 
     # ------------------------------------------------------------------ hooks of the Predict panel
     def objects_shown(self) -> None:

@@ -56,6 +56,9 @@ class PostprocessBox(QGroupBox):
         form.addRow(self.seed_level_label, self.seed_level)
         self.tuned_btn = QPushButton("Use the model's tuned settings")
         form.addRow(self.tuned_btn)
+        self.tuned_label = QLabel("")  # which settings, wrapped: a long button would widen the panel
+        self.tuned_label.setWordWrap(True)
+        form.addRow(self.tuned_label)
         self.count_label = QLabel("")
         form.addRow(self.count_label)
         self._facts: dict = {}  # the model's outputs (boundary, distance)
@@ -106,13 +109,14 @@ class PostprocessBox(QGroupBox):
         if info is None or info.tuning is None:
             self.tuned_btn.setEnabled(False)
             who = info.version if info is not None else "The model"
-            self.tuned_btn.setText(f"{who} has no tuned settings (the defaults are used)")
+            self.tuned_btn.setText(f"{who} has no tuned settings")
+            self.tuned_label.setText("The defaults are used.")
             return
         cfg = info.tuning.config
         self.tuned_btn.setEnabled(True)
-        self.tuned_btn.setText(
-            f"Use {info.version}'s tuned settings: threshold {cfg.threshold:g}, min size {cfg.min_size}, "
-            f"{cfg.objects_in_words(**info.output_facts)}"
+        self.tuned_btn.setText(f"Use {info.version}'s tuned settings")
+        self.tuned_label.setText(
+            f"Tuned: threshold {cfg.threshold:g}, min size {cfg.min_size}, {cfg.objects_in_words(**info.output_facts)}"
         )
 
     def _show_seeds(self) -> None:

@@ -78,12 +78,13 @@ class Session(QObject):
         self.training_started.emit(self.training)
         return self.training
 
-    def update_model(self, project, version: str = "latest"):
+    def update_model(self, project, version: str = "latest", **settings):
         """Fine-tune ``version`` on the annotations and corrections saved since it (a short run:
-        :func:`~napari_seg_box.core.train.finetune_config`); returns the :class:`TrainingRun`."""
+        :func:`~napari_seg_box.core.train.finetune_config`, ``settings`` such as ``epochs`` win);
+        returns the :class:`TrainingRun`."""
         from ..core.train import finetune_config
 
-        return self.start_training(project, finetune_config(project, version))
+        return self.start_training(project, finetune_config(project, version, **settings))
 
     def _training_ended(self) -> None:
         if self.training is not None and self.training.version is not None:

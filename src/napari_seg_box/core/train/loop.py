@@ -188,7 +188,7 @@ def iter_train(
     if run.start:
         before = f"; {run.start['version']} on the same images: {run.start['val_iou']:.3f}"
         if run.start["val_iou"] > run.best["val_iou"]:
-            before += f", higher: check both on your images and predict with the better one (`best` picks {run.start['version']})"
+            before += ", higher: compare both on your images (evaluate --compare, or Predict with each) and keep the better one"
     yield Message(
         f"{word}: model version {saved.version} (best epoch {run.best['epoch']}, validation IoU {run.best['val_iou']:.3f}{before})."
     )
