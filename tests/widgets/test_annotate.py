@@ -34,7 +34,16 @@ def test_annotate_paint_autosave_split_and_list(viewer, qtbot, tmp_path, nuclei_
     counts = np.bincount(stored.ravel(), minlength=3)
     assert counts[1] > 50 and counts[2] > 50 and counts[0] > 0.9 * stored.size
     rows = w.table_rows()
-    assert rows == [{"image": "nuclei q0", "split": "train", "background": int(counts[1]), "nucleus": int(counts[2]), "instances": ""}]
+    assert rows == [
+        {
+            "image": "nuclei q0",
+            "split": "train",
+            "background": int(counts[1]),
+            "nucleus": int(counts[2]),
+            "instances": "",
+            "annotation": "drawn",
+        }
+    ]
     # explicit save of a programmatic annotation
     data = np.zeros_like(labels.data)
     data[:64] = 1 + (inst[:64] > 0)

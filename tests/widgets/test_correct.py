@@ -83,6 +83,8 @@ def test_suggest_open_correct_click_delete_save_and_update(viewer, qtbot, panel,
     annotate.project_box.set_url(nuclei_project.url)
     annotate.save()
     assert nuclei_project.refresh().annotation_history("q1")[-1]["origin"] == "corrected"
+    rows = {r["image"]: r for r in annotate.table_rows()}
+    assert rows["q1"]["annotation"] == f"corrected ({version})" and rows["q0"]["annotation"] == "imported"
 
     # the Train panel's button fine-tunes the latest version on the correction
     train = TrainWidget(viewer)

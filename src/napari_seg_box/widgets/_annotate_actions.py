@@ -209,7 +209,7 @@ class ImageActions:
     def _fill_table(self, project) -> None:
         names = project.class_names
         classify = project.task == "classification"
-        headers = ["image", "split", "class"] if classify else ["image", "split", *names, "instances"]
+        headers = ["image", "split", "class"] if classify else ["image", "split", *names, "instances", "annotation"]
         self.table.setColumnCount(len(headers))
         self.table.setHorizontalHeaderLabels(headers)
         records = project.images()
@@ -234,6 +234,7 @@ class ImageActions:
                 item.setTextAlignment(int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter))
                 self.table.setItem(r, 2 + j, item)
             self.table.setItem(r, 2 + len(names), QTableWidgetItem("yes" if rec.has_instances else ""))
+            self.table.setItem(r, 3 + len(names), QTableWidgetItem(_origin_words(rec.annotation)))
         self.table.resizeColumnsToContents()
 
     def table_rows(self) -> list[dict]:
@@ -248,6 +249,17 @@ class ImageActions:
                 else:
                     item = self.table.item(r, c)
                     text = item.text() if item else ""
-                    row[h] = int(text.replace(",", "")) if 2 <= c < len(headers) - 1 and h != "class" else text
+                    row[h] = int(text.replace(",", "")) if 2 <= c < len(headers) and h not in TEXT_COLUMNS else text
             rows.append(row)
         return rows
+
+
+TEXT_COLUMNS = ("class", "instances", "annotation")  # the others after the split count painted pixels
+
+
+def _origin_words(annotation) -> str:
+    """Where an image's annotation comes from, for the list: drawn, imported, corrected (v002)..."""
+    if not annotation or not annotation.get("revision"):
+        return ""
+    version = annotation.get("model_version")
+    return f"{annotation.get('origin')} ({version})" if version else str(annotation.get("origin") or "")
