@@ -14,8 +14,8 @@ at IoU 0.5 (connected components), and for the images chosen that round the pixe
 to correct the current model's prediction against the pixels painted from scratch (every pixel not
 of the image's most frequent class: that one is a fill). Mean and range over the seeds.
 
-    python benchmarks/active_learning.py isbi --seeds 0 1 2 --json benchmarks/results/active_learning_isbi_cpu.json
-    python benchmarks/active_learning.py nuclei --seeds 0 1 2 --k 1
+    python benchmarks/active_learning.py isbi --seeds 0 1 2 --epochs 10 --finetune-epochs 5 --json benchmarks/results/active_learning_isbi_cpu.json
+    python benchmarks/active_learning.py nuclei --seeds 0 1 2 --k 1 --epochs 10 --finetune-epochs 5
 """
 
 from __future__ import annotations
@@ -67,7 +67,8 @@ def held_out(project, version) -> dict:
 
     ev = evaluate_project(project, version, save=False, postprocess=PostprocessConfig(instances="components", min_size=20))
     name = project.class_names[1]
-    return {"iou": ev.summary["pixel"]["per_class"][name]["iou"], "f1": ev.summary["objects"][name]["f1@0.5"]}
+    pixel = ev.summary["pixel"]
+    return {"iou": pixel["per_class"][name]["iou"], "mean_iou": pixel["mean_iou"], "f1": ev.summary["objects"][name]["f1@0.5"]}
 
 
 def effort(project, version, chosen, truth) -> tuple[int, int]:

@@ -225,3 +225,20 @@ def test_finetuning_keeps_the_automatic_validation_part(nuclei_project):
     after = nuclei_project.model_version(tuned).provenance
     assert after.validation_rows == before.validation_rows and "kept from the version fine-tuned" in after.validation
     assert "q2" in after.train_images and "q2" not in after.validation_images
+
+
+def test_recent_means_saved_since_the_version_even_in_the_same_second(nuclei_project, monkeypatch):
+    """Timestamps have a resolution of one second: a correction saved in the second the version was
+    saved is recent (it was missed before: CI saved one that fast); one saved earlier is not."""
+    from napari_seg_box.core import manifest, store_versions
+    from napari_seg_box.core.train.finetune import recent_images
+
+    for module in (manifest, store_versions):
+        monkeypatch.setattr(module, "now_iso", lambda: "2099-12-01T10:00:00+00:00", raising=False)
+    version = nuclei_project.model_version(save_tiny_model(nuclei_project))
+    assert version.created == "2099-12-01T10:00:00+00:00"
+    nuclei_project.set_labels("q0", nuclei_project.get_labels("q0"))  # drawn, the same second
+    save_correction(nuclei_project, "q1", nuclei_project.get_labels("q1"), model_version=version.version)
+    monkeypatch.setattr(manifest, "now_iso", lambda: "2099-12-01T09:59:59+00:00")
+    nuclei_project.set_labels("q2", nuclei_project.get_labels("q2"))  # drawn before the version
+    assert recent_images(nuclei_project, version) == {"q0", "q1"}

@@ -104,12 +104,12 @@ _CLASSIFY_FIELDS = [
 ]  # fmt: skip
 
 
-def _config(args, project):
+def _config(args, project=None):
     from ..core.classify import ClassifyConfig
     from ..core.errors import ConfigError
     from ..core.train import TrainConfig, finetune_config
 
-    task = project.task
+    task = project.task if project is not None else "segmentation"
     fields, cls = (_CLASSIFY_FIELDS, ClassifyConfig) if task == "classification" else (_FIELDS, TrainConfig)
     other = [n for n in set(_FIELDS + _CLASSIFY_FIELDS) - set(fields) if getattr(args, n, None) is not None]
     if other:
@@ -129,7 +129,7 @@ def _config(args, project):
         value = getattr(args, name)
         if value is not None:
             settings[name] = {"auto": None, "on": True, "off": False}[value] if name == "distance" else value
-    if task == "segmentation" and settings.get("finetune_from"):
+    if task == "segmentation" and isinstance(settings, dict) and settings.get("finetune_from"):
         return finetune_config(project, settings.pop("finetune_from"), **settings)
     return cls.from_dict(settings)
 

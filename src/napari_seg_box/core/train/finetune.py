@@ -11,10 +11,13 @@ on the run's validation images first, so the new version's figures stand beside 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from ..errors import ConfigError
+from ..events import Message
 from .config import TrainConfig
+from .validate import _validate
 
 FINETUNE_EPOCHS = 10
 RECENT_WEIGHT = 3.0  # per-pixel sampling weight of annotations revised after the starting version
@@ -59,14 +62,50 @@ def finetune_config(project, version: str | None = "latest", **overrides: Any) -
     return TrainConfig.from_dict({k: v for k, v in settings.items() if v is not None})
 
 
-def recent_images(project, since: str | None) -> set[str]:
-    """Images whose current annotation was saved after the time ``since`` (an ISO string; a model
-    version's ``created``): the corrections and new annotations a fine-tuning run emphasises."""
-    if not since:
-        return set()
-    return {r.name for r in project.images() if r.annotation and str(r.annotation.get("time") or "") > since}
+def recent_images(project, version) -> set[str]:
+    """Images whose current annotation is a correction of ``version`` (a :class:`~..versions.ModelVersion`)
+    or was saved since it was (the same second counts: its data were read long before), that is
+    the corrections and new annotations a fine-tuning run emphasises."""
+    since = version.created or ""
+    return {
+        r.name
+        for r in project.images()
+        if r.annotation
+        and r.annotation.get("revision")
+        and (r.annotation.get("model_version") == version.version or str(r.annotation.get("time") or "") >= since > "")
+    }
 
 
 def item_is_of(item_name: str, images: set[str]) -> bool:
     """Whether a training region (an image, or a plane ``image[z=3]`` of a stack) comes from one of ``images``."""
     return any(item_name == im or item_name.startswith(f"{im}[z=") for im in images)
+
+
+# ---------------------------------------------------------------------- steps of a fine-tuning run (:mod:`.loop`)
+def emphasise_recent(run) -> Iterator[Message]:
+    """Sample the annotations saved after the starting version ``recent_weight`` times more often."""
+    if run.cfg.recent_weight == 1:
+        return
+    recent = recent_images(run.project, run.project.model_version(run.finetuned_from))
+    items = [it for it in run.data.train if item_is_of(it.name, recent)]
+    for it in items:
+        it.emphasis = run.cfg.recent_weight
+    if items:
+        yield Message(
+            f"{len(recent)} image(s) annotated or corrected since {run.finetuned_from}: sampled {run.cfg.recent_weight:g}x more often.",
+            topic="settings",
+        )
+
+
+def validate_start(run, loss_fn, cancel) -> Iterator[Message]:
+    """The starting version's figures on this run's validation images, to stand beside the new ones."""
+    if run.project.model_version(run.finetuned_from).spec.classes != run.spec.classes:
+        return  # a new head: the starting weights do not segment these classes
+    val = _validate(
+        run.model, run.data.val, loss_fn, run.rt, len(run.data.classes), cancel, fold=run.cfg.boundary, distance=run.data.distance
+    )
+    m = val["metrics"]
+    run.start = {"version": run.finetuned_from, **{k: m[k] for k in ("val_iou", "val_loss", "val_acc", "val_distance_error") if k in m}}
+    yield Message(
+        f"Starting from {run.finetuned_from}: validation IoU {m['val_iou']:.3f} on this run's validation images.", topic="validation"
+    )

@@ -29,7 +29,7 @@ from .budget import FIRST_STEPS, VALIDATION_GUESS, TimeBudget
 from .budget import LEARNING_RATE as BUDGET_LR
 from .checkpoint import cpu_state, restore_checkpoint, resumed, save_checkpoint
 from .config import TrainConfig
-from .finetune import item_is_of, recent_images
+from .finetune import emphasise_recent, validate_start
 from .prepare import _Data, _fold_boundary, _prepare_data
 from .runtime import _accumulate_confusion, _Runtime, _scores, _too_big, lr_at
 from .sampling import _InlineBatches, _Prefetcher, _Sampler
@@ -125,9 +125,9 @@ def iter_train(
     sampler = _Sampler(data, run.chosen["patch_size"], cfg)
     loss_fn = make_loss(cfg.loss, distance=data.distance)
     if run.finetuned_from:
-        yield from _emphasise_recent(run)
+        yield from emphasise_recent(run)
         if state is None:
-            yield from _validate_start(run, loss_fn, cancel)
+            yield from validate_start(run, loss_fn, cancel)
     run.epochs = cfg.epochs
     if cfg.minutes:
         run.budget = TimeBudget(cfg.minutes * 60, t_start)
@@ -203,35 +203,6 @@ def train(
 
 
 # ---------------------------------------------------------------------- the steps
-def _emphasise_recent(run: Run) -> Iterator[Message]:
-    """Sample the annotations saved after the starting version ``recent_weight`` times more often."""
-    if run.cfg.recent_weight == 1:
-        return
-    recent = recent_images(run.project, run.project.model_version(run.finetuned_from).created)
-    items = [it for it in run.data.train if item_is_of(it.name, recent)]
-    for it in items:
-        it.emphasis = run.cfg.recent_weight
-    if items:
-        yield Message(
-            f"{len(recent)} image(s) annotated or corrected since {run.finetuned_from}: sampled {run.cfg.recent_weight:g}x more often.",
-            topic="settings",
-        )
-
-
-def _validate_start(run: Run, loss_fn, cancel) -> Iterator[Message]:
-    """The starting version's figures on this run's validation images, to stand beside the new ones."""
-    if run.project.model_version(run.finetuned_from).spec.classes != run.spec.classes:
-        return  # a new head: the starting weights do not segment these classes
-    val = _validate(
-        run.model, run.data.val, loss_fn, run.rt, len(run.data.classes), cancel, fold=run.cfg.boundary, distance=run.data.distance
-    )
-    m = val["metrics"]
-    run.start = {"version": run.finetuned_from, **{k: m[k] for k in ("val_iou", "val_loss", "val_acc", "val_distance_error") if k in m}}
-    yield Message(
-        f"Starting from {run.finetuned_from}: validation IoU {m['val_iou']:.3f} on this run's validation images.", topic="validation"
-    )
-
-
 def _start(project, cfg: TrainConfig, rt: _Runtime, data: _Data, state: dict | None, t_start: float):
     """Build the network: from scratch, from a version to fine-tune (a generator: it reports), or as
     the checkpointed run was."""
