@@ -118,7 +118,7 @@ def test_finetuning_on_corrections_improves_held_out_iou(tmp_path, shared_data):
     assert info.training.start["version"] == base and 0 <= info.training.start["val_iou"] <= 1
     assert info.provenance.validation_images == project.model_version(base).provenance.validation_images  # the same validation
     texts = " ".join(e.text for e in events if isinstance(e, Message))
-    assert "2 image(s) annotated or corrected since" in texts and f"{base} on the same images" in texts
+    assert "1 image(s) annotated or corrected since" in texts and f"{base} on the same images" in texts  # q1 trains, q2 validates
     assert after > before + 0.03, (before, after)
 
 
@@ -227,18 +227,25 @@ def test_finetuning_keeps_the_automatic_validation_part(nuclei_project):
     assert "q2" in after.train_images and "q2" not in after.validation_images
 
 
-def test_recent_means_saved_since_the_version_even_in_the_same_second(nuclei_project, monkeypatch):
-    """Timestamps have a resolution of one second: a correction saved in the second the version was
-    saved is recent (it was missed before: CI saved one that fast); one saved earlier is not."""
+def test_recent_is_what_the_version_did_not_train_on_even_in_the_same_second(nuclei_project, monkeypatch):
+    """Timestamps have a resolution of one second: on a fast machine (CI) images imported in the
+    second a version was saved counted as annotated since (and the correction was missed before
+    that). The version records the annotation revisions it trained on: "recent" is exact."""
     from napari_seg_box.core import manifest, store_versions
     from napari_seg_box.core.train.finetune import recent_images
 
-    for module in (manifest, store_versions):
+    for module in (manifest, store_versions):  # everything below happens in one second
         monkeypatch.setattr(module, "now_iso", lambda: "2099-12-01T10:00:00+00:00", raising=False)
-    version = nuclei_project.model_version(save_tiny_model(nuclei_project))
-    assert version.created == "2099-12-01T10:00:00+00:00"
-    nuclei_project.set_labels("q0", nuclei_project.get_labels("q0"))  # drawn, the same second
+    nuclei_project.set_labels("q0", nuclei_project.get_labels("q0"))  # a new revision, trained on
+    version = nuclei_project.model_version(train(nuclei_project, tiny(epochs=1, steps_per_epoch=1)))
+    assert set(version.provenance.annotation_revisions) == {"q0", "q1", "q2"}  # train and validation, not the test image
+    assert recent_images(nuclei_project, version) == {"q3"}  # the held-out image was not trained on
     save_correction(nuclei_project, "q1", nuclei_project.get_labels("q1"), model_version=version.version)
-    monkeypatch.setattr(manifest, "now_iso", lambda: "2099-12-01T09:59:59+00:00")
-    nuclei_project.set_labels("q2", nuclei_project.get_labels("q2"))  # drawn before the version
-    assert recent_images(nuclei_project, version) == {"q0", "q1"}
+    assert recent_images(nuclei_project, version) == {"q1", "q3"}
+    # a version that does not record its revisions: its corrections, and what was saved after it
+    tiny_version = nuclei_project.model_version(save_tiny_model(nuclei_project))
+    assert recent_images(nuclei_project, tiny_version) == set()  # the same second: left out
+    save_correction(nuclei_project, "q2", nuclei_project.get_labels("q2"), model_version=tiny_version.version)
+    monkeypatch.setattr(manifest, "now_iso", lambda: "2099-12-01T10:00:01+00:00")
+    nuclei_project.set_labels("q0", nuclei_project.get_labels("q0"))
+    assert recent_images(nuclei_project, tiny_version) == {"q0", "q2"}

@@ -99,6 +99,7 @@ class Provenance:
     finetuned_from: str | None = None
     packages: Mapping[str, str] = field(default_factory=dict)
     validation_rows: Mapping[str, int] = field(default_factory=dict)  # plane -> first validation row (0: whole)
+    annotation_revisions: Mapping[str, str] = field(default_factory=dict)  # image -> the annotation revision trained on
 
     def __post_init__(self):
         object.__setattr__(self, "train_images", tuple(self.train_images))

@@ -63,17 +63,16 @@ def finetune_config(project, version: str | None = "latest", **overrides: Any) -
 
 
 def recent_images(project, version) -> set[str]:
-    """Images whose current annotation is a correction of ``version`` (a :class:`~..versions.ModelVersion`)
-    or was saved since it was (the same second counts: its data were read long before), that is
-    the corrections and new annotations a fine-tuning run emphasises."""
+    """Images whose current annotation ``version`` (a :class:`~..versions.ModelVersion`) did not
+    train on: corrected or painted since, or not in its training data. Exact from the annotation
+    revisions the version records; for a version without them, the corrections of it and what was
+    saved after it (timestamps of one second: the same second is left out)."""
+    seen = version.provenance.annotation_revisions
+    current = {r.name: r.annotation for r in project.images() if r.annotation and r.annotation.get("revision")}
+    if seen:
+        return {name for name, a in current.items() if seen.get(name) != a["revision"]}
     since = version.created or ""
-    return {
-        r.name
-        for r in project.images()
-        if r.annotation
-        and r.annotation.get("revision")
-        and (r.annotation.get("model_version") == version.version or str(r.annotation.get("time") or "") >= since > "")
-    }
+    return {name for name, a in current.items() if a.get("model_version") == version.version or str(a.get("time") or "") > since > ""}
 
 
 def item_is_of(item_name: str, images: set[str]) -> bool:
@@ -87,12 +86,13 @@ def emphasise_recent(run) -> Iterator[Message]:
     if run.cfg.recent_weight == 1:
         return
     recent = recent_images(run.project, run.project.model_version(run.finetuned_from))
-    items = [it for it in run.data.train if item_is_of(it.name, recent)]
-    for it in items:
-        it.emphasis = run.cfg.recent_weight
-    if items:
+    images = {im for im in recent if any(item_is_of(it.name, {im}) for it in run.data.train)}
+    for it in run.data.train:
+        if item_is_of(it.name, images):
+            it.emphasis = run.cfg.recent_weight
+    if images:
         yield Message(
-            f"{len(recent)} image(s) annotated or corrected since {run.finetuned_from}: sampled {run.cfg.recent_weight:g}x more often.",
+            f"{len(images)} image(s) annotated or corrected since {run.finetuned_from}: sampled {run.cfg.recent_weight:g}x more often.",
             topic="settings",
         )
 

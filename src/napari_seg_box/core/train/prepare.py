@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -50,6 +50,7 @@ class _Data:
     val_rows: dict[str, int]  # validation plane -> its first validation row (0: the whole plane)
     distance: bool = False  # the model learns a distance output (after the classes)
     touching: float = 0.0  # share of the objects touching another object
+    revisions: dict[str, str] = field(default_factory=dict)  # image -> the annotation revision read
 
 
 def _fingerprint(planes: list[Plane]) -> str:
@@ -155,6 +156,7 @@ def _prepare_data(project, cfg: TrainConfig, distance: bool | None = False, *, v
     :class:`~..versions.Provenance` of the version a run fine-tunes: when no image is marked for
     validation, its automatic validation part is kept (both versions are scored on the same pixels,
     which neither trained on), and what was annotated since trains."""
+    revisions = {r.name: r.annotation["revision"] for r in project.images() if r.annotation and r.annotation.get("revision")}
     planes = [p for p in iter_annotated_planes(project, ("train", "validation")) if (p.labels > 0).any()]
     if not planes:
         raise DataError(
@@ -251,6 +253,7 @@ def _prepare_data(project, cfg: TrainConfig, distance: bool | None = False, *, v
         val_rows=val_rows,
         distance=bool(distance),
         touching=touching,
+        revisions={p.image: revisions[p.image] for p in planes if p.image in revisions},
     )
 
 

@@ -27,6 +27,7 @@ def save_version(run) -> ModelVersion:
             validation_images=tuple(data.val_names),
             validation=data.split,
             validation_rows=dict(data.val_rows),
+            annotation_revisions=dict(data.revisions),
             finetuned_from=run.finetuned_from,
             packages=package_versions(),
         ),
