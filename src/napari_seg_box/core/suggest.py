@@ -125,7 +125,7 @@ def iter_suggest(
     ``mode``: ``entropy`` (of one prediction), ``tta`` (disagreement between flipped copies, plus
     the entropy of their mean) or ``versions`` (disagreement between this version and the one before).
     """
-    from .infer import Predictor, iter_predict
+    from .infer import Predictor
 
     if mode not in MODES:
         raise DataError(f"Unknown uncertainty mode {mode!r}: choose one of {', '.join(MODES)}.")
@@ -145,20 +145,12 @@ def iter_suggest(
         if not before:
             raise DataError(f"Model version {vid} is the first one: 'versions' compares it with the one before. Use mode 'entropy'.")
         predictors.append(Predictor.from_project(project, before[-1], device=device))
-    facts = predictors[0].info.output_facts
     found, feats = [], []
     for i, name in enumerate(names):
         yield Progress(i, len(names), stage="suggest", message=name)
         for z, pixels in _planes(project, name):
             check_cancel(cancel)
-            preds = []
-            for p in predictors:
-                for flip in _flips(mode):
-                    probs = run_to_end(iter_predict(_flip(pixels, flip), p, stack=False, cancel=cancel))
-                    preds.append(_flip(probs, flip, axes=(-2, -1)))
-            u = uncertainty(np.mean(preds, axis=0), **facts)
-            if len(preds) > 1:
-                u = np.maximum(u, disagreement(preds, **facts))
+            u = _plane_uncertainty(pixels, predictors, mode, cancel=cancel)
             for box in regions(u.shape, tile):
                 y0, x0, y1, x1 = box
                 found.append(Suggestion(name, box, float(u[y0:y1, x0:x1].mean()), 0.0, z))
@@ -174,12 +166,24 @@ def suggest(project, version: str | None = "latest", **kwargs) -> list[Suggestio
 
 
 def uncertainty_map(image: np.ndarray, model, *, mode: str = "entropy", **kwargs) -> np.ndarray:
-    """(Y, X) uncertainty in [0, 1] of one 2D image under ``model`` (a :class:`~.infer.Predictor`)."""
+    """(Y, X) uncertainty in [0, 1] of one 2D image under ``model`` (a :class:`~.infer.Predictor`;
+    ``entropy`` or ``tta``)."""
+    return _plane_uncertainty(image, [model], mode, **kwargs)
+
+
+def _plane_uncertainty(pixels: np.ndarray, predictors: list, mode: str, **kwargs) -> np.ndarray:
+    """The uncertainty of one plane: the entropy of the mean prediction of every predictor (and
+    flipped copy, for ``tta``), or where they disagree, whichever is higher."""
     from .infer import iter_predict
 
-    preds = [_flip(run_to_end(iter_predict(_flip(image, f), model, stack=False, **kwargs)), f, axes=(-2, -1)) for f in _flips(mode)]
-    u = uncertainty(np.mean(preds, axis=0), **model.info.output_facts)
-    return np.maximum(u, disagreement(preds, **model.info.output_facts)) if len(preds) > 1 else u
+    preds = []
+    for p in predictors:
+        for flip in _flips(mode):
+            probs = run_to_end(iter_predict(_flip(pixels, flip), p, stack=False, **kwargs))
+            preds.append(_flip(probs, flip, axes=(-2, -1)))
+    facts = predictors[0].info.output_facts
+    u = uncertainty(np.mean(preds, axis=0), **facts)
+    return np.maximum(u, disagreement(preds, **facts)) if len(preds) > 1 else u
 
 
 def _planes(project, name: str) -> Iterator[tuple[int | None, np.ndarray]]:
