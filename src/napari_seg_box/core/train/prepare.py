@@ -213,16 +213,12 @@ def _prepare_data(project, cfg: TrainConfig, distance: bool | None = False, *, v
         train = [items[i] for i in sorted(order[n_val:])]
         split = f"automatic: {n_val} of {len(items)} images"
     else:
-        train, val, val_rows = [], [], {}
+        cuts = {}  # the bottom rows of each region, where both parts are 16 rows or more and the bottom is annotated
         for it in items:
             cut = _split_rows(it.target, cfg.validation_fraction)
-            top, bottom = slice(0, cut), slice(cut, None)
-            if cut < 16 or it.target.shape[0] - cut < 16 or not (it.target[bottom] != IGNORE).any():
-                train.append(it)
-                continue
-            train.append(_cut(it, top))
-            val.append(_cut(it, bottom, f"{it.name} (rows {cut}-)"))
-            val_rows[it.name] = cut
+            if 16 <= cut <= it.target.shape[0] - 16 and (it.target[cut:] != IGNORE).any():
+                cuts[it.name] = cut
+        train, val, val_rows = _apart(items, cuts)
         if not val:
             raise DataError(
                 "No validation is possible: the annotations are too small to keep a part aside. Annotate a second image "
@@ -257,6 +253,22 @@ def _prepare_data(project, cfg: TrainConfig, distance: bool | None = False, *, v
     )
 
 
+def _apart(items: list[_Item], cuts: dict[str, int]) -> tuple[list[_Item], list[_Item], dict[str, int]]:
+    """(train, val, val_rows): the rows of a region from ``cuts[name]`` on validate (0: the whole
+    region); a region without a cut (or cut below its end) trains whole."""
+    train, val, val_rows = [], [], {}
+    for it in items:
+        cut = cuts.get(it.name)
+        if cut is None or cut >= it.target.shape[0]:
+            train.append(it)
+            continue
+        if cut:
+            train.append(_cut(it, slice(0, cut)))
+        val.append(_cut(it, slice(cut, None), f"{it.name} (rows {cut}-)") if cut else it)
+        val_rows[it.name] = cut
+    return train, val, val_rows
+
+
 def _kept_validation(items: list[_Item], provenance) -> tuple | None:
     """(train, val, val_rows, split) with the automatic validation part of ``provenance`` (a
     fine-tuned version's), or None when there is none to keep (it was marked, or is no longer annotated)."""
@@ -265,18 +277,7 @@ def _kept_validation(items: list[_Item], provenance) -> tuple | None:
     rows = provenance.validation_rows
     if not any(it.name in rows for it in items):
         return None
-    train, val, val_rows = [], [], {}
-    for it in items:
-        cut = rows.get(it.name)
-        if cut is None or cut >= it.target.shape[0]:
-            train.append(it)
-        elif cut == 0:
-            val.append(it)
-            val_rows[it.name] = 0
-        else:
-            train.append(_cut(it, slice(0, cut)))
-            val.append(_cut(it, slice(cut, None), f"{it.name} (rows {cut}-)"))
-            val_rows[it.name] = cut
+    train, val, val_rows = _apart(items, rows)
     if not val or not train:
         return None
     return train, val, val_rows, f"automatic, kept from the version fine-tuned ({len(val)} region(s))"
