@@ -25,6 +25,7 @@ from ..events import CheckpointSaved, EpochEnd, Message, Progress, StepLoss, run
 from ..models import ModelSpec
 from ..train.checkpoint import cpu_state, restore_checkpoint, resumed, save_checkpoint, state_bytes
 from ..train.runtime import _Runtime, _too_big, lr_at
+from ..train.validate import is_better
 from ..train.version import package_versions, training_record
 from ..versions import ModelVersion, Normalization, Provenance
 from .config import ClassifyConfig
@@ -161,11 +162,7 @@ def train_classifier(project, config: ClassifyConfig | None = None, *, on_event=
 # ---------------------------------------------------------------------- the steps
 def _is_better(metrics: dict, best: dict) -> bool:
     """A higher validation macro-F1, or the same with a lower validation loss."""
-    if not best:
-        return True
-    if metrics["val_f1"] > best["val_f1"] + 1e-9:
-        return True
-    return abs(metrics["val_f1"] - best["val_f1"]) <= 1e-9 and metrics["val_loss"] < best["val_loss"]
+    return is_better(metrics, best, key="val_f1", tie=1e-9)
 
 
 def _choose(cfg: ClassifyConfig, rt: _Runtime, data: ClassData) -> dict:

@@ -33,7 +33,7 @@ from .finetune import emphasise_recent, validate_start
 from .prepare import _Data, _fold_boundary, _prepare_data
 from .runtime import _accumulate_confusion, _Runtime, _scores, _too_big, lr_at
 from .sampling import _InlineBatches, _Prefetcher, _Sampler
-from .validate import _class_logits, _validate
+from .validate import _class_logits, _validate, is_better
 from .version import save_version
 
 PRECISE_BN_STEPS = 50  # while the run is this young (in optimisation steps) the batch-norm statistics are recomputed each epoch
@@ -157,7 +157,7 @@ def iter_train(
             "data_wait_share": figures["wait_s"] / max(train_time, 1e-9),
         }
         run.history.append(metrics)
-        is_best = _is_better(metrics, run.best, by_loss=data.distance)
+        is_best = is_better(metrics, run.best, by_loss=data.distance)
         if is_best:
             run.best = {k: metrics[k] for k in ("epoch", "val_iou", "val_loss", "val_acc", "val_distance_error") if k in metrics}
             run.best_state = cpu_state(run.model)
@@ -412,17 +412,3 @@ def _precise_batch_norm(run: Run, sampler: _Sampler, epoch: int) -> None:
             run.model(x)
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
-
-
-def _is_better(metrics: dict, best: dict, *, by_loss: bool = False) -> bool:
-    """A higher validation IoU, or the same IoU with a lower validation loss. ``by_loss`` (distance
-    models): a lower validation loss, which weighs the distance output with the classes (the IoU
-    peaks before the distance is learnt: on nuclei, epoch 3 of 8 at a distance error of 0.11, where
-    epoch 6 had 0.06 for 0.015 less IoU)."""
-    if not best:
-        return True
-    if by_loss:
-        return metrics["val_loss"] < best["val_loss"]
-    if metrics["val_iou"] > best["val_iou"] + 1e-6:
-        return True
-    return abs(metrics["val_iou"] - best["val_iou"]) <= 1e-6 and metrics["val_loss"] < best["val_loss"]

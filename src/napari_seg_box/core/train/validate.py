@@ -57,3 +57,17 @@ def _validate(model, items: list[_Item], loss_fn, rt: _Runtime, k: int, cancel, 
     if distance:
         metrics["val_distance_error"] = dist_err / max(n, 1)
     return {"metrics": metrics, "preview": preview}
+
+
+def is_better(metrics: dict, best: dict, *, key: str = "val_iou", tie: float = 1e-6, by_loss: bool = False) -> bool:
+    """A higher validation score ``key`` (IoU; macro-F1 for classifiers), or the same score (within
+    ``tie``) with a lower validation loss. ``by_loss`` (distance models): a lower validation loss,
+    which weighs the distance output with the classes (the IoU peaks before the distance is learnt:
+    on nuclei, epoch 3 of 8 at a distance error of 0.11, where epoch 6 had 0.06 for 0.015 less IoU)."""
+    if not best:
+        return True
+    if by_loss:
+        return metrics["val_loss"] < best["val_loss"]
+    if metrics[key] > best[key] + tie:
+        return True
+    return abs(metrics[key] - best[key]) <= tie and metrics["val_loss"] < best["val_loss"]
