@@ -75,3 +75,14 @@ def image_layer_of(viewer, project, name: str):
             project.get_image(name), name=name, rgb=rec.channels == 3, scale=layer_scale(rec), metadata=link(project.url, name)
         )
     return layer
+
+
+def store_layer(project, layer, name: str, split: str) -> None:
+    """Add the data of image ``layer`` to ``project`` as image ``name`` and link the layer to it (a
+    3D layer that is not RGB reads as a stack of planes, as napari shows it)."""
+    import numpy as np
+
+    data = np.asarray(layer.data)
+    stack = False if layer.rgb else (True if data.ndim == 3 else None)
+    project.add_image(name, data, split=split, stack=stack, source=f"napari layer {layer.name}", origin="drawn")
+    layer.metadata = {**(layer.metadata or {}), **link(project.url, name)}

@@ -7,7 +7,7 @@ import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QComboBox, QTableWidgetItem
 
-from ..layers import IMAGE_KEY, class_colormap, image_layer_of, is_image, is_labels, layer_scale, link, linked
+from ..layers import IMAGE_KEY, class_colormap, image_layer_of, is_image, is_labels, layer_scale, link, linked, store_layer
 from ._messages import ask, guarded, report_info
 
 SPLITS = ("train", "validation", "test")
@@ -23,12 +23,8 @@ class ImageActions:
         project = self.project_box.project()
         layer = self._layer(layer, self.layer_combo, "image")
         split = split or self.split_combo.currentText()
-        data = np.asarray(layer.data)
         name = name or layer.name
-        # napari shows a 3D non-RGB layer as a stack of planes (a slider): so does the store
-        stack = False if layer.rgb else (True if data.ndim == 3 else None)
-        project.add_image(name, data, split=split, stack=stack, source=f"napari layer {layer.name}", origin="drawn")
-        layer.metadata = {**(layer.metadata or {}), **link(project.url, name)}
+        store_layer(project, layer, name, split)
         labels = self.labels_layer_for(name, create=True, project=project)
         self.refresh()
         self._ready_to_paint(labels, project)

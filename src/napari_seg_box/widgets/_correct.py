@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton
 
-from ..layers import IMAGE_KEY, ORIGIN_KEY, class_colormap, is_labels, layer_scale, link, linked
+from ..layers import IMAGE_KEY, ORIGIN_KEY, class_colormap, is_labels, layer_scale, link, linked, store_layer
 from ._messages import guarded, report_info
 
 TOOLS = (
@@ -123,8 +123,7 @@ class CorrectBox(QGroupBox):
         while name in project.image_names():
             n += 1
             name = f"{image_layer.name} ({n})"
-        project.add_image(name, np.asarray(image_layer.data), split="train")
-        image_layer.metadata = {**(image_layer.metadata or {}), **link(project.url, name)}
+        store_layer(project, image_layer, name, "train")
         return name
 
     def _annotation_layer(self, project, name: str, image_layer, labels: np.ndarray):
