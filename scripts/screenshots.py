@@ -122,15 +122,27 @@ def one_class_question(viewer, out: Path, image, truth, tmp: str) -> None:
     box.close()
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def script_parser(doc: str) -> argparse.ArgumentParser:
+    """The options every screenshot script has: the output folder and the training epochs."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--out", default=str(REPO / "docs" / "images"))
     parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--project", default=None, help="project folder to create (default: a temporary one)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def output_folder(args) -> Path:
+    """Plots without a display, and the output folder, made."""
     os.environ.setdefault("MPLBACKEND", "Agg")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def main(argv=None) -> int:
+    parser = script_parser(__doc__)
+    parser.add_argument("--project", default=None, help="project folder to create (default: a temporary one)")
+    args = parser.parse_args(argv)
+    out = output_folder(args)
 
     import napari
 

@@ -10,7 +10,6 @@ epochs on the CPU (~2 min on 2 cores).
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import sys
@@ -20,20 +19,15 @@ from pathlib import Path
 import napari_seg_box.widgets  # noqa: F401  (the triton guard, before anything imports torch)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from screenshots import settle, shot, show_tab, wait_worker  # noqa: E402
+from screenshots import output_folder, script_parser, settle, shot, show_tab, wait_worker  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CELLS = REPO / "tests" / "data" / "mlcp-cellcycle"
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=str(REPO / "docs" / "images"))
-    parser.add_argument("--epochs", type=int, default=8)
-    args = parser.parse_args(argv)
-    os.environ.setdefault("MPLBACKEND", "Agg")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    args = script_parser(__doc__).parse_args(argv)
+    out = output_folder(args)
 
     import napari
 
