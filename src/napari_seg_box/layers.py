@@ -47,11 +47,16 @@ def class_colormap(project):
 
 def layer_scale(record) -> tuple[float, ...]:
     """The napari layer scale of a store image (:class:`~.core.manifest.ImageRecord`): its pixel
-    size, and its plane spacing for a stack (1 when unknown)."""
-    if record.spacing is not None and len(record.spacing) == len(record.spatial_shape):
-        return tuple(record.spacing)
+    size, and for a volume its plane spacing (z; 1 when unknown); a time-lapse's time axis has
+    scale 1 (one step per frame: the frame interval is time, not space)."""
     yx = tuple(record.pixel_size or (1.0, 1.0))
-    return ((1.0,) + yx) if record.is_stack else yx
+    if not record.is_stack:
+        return yx
+    if getattr(record, "is_timelapse", False):
+        return (1.0,) + yx
+    if record.spacing is not None and len(record.spacing) == 3:
+        return tuple(record.spacing)
+    return (1.0,) + yx
 
 
 def is_image(layer) -> bool:

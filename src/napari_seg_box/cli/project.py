@@ -26,8 +26,9 @@ def register(sub) -> None:
     p = sub.add_parser(
         "import",
         help="import images (and masks) into a store",
-        description="Import image files, folders, globs, multipage TIFF stacks or OME-Zarr, with optional masks "
-        "matched by name (images/a.png + masks/a.png, or the PyJAMAS layout <sample>/image + <sample>/mask).",
+        description="Import image files, folders, globs, TIFF stacks (ImageJ, OME-TIFF) or OME-Zarr, with optional masks "
+        "matched by name (images/a.png + masks/a.png, or the PyJAMAS layout <sample>/image + <sample>/mask). A volume or a "
+        "time-lapse is one image, with the voxel size and frame interval its file records (--voxel-size to give them).",
     )
     add_store_options(p)
     source = p.add_mutually_exclusive_group(required=True)
@@ -50,6 +51,23 @@ def register(sub) -> None:
         "--stack", action=argparse.BooleanOptionalAction, default=None,
         help="read 3D arrays as stacks of planes (--stack) or as channels (--no-stack); default: decided from the shape",
     )  # fmt: skip
+    p.add_argument(
+        "--axes", type=str.upper,
+        help="how the arrays read, e.g. TYX (a time-lapse), ZYX (a volume), ZCYX, CZYX, TYXC, YXC; TZYX imports one volume per "
+        "time point (<name>_t000...); default: from the file's ImageJ/OME metadata, else from the shape",
+    )  # fmt: skip
+    p.add_argument(
+        "--volume", action="store_true",
+        help="the 2D images of each --images folder (or glob) are the slices of one volume, in natural name order; --masks likewise",
+    )  # fmt: skip
+    p.add_argument(
+        "--voxel-size", type=float, nargs=3, metavar=("Z", "Y", "X"),
+        help="voxel size in the project's unit (wins over the files' metadata), e.g. --voxel-size 0.05 0.004 0.004",
+    )  # fmt: skip
+    p.add_argument("--pixel-size", type=float, nargs="+", metavar="SIZE", help="pixel size (one value, or y x) in the project's unit")
+    p.add_argument(
+        "--frame-interval", type=float, metavar="SECONDS", help="time between the frames of time-lapses (default: from the files)"
+    )
     p.add_argument("--prefix", default="", help="prefix for the image names in the store")
     p.add_argument("--overwrite", action="store_true", help="replace images of the same name")
     p.set_defaults(func=cmd_import)
@@ -138,11 +156,21 @@ def cmd_import(args: argparse.Namespace) -> int:
         mask_kind=args.mask_kind,
         channel_axis=args.channel_axis,
         stack=args.stack,
+        axes=args.axes,
+        as_volume=args.volume,
+        voxel_size=args.voxel_size,
+        pixel_size=None if not args.pixel_size else (args.pixel_size[0] if len(args.pixel_size) == 1 else args.pixel_size),
+        frame_interval=args.frame_interval,
         prefix=args.prefix,
         overwrite=args.overwrite,
     )
-    annotated = sum(project.image_record(n).has_labels for n in names)
-    print(f"Imported {len(names)} image(s) into {project.url} ({annotated} with annotations).")
+    records = [project.image_record(n) for n in names]
+    print(f"Imported {len(names)} image(s) into {project.url} ({sum(r.has_labels for r in records)} with annotations).")
+    stacks = [r for r in records if r.is_stack]
+    for rec in stacks[:5]:  # say how each stack was read: a wrong guess is visible at once
+        print(f"  {rec.name}: {_stack_words(rec)}")
+    if len(stacks) > 5:
+        print(f"  and {len(stacks) - 5} more stacks")
     by_kind: dict[str, list[str]] = {}
     for name, kind in names.mask_kinds.items():
         by_kind.setdefault(kind, []).append(name)
@@ -159,6 +187,18 @@ def cmd_import(args: argparse.Namespace) -> int:
                 f"  masks read as {words[kind]}: {shown}" + ("" if args.mask_kind != "auto" else "  (--mask-kind to read them otherwise)")
             )
     return 0
+
+
+def _stack_words(rec) -> str:
+    """'volume of 30 planes, voxel size 0.05 x 0.004 x 0.004 µm' / 'time-lapse of 20 frames, every 2.5 s'."""
+    n = rec.spatial_shape[0]
+    if rec.is_timelapse:
+        every = f"every {rec.frame_interval:g} {rec.time_unit or 's'}" if rec.frame_interval else "frame interval unknown"
+        size = f", pixel size {rec.pixel_size[0]:g} x {rec.pixel_size[1]:g} {rec.unit}" if rec.pixel_size else ""
+        return f"time-lapse of {n} frames ({every}{size})"
+    if rec.spacing and len(rec.spacing) == 3:
+        return f"volume of {n} planes, voxel size {' x '.join(f'{v:g}' for v in rec.spacing)} {rec.unit} (z, y, x)"
+    return f"volume of {n} planes, voxel size unknown (--voxel-size Z Y X gives it)"
 
 
 def cmd_info(args: argparse.Namespace) -> int:

@@ -6,8 +6,10 @@ Supported layouts for :func:`find_pairs` / :func:`import_images`:
   ``masks/a.png``; mask names may carry a ``_mask``/``_label(s)`` suffix);
 * the PyJAMAS layout ``<root>/<sample>/image/*.tif`` + ``<root>/<sample>/mask/*.tif``;
 * explicit lists of files or glob patterns;
-* multipage TIFF stacks (each page becomes an image ``<name>_z000`` ...);
-* OME-Zarr images with a ``labels`` group.
+* multipage TIFF stacks, ImageJ hyperstacks and OME-TIFF: one image each, a volume (Z, Y, X[, C]) or a
+  time-lapse (T, Y, X[, C]), with the voxel size and frame interval the file records;
+* OME-Zarr images (axes, scale and units from their metadata) with a ``labels`` group;
+* a folder of 2D slices as one volume (``as_volume=True``), in natural name order.
 
 Masks may be binary (two values such as 0/255 or 0/1), class-indexed (0..K-1, 0 = first class),
 instance labels (each id an object; ids need not be consecutive), or project labels already
@@ -25,8 +27,12 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError
-from .layout import canonical_axes, channels_of, read_axes, spatial_shape, to_canonical
-from .masks import read_mask
+from .io_meta import ImageMeta, read_tiff, read_zarr
+from .io_meta import axis_names as _axis_names
+from .io_meta import ome_attrs as _ome
+from .io_meta import zarr_image as _zarr_image
+from .layout import canonical_axes, channels_of, normalise_axes, spatial_shape, to_canonical
+from .voxels import check_interval, check_pixel_size, check_voxel_size
 
 IMAGE_EXTS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 MASK_SUFFIXES = ("_mask", "_masks", "_label", "_labels", "_instances", "-mask", "-labels", "_gt")
@@ -45,6 +51,17 @@ class Pair:
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read an image file (TIFF incl. multipage, PNG, JPEG, BMP) or a zarr/OME-Zarr array."""
+    return _read(path, meta=False)[0]
+
+
+def read_image_meta(path: str | os.PathLike) -> tuple[np.ndarray, ImageMeta]:
+    """An image file's array and what the file says of its axes, voxel size and frame interval
+    (:class:`.io_meta.ImageMeta`, empty for plain files). Unlike :func:`read_image`, an OME-Zarr
+    array keeps all its axes, in stored order (``meta.axes`` names them)."""
+    return _read(path, meta=True)
+
+
+def _read(path: str | os.PathLike, *, meta: bool) -> tuple[np.ndarray, ImageMeta]:
     path = str(path)
     if not os.path.exists(path) and "://" not in path:
         raise DataError(f"File not found: {path}")
@@ -53,47 +70,16 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         if low.endswith((".tif", ".tiff")):
             import tifffile
 
-            return np.asarray(tifffile.imread(path))
+            return read_tiff(path) if meta else (np.asarray(tifffile.imread(path)), ImageMeta())
         if low.endswith(".zarr") or os.path.isdir(path):
-            image, _ = read_ome_zarr(path)
-            return image
+            return read_zarr(path) if meta else (read_ome_zarr(path)[0], ImageMeta())
         import imageio.v3 as iio
 
-        return np.asarray(iio.imread(path))
+        return np.asarray(iio.imread(path)), ImageMeta()
     except DataError:
         raise
     except Exception as err:  # unreadable or unknown format
         raise DataError(f"Cannot read {path}: {err}. Supported: {', '.join(IMAGE_EXTS)}, .zarr (OME-Zarr).") from err
-
-
-def _zarr_image(url) -> tuple[object, list | None, object]:
-    """The full-resolution array of a zarr array / OME-Zarr / plain zarr group (lazy), the axis names
-    of an OME-Zarr (else None) and the group (None for a bare array)."""
-    import zarr
-
-    try:
-        node = zarr.open(str(url), mode="r")
-    except Exception as err:
-        raise DataError(f"Cannot open {url} as zarr: {err}") from err
-    if isinstance(node, zarr.Array):
-        return node, None, None
-    ms = _ome(node).get("multiscales")
-    if not ms:
-        arrays = list(node.array_keys())
-        if not arrays:
-            raise DataError(f"{url} is a zarr group without arrays or OME-Zarr multiscales metadata.")
-        return node[arrays[0]], None, node
-    array = node[ms[0]["datasets"][0]["path"]]
-    return array, _axis_names(ms[0]) or [None] * array.ndim, node  # old OME-Zarr: no axis names
-
-
-def _ome(node) -> dict:
-    attrs = dict(node.attrs)
-    return attrs.get("ome", attrs)
-
-
-def _axis_names(multiscale: dict) -> list:
-    return [a["name"] if isinstance(a, dict) else a for a in multiscale.get("axes", [])]
 
 
 def read_ome_zarr(url: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -127,6 +113,11 @@ def _squeeze_ome(data: np.ndarray, axes: Sequence[str]) -> np.ndarray:
     return data
 
 
+def _is_zarr(p: str) -> bool:
+    """A zarr path: named ``.zarr``, or a folder that is a zarr array or group."""
+    return p.lower().rstrip("/").endswith(".zarr") or any(os.path.isfile(os.path.join(p, f)) for f in ("zarr.json", ".zarray", ".zgroup"))
+
+
 def _is_image_file(p: str) -> bool:
     return p.lower().endswith(IMAGE_EXTS) and not os.path.basename(p).startswith(".")
 
@@ -143,7 +134,7 @@ def _expand(spec: str | os.PathLike | Sequence) -> list[str]:
             out.extend(_expand(s))
         return out
     spec = str(spec)
-    if os.path.isdir(spec) and not spec.lower().rstrip("/").endswith(".zarr"):
+    if os.path.isdir(spec) and not _is_zarr(spec):
         return sorted(str(p) for p in Path(spec).iterdir() if p.is_file() and _is_image_file(str(p)))
     if any(ch in spec for ch in "*?["):
         return sorted(p for p in glob.glob(spec, recursive=True) if _is_image_file(p) or p.rstrip("/").endswith(".zarr"))
@@ -247,76 +238,110 @@ def import_images(
     mask_kind: str = "auto",
     channel_axis: int | None = None,
     stack: bool | None = None,
+    axes: str | None = None,
+    as_volume: bool = False,
+    voxel_size: Sequence[float] | None = None,
+    pixel_size: float | Sequence[float] | None = None,
+    frame_interval: float | None = None,
     prefix: str = "",
     overwrite: bool = False,
 ) -> Imported:
     """Import image files (and masks) into ``project``; returns the names added.
 
-    A multipage TIFF or any 3D array without a short channel axis is one image, a stack of planes
-    (:func:`.layout.read_axes`; ``channel_axis`` / ``stack`` override the reading), with its mask
-    read plane by plane; a (3, Y, X) image with a (3, Y, X) mask is a stack of 3 planes. ``split``
-    defaults to ``train`` for new images; a replaced image (``overwrite``) keeps its split. Everything
-    is read and checked (names, shapes, channels, classes) before anything is written, so a bad file
-    leaves the project as it was. The result's ``mask_kinds`` says how each mask was read
-    (:func:`.masks.read_mask`).
+    Each file is one image: a plane, a volume (Z, Y, X[, C]) or a time-lapse (T, Y, X[, C]), the
+    last two kept whole as stacks of planes, with their masks read plane by plane. How an array
+    reads comes from ``axes`` (``"TYX"``, ``"ZYX"``, ``"ZCYX"``, ``"CZYX"``, ``"TYXC"``, ``"YXC"``...;
+    case-insensitive), else from the file (ImageJ ``slices`` / ``frames`` / ``channels``, OME-TIFF
+    and OME-Zarr axes), else from the shape (:func:`.layout.read_axes`; ``channel_axis`` / ``stack``
+    override it; a (3, Y, X) image with a (3, Y, X) mask is a stack of 3 planes). A 4D array whose
+    axes nothing names and whose last axis is not a short channel axis, and any such 5D array, is
+    refused with a request for ``axes``. A time-lapse of volumes (T and Z) becomes one volume per
+    time point, ``<name>_t000``, ``<name>_t001``... (its mask, if any, (T, Z, Y, X)).
+
+    ``as_volume=True``: the 2D images of the folder (or glob, or list of files) ``images`` are the
+    planes of one volume named after the folder, in natural name order (``slice_2`` before
+    ``slice_10``); ``masks`` likewise holds its mask slices (a list of folders: one volume each).
+
+    The voxel size is read from the files (ImageJ ``spacing``, ``unit`` and resolution tags; OME
+    ``PhysicalSizeX/Y/Z``; OME-Zarr ``scale`` and units) and converted to the project's unit; a
+    given ``voxel_size`` (z, y, x) or ``pixel_size`` (one value, or (y, x)), in the project's unit,
+    wins. A time-lapse keeps the file's frame interval (ImageJ ``finterval``, OME
+    ``TimeIncrement``) or the given ``frame_interval`` (seconds).
+
+    ``split`` defaults to ``train`` for new images; a replaced image (``overwrite``) keeps its split.
+    Everything is read and checked (names, shapes, axes, channels, classes, sizes) before anything
+    is written, and the images are added in one step, so a bad file leaves the project as it was.
+    The result's ``mask_kinds`` says how each mask was read (:func:`.masks.read_mask`).
     """
+    from .io_stacks import mask_labels, pieces, read_slices, slice_groups, spacing_of
     from .manifest import check_name
 
-    pairs = find_pairs(images, masks)
-    loaded = []
+    voxel, pixels, interval = check_voxel_size(voxel_size), check_pixel_size(pixel_size), check_interval(frame_interval)
+    if voxel is not None and pixels is not None:
+        raise DataError("Give the voxel size (z, y, x) or the pixel size (y, x), not both. Nothing was imported.")
+    if axes is not None and normalise_axes(axes) and (channel_axis is not None or stack is not None):
+        raise DataError("Give axes alone: they say where the planes and channels are (channel_axis and stack are for unnamed axes).")
+    if as_volume:
+        groups = slice_groups(images, _expand, _is_zarr)
+        mask_groups = slice_groups(masks, _expand, _is_zarr) if masks is not None else [(None, None)] * len(groups)
+        if len(mask_groups) != len(groups):
+            raise DataError(f"{len(groups)} volumes but {len(mask_groups)} mask folders: give one mask folder per image folder, in order.")
+        sources = [(name, files, m) for (name, files), (_, m) in zip(groups, mask_groups)]
+    else:
+        sources = [(p.name, p.image, p.mask) for p in find_pairs(images, masks)]
     known = {r.name: r.channels for r in project.images()}
     channels = set(known.values())
     kinds: dict[str, str] = {}
-    for pair in pairs:
-        name = check_name(prefix + pair.name)
-        if name in known and not overwrite:
-            raise DataError(
-                f"An image named {name!r} is already in the project (nothing was imported).",
-                hints={
-                    "python": "Pass overwrite=True to replace it, or prefix=... for other names.",
-                    "cli": "Use --overwrite to replace it, or --prefix for other names.",
-                    "gui": "Remove that image from the project first (Remove), or import into another project.",
-                },
-            )
-        image = read_image(pair.image)
-        mask = read_image(pair.mask) if pair.mask else None
+    items = []
+    for base, image_src, mask_src in sources:
+        check_name(prefix + base)  # a bad prefix fails before any file is read
+        path = os.path.dirname(image_src[0]) if as_volume else image_src
+        if as_volume:
+            image, meta = read_slices(image_src, read_image, read_image_meta)
+            mask = None if mask_src is None else read_slices(mask_src, read_image, read_image_meta)[0]
+        else:
+            image, meta = read_image_meta(image_src)
+            mask = read_image(mask_src) if mask_src else None
+        mask_path = os.path.dirname(mask_src[0]) if as_volume and mask_src else mask_src
         hint = channels.copy().pop() if len(channels) == 1 else None
-        layout = read_axes(image.shape, channel_axis=channel_axis, stack=stack, channels=hint)
-        if mask is not None and stack is None and channel_axis is None and layout.channel_axis == 0 and mask.shape == image.shape:
-            layout = read_axes(image.shape, stack=True)  # a mask per plane: the short axis holds planes
-        canonical = to_canonical(image, layout)
-        axes = canonical_axes(image, layout)
-        space = spatial_shape(canonical.shape, axes)
-        channels.add(channels_of(canonical.shape, axes))
-        labels = instances = None
-        if mask is not None:
-            if layout.is_stack and mask.ndim == 3 and mask.shape[0] == space[0] and mask.shape[-1] not in (3, 4):
-                per_plane = [read_mask(m, kind=mask_kind, n_classes=project.n_classes) for m in mask]
-                labels = np.stack([p[0] for p in per_plane])
-                instances = None if per_plane[0][1] is None else np.stack([p[1] for p in per_plane])
-                kinds[name] = per_plane[0][2]
-            else:
-                labels, instances, kinds[name] = read_mask(mask, kind=mask_kind, n_classes=project.n_classes)
-            if labels.shape != space:
-                raise DataError(
-                    f"Mask {pair.mask} has shape {labels.shape} but image {pair.image} has {image.shape} (labels {space} expected)."
+        found = pieces(base, image, meta, mask, axes=axes, channel_axis=channel_axis, stack=stack, channels=hint, path=path)
+        for piece, data, part, layout, where in found:
+            name = _check_new(check_name(prefix + piece), known, overwrite)
+            canonical = to_canonical(data, layout)
+            cax = canonical_axes(data, layout)
+            space = spatial_shape(canonical.shape, cax)
+            channels.add(channels_of(canonical.shape, cax))
+            labels = instances = None
+            if part is not None:
+                labels, instances, kinds[name] = mask_labels(
+                    part, layout, space, kind=mask_kind, n_classes=project.n_classes, image_path=path, mask_path=mask_path
                 )
-        loaded.append((name, pair, image, layout, labels, instances))
+            spacing, unit = spacing_of(meta, cax, voxel, pixels, project.unit)
+            options = dict(labels=labels, instances=instances, split=split, axes=cax, pixel_size=spacing, unit=unit, source=path + where)
+            if layout.is_timelapse:
+                options.update(frame_interval=interval or meta.frame_interval, time_unit="s" if interval else meta.time_unit)
+            items.append((name, canonical, options))
     if len(channels) > 1:
         raise DataError(
             f"These images have different channel counts ({', '.join(map(str, sorted(channels)))}, with the project's): one model needs "
             "one kind of image. Convert them (e.g. RGB to grayscale) or import them into separate projects. Nothing was imported."
         )
-    names = Imported()
+    names = Imported(project.add_images(items, overwrite=overwrite))
     names.mask_kinds = kinds
-    for name, pair, image, layout, labels, instances in loaded:
-        names.append(
-            project.add_image(
-                name, image, labels=labels, instances=instances, split=split, stack=layout.is_stack,
-                channel_axis=layout.channel_axis, source=pair.image, overwrite=overwrite,
-            )
-        )  # fmt: skip
     return names
+
+
+def _check_new(name: str, known, overwrite: bool) -> str:
+    if name in known and not overwrite:
+        raise DataError(
+            f"An image named {name!r} is already in the project (nothing was imported).",
+            hints={
+                "python": "Pass overwrite=True to replace it, or prefix=... for other names.",
+                "cli": "Use --overwrite to replace it, or --prefix for other names.",
+                "gui": "Remove that image from the project first (Remove), or import into another project.",
+            },
+        )
+    return name
 
 
 def export_annotations(project, out_dir: str | os.PathLike, *, names: Iterable[str] | None = None, instances: bool = False) -> list[str]:

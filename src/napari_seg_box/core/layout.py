@@ -4,10 +4,18 @@ A microscopy array of 2 to 4 dimensions is one of
 
 - ``yx``    a plane;
 - ``yxc``   a plane with channels (RGB, or a few fluorescence channels), stored channel-last;
-- ``zyx``   a stack of planes (a volume, or a time-lapse: ``tyx``), Z/T first;
-- ``zyxc``  a stack with channels.
+- ``zyx``   a volume: a stack of planes along space, Z first;
+- ``zyxc``  a volume with channels;
+- ``tyx``   a time-lapse: a stack of planes along time, T first (T is time, not space: no spacing,
+  no 2.5D context across frames);
+- ``tyxc``  a time-lapse with channels.
 
-:func:`read_axes` decides which, in this order:
+Volumes and time-lapses are both *stacks* (:attr:`Layout.is_stack`: they have planes, segmented
+plane by plane); :attr:`Layout.is_timelapse` tells them apart. A shape alone never says time: an
+array is read as a time-lapse only when its axes are named (:func:`parse_axes`: the user's ``axes``
+/ ``--axes``, OME-Zarr axis names, ImageJ ``frames`` or OME-TIFF ``SizeT`` metadata).
+
+Without names, :func:`read_axes` decides from the shape, in this order:
 
 1. ``channel_axis`` given: that axis holds the channels (the rest is ``yx`` or ``zyx``);
 2. ``stack`` given: ``True`` reads a 3D array as ``zyx``, ``False`` as a plane with channels;
@@ -15,7 +23,8 @@ A microscopy array of 2 to 4 dimensions is one of
    first, then the first one) and is a stack when neither is; a short *first* axis is read as
    planes instead when the caller knows the data have one channel (``channels=1``: the project's
    images, the model's input);
-4. a 4D array is ``zyxc`` (channels last when short, else second: ImageJ's ZCYX).
+4. a 4D array is ``zyxc`` (channels last when short, else second: ImageJ's ZCYX). Import is
+   stricter: a 4D array without named axes whose last axis is not short asks for ``axes``.
 
 :func:`to_canonical` then moves the channels last and drops a single channel.
 """
@@ -30,7 +39,7 @@ import numpy as np
 from .errors import DataError
 
 MAX_CHANNELS = 4
-AXES = ("yx", "yxc", "zyx", "zyxc")
+AXES = ("yx", "yxc", "zyx", "zyxc", "tyx", "tyxc")
 
 
 @dataclass(frozen=True)
@@ -42,7 +51,12 @@ class Layout:
 
     @property
     def is_stack(self) -> bool:
-        return self.axes.startswith("z")
+        """Has planes: a volume or a time-lapse."""
+        return self.axes[0] in "zt"
+
+    @property
+    def is_timelapse(self) -> bool:
+        return self.axes.startswith("t")
 
     @property
     def has_channels(self) -> bool:
@@ -85,6 +99,38 @@ def read_axes(shape: Sequence[int], *, channel_axis: int | None = None, stack: b
     if short == 0 and channels == 1 and shape[0] != 1:  # (N, Y, X) for single-channel data: N planes
         return Layout("zyx", None)
     return Layout("yxc", short)
+
+
+def normalise_axes(axes: str) -> str:
+    """Named axes in lower case (``S``, TIFF samples, reads as ``c``), checked: each of t, z, c, y, x
+    at most once, y and x present."""
+    text = str(axes).strip().lower().replace("s", "c")
+    if not text or set(text) - set("tzcyx") or len(set(text)) != len(text) or not {"y", "x"} <= set(text):
+        raise DataError(
+            f"Cannot read the axes {axes!r}: name each axis once with T (time), Z (planes), C (channels), Y and X, "
+            "e.g. TYX, ZYX, ZCYX, CZYX, TYXC or YXC."
+        )
+    return text
+
+
+def parse_axes(axes: str, shape: Sequence[int]) -> Layout:
+    """The layout of an array of ``shape`` whose axes are named (``"TYX"``, ``"ZCYX"``, ``"CZYX"``,
+    ``"TYXC"``, ``"YXC"``...; case-insensitive). The channel axis may stand anywhere; the others
+    must read T or Z, then Y, then X. T and Z together (a time-lapse of volumes) is not one image."""
+    text = normalise_axes(axes)
+    shape = tuple(int(s) for s in shape)
+    if len(text) != len(shape):
+        raise DataError(f"The axes {axes!r} name {len(text)} axes but the array has {len(shape)} (shape {shape}): name each axis once.")
+    rest = text.replace("c", "")
+    if rest == "tzyx" or rest == "ztyx":
+        raise DataError(
+            f"The axes {axes!r} make a time-lapse of volumes: one image is a volume or a time-lapse, not both. "
+            "Import it with import_images (one volume per time point) or give each time point separately."
+        )
+    if rest not in ("yx", "zyx", "tyx"):
+        raise DataError(f"Cannot use the axes {axes!r}: Y and X must be the last two axes besides C, e.g. ZYX, TYX, ZCYX, YXC.")
+    channel = text.index("c") if "c" in text else None
+    return Layout(rest + ("c" if channel is not None else ""), channel)
 
 
 def to_canonical(array, layout: Layout) -> np.ndarray:

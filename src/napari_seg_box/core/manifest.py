@@ -6,10 +6,20 @@ Format 2 (this version)::
      "created": ..., "modified": ..., "classes": [{"name", "color"}, ...], "pixel_size": [y, x] | null,
      "unit": "µm",
      "images": {name: {"key", "split", "shape", "dtype", "axes", "channels", "array",
-                       "labels", "instances", "label_counts", "spacing", "source", "image_class",
-                       "annotation", "annotation_history", "unpainted_background", "added"}},
+                       "labels", "instances", "label_counts", "annotated_planes", "spacing", "unit", "frame_interval",
+                       "time_unit", "source", "image_class", "annotation", "annotation_history",
+                       "unpainted_background", "added"}},
      "models": {"v001": {"state": "claimed" | "ready", "created", "task", "encoder", "status",
                          "epochs_run", "best", "device", "duration_s", "tuned"}}}
+
+An image's ``axes`` are ``yx``, ``yxc``, ``zyx``/``zyxc`` (a volume) or ``tyx``/``tyxc`` (a
+time-lapse; see :mod:`.layout`). ``spacing`` is its physical size per *spatial* axis, in ``unit``
+(the project's ``unit`` when absent): ``[z, y, x]`` for a volume (``[y, x]`` when the plane spacing
+is unknown), ``[y, x]`` for a plane or a time-lapse, or null (the project's ``pixel_size`` then
+applies). Import converts a file's voxel size into the project's unit where both are known
+lengths. A time-lapse records the time between frames as ``frame_interval`` (a number, or null when
+unknown) in ``time_unit`` (``s``, ``ms``, ``min``, ``h``); other images have neither key. These keys
+are optional: records written before them read as unknown.
 
 Format 1 (napari-seg-box 0.1) is migrated when a store is opened: axes and per-class annotated-pixel
 counts are added to each image (one read of each annotation, once), and the index of model versions
@@ -73,20 +83,60 @@ class ImageRecord:
     split: str
     shape: tuple[int, ...]
     dtype: str
-    axes: str  # "yx", "yxc", "zyx" or "zyxc" (see .layout)
+    axes: str  # "yx", "yxc", "zyx", "zyxc" (a volume), "tyx" or "tyxc" (a time-lapse) (see .layout)
     channels: int
     has_labels: bool
     has_instances: bool
     pixel_size: tuple[float, float] | None  # (y, x), the image's own or the project's
-    spacing: tuple[float, ...] | None  # the image's own, per spatial axis (z, y, x for a stack)
+    spacing: tuple[float, ...] | None  # the image's own, per spatial axis: (z, y, x) for a volume, (y, x) else
     source: str | None
     label_counts: tuple[int, ...]  # annotated pixels per class (index 0 = class 1)
     image_class: str | None  # an image-level class (classification projects)
     annotation: Mapping[str, Any] | None  # provenance of the current annotation revision
     unpainted_background: bool = False  # the annotation is dense: unpainted pixels are class 1
+    unit: str | None = None  # the unit of spacing / pixel_size (the project's unless the image has its own)
+    frame_interval: float | None = None  # a time-lapse: the time between frames, in time_unit (None: unknown)
+    time_unit: str | None = None
+    annotated_planes: tuple[int, ...] | None = None  # a stack's planes that hold labels (None: a plane, or not recorded)
+
+    @classmethod
+    def from_entry(cls, name: str, rec: Mapping[str, Any], project_pixel_size=None, project_unit: str | None = None) -> ImageRecord:
+        """The record of image ``name`` from its manifest entry ``rec``."""
+        spacing = tuple(rec["spacing"]) if rec.get("spacing") else None
+        return cls(
+            name=name,
+            split=rec["split"],
+            shape=tuple(rec["shape"]),
+            dtype=rec["dtype"],
+            axes=rec["axes"],
+            channels=rec["channels"],
+            has_labels=bool(rec.get("labels")),
+            has_instances=bool(rec.get("instances")),
+            pixel_size=spacing[-2:] if spacing else project_pixel_size,
+            spacing=spacing,
+            source=rec.get("source"),
+            label_counts=tuple(rec.get("label_counts") or ()),
+            image_class=rec.get("image_class"),
+            annotation=rec.get("annotation"),
+            unpainted_background=bool(rec.get("unpainted_background")),
+            unit=(rec.get("unit") if spacing else None) or project_unit,
+            frame_interval=rec.get("frame_interval"),
+            time_unit=rec.get("time_unit"),
+            annotated_planes=None if rec.get("annotated_planes") is None else tuple(rec["annotated_planes"]),
+        )
 
     @property
     def is_stack(self) -> bool:
+        """Has planes: a volume or a time-lapse (both are segmented plane by plane)."""
+        return self.axes[0] in "zt"
+
+    @property
+    def is_timelapse(self) -> bool:
+        """A time-lapse (T, Y, X[, C]): its planes are times, not sections."""
+        return self.axes.startswith("t")
+
+    @property
+    def is_volume(self) -> bool:
         return self.axes.startswith("z")
 
     @property
@@ -189,6 +239,14 @@ def pixel_size_list(pixel_size: float | Sequence[float] | None, n: int = 2) -> l
         forms = "(y, x)" + (" or (z, y, x)" if n == 3 else "")
         raise DataError(f"Pixel size must be one positive number or {forms}; got {pixel_size!r}.")
     return ps
+
+
+def annotated_planes(labels: np.ndarray, axes: str) -> list[int] | None:
+    """The planes of a stack's labels that hold annotated pixels (None for a plane): the manifest
+    keeps them, so that the list of images can say which sections are annotated without reading."""
+    if axes[0] not in "zt":
+        return None
+    return np.flatnonzero(np.asarray(labels).reshape(labels.shape[0], -1).any(axis=1)).tolist()
 
 
 def check_image_array(image) -> np.ndarray:

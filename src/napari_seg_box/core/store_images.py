@@ -14,10 +14,11 @@ from typing import Any
 import numpy as np
 
 from .errors import DataError, StoreError
-from .layout import canonical_axes, channels_of, read_axes, spatial_shape, to_canonical
+from .layout import canonical_axes, channels_of, parse_axes, read_axes, spatial_shape, to_canonical
 from .manifest import (
     ORIGINS,
     ImageRecord,
+    annotated_planes,
     check_image_array,
     check_instances,
     check_name,
@@ -25,10 +26,10 @@ from .manifest import (
     check_split,
     existing,
     now_iso,
-    pixel_size_list,
     provenance,
     slug,
 )
+from .voxels import record_fields
 
 HISTORY_LENGTH = 20  # annotation revisions whose provenance the manifest keeps per image
 
@@ -41,25 +42,7 @@ class ImagesMixin:
         return [n for n, rec in images.items() if split is None or rec["split"] == check_split(split)]
 
     def image_record(self, name: str) -> ImageRecord:
-        rec = self._entry(name)
-        spacing = tuple(rec["spacing"]) if rec.get("spacing") else None
-        return ImageRecord(
-            name=name,
-            split=rec["split"],
-            shape=tuple(rec["shape"]),
-            dtype=rec["dtype"],
-            axes=rec["axes"],
-            channels=rec["channels"],
-            has_labels=bool(rec.get("labels")),
-            has_instances=bool(rec.get("instances")),
-            pixel_size=spacing[-2:] if spacing else self.pixel_size,
-            spacing=spacing,
-            source=rec.get("source"),
-            label_counts=tuple(rec.get("label_counts") or ()),
-            image_class=rec.get("image_class"),
-            annotation=rec.get("annotation"),
-            unpainted_background=bool(rec.get("unpainted_background")),
-        )
+        return ImageRecord.from_entry(name, self._entry(name), self.pixel_size, self.unit)
 
     def images(self, split: str | None = None) -> list[ImageRecord]:
         return [self.image_record(n) for n in self.image_names(split)]
@@ -81,7 +64,11 @@ class ImagesMixin:
         split: str | None = None,
         channel_axis: int | None = None,
         stack: bool | None = None,
+        axes: str | None = None,
         pixel_size: float | Sequence[float] | None = None,
+        unit: str | None = None,
+        frame_interval: float | None = None,
+        time_unit: str | None = None,
         source: str | None = None,
         image_class: str | None = None,
         origin: str = "imported",
@@ -89,17 +76,21 @@ class ImagesMixin:
     ) -> str:
         """Add one image, optionally with annotations, and return its name.
 
-        ``image`` is (Y, X), multichannel (Y, X, C) or a stack (Z, Y, X[, C]) kept whole as one
-        image (a volume or time-lapse); which one is decided by :func:`.layout.read_axes`
-        (``channel_axis`` / ``stack`` override it). It is stored channel-last. ``labels`` holds 0 =
-        unlabelled and 1..K = classes, of the image's spatial shape; ``instances`` optional ground-
-        truth object ids (for object metrics). ``pixel_size`` is (y, x) or, for a stack, (z, y, x).
+        ``image`` is (Y, X), multichannel (Y, X, C), a volume (Z, Y, X[, C]) or a time-lapse (T, Y,
+        X[, C]), a stack kept whole as one image; which one is decided by :func:`.layout.read_axes`
+        (``channel_axis`` / ``stack`` override it) or, given, by the named ``axes`` (``"TYX"``,
+        ``"ZCYX"``...: :func:`.layout.parse_axes`; the only way to say time). It is stored
+        channel-last. ``labels`` holds 0 = unlabelled and 1..K = classes, of the image's spatial
+        shape; ``instances`` optional ground-truth object ids (for object metrics). ``pixel_size`` is
+        (y, x) or, for a volume, (z, y, x), in ``unit`` (default: the project's; converted to it when
+        both are lengths); a time-lapse has a ``frame_interval`` in ``time_unit`` (default ``s``).
         ``split`` defaults to ``train`` for a new image and keeps the split of the image it replaces
         (``overwrite=True``), so re-importing never moves held-out images back into training.
         ``image_class`` is the image-level class of a classification project.
         """
-        options = dict(labels=labels, instances=instances, split=split, channel_axis=channel_axis, stack=stack)
-        options.update(pixel_size=pixel_size, source=source, image_class=image_class, origin=origin)
+        options = dict(labels=labels, instances=instances, split=split, channel_axis=channel_axis, stack=stack, axes=axes)
+        options.update(pixel_size=pixel_size, unit=unit, frame_interval=frame_interval, time_unit=time_unit)
+        options.update(source=source, image_class=image_class, origin=origin)
         return self.add_images([(name, image, options)], overwrite=overwrite)[0]
 
     def add_images(self, items: Iterable[tuple[str, np.ndarray, Mapping[str, Any]]], *, overwrite: bool = False) -> list[str]:
@@ -162,8 +153,8 @@ class ImagesMixin:
         return [n for n, _, _ in staged]
 
     def _stage(
-        self, name, image, *, channels, labels=None, instances=None, split=None, channel_axis=None, stack=None,
-        pixel_size=None, source=None, image_class=None, origin="imported",
+        self, name, image, *, channels, labels=None, instances=None, split=None, channel_axis=None, stack=None, axes=None,
+        pixel_size=None, unit=None, frame_interval=None, time_unit=None, source=None, image_class=None, origin="imported",
     ) -> dict:  # fmt: skip
         """Check one image, write its arrays under new names, and return its manifest record."""
         check_name(name)
@@ -172,7 +163,10 @@ class ImagesMixin:
         if origin not in ORIGINS:
             raise DataError(f"Unknown annotation origin {origin!r}: use one of {', '.join(ORIGINS)}.")
         image = check_image_array(image)
-        layout = read_axes(image.shape, channel_axis=channel_axis, stack=stack, channels=channels)
+        if axes:
+            layout = parse_axes(axes, image.shape)
+        else:
+            layout = read_axes(image.shape, channel_axis=channel_axis, stack=stack, channels=channels)
         axes = canonical_axes(image, layout)
         image = np.ascontiguousarray(to_canonical(image, layout))
         check_plane_size(image.shape, axes)
@@ -195,7 +189,7 @@ class ImagesMixin:
             "labels": None,
             "instances": None,
             "label_counts": None,
-            "spacing": pixel_size_list(pixel_size, len(space)),
+            **record_fields(axes, pixel_size, unit, frame_interval, time_unit, self.unit),
             "source": source,
             "image_class": image_class,
             "annotation": None,
@@ -206,6 +200,7 @@ class ImagesMixin:
         if labels is not None:
             rec["labels"] = self._write_revision(key, "labels", labels)
             rec["label_counts"] = self._counts(labels)
+            rec["annotated_planes"] = annotated_planes(labels, axes)
             rec["annotation"] = provenance(origin, None, rec["labels"])
             rec["annotation_history"] = [rec["annotation"]]
         if instances is not None:
@@ -260,7 +255,7 @@ class ImagesMixin:
             sl = (slice(ys[r], ys[r + 1]), slice(xs[c], xs[c + 1]))
             self.add_image(
                 tile, image[sl], labels=None if labels is None else labels[sl], instances=None if instances is None else instances[sl],
-                split=split, pixel_size=rec.spacing, source=f"{name}[{ys[r]}:{ys[r + 1]}, {xs[c]}:{xs[c + 1]}]",
+                split=split, pixel_size=rec.spacing, unit=rec.unit, source=f"{name}[{ys[r]}:{ys[r + 1]}, {xs[c]}:{xs[c + 1]}]",
                 stack=False if image.ndim == 3 else None, channel_axis=2 if image.ndim == 3 else None,
             )  # fmt: skip
         if rec.unpainted_background:
@@ -349,6 +344,7 @@ class ImagesMixin:
             entry = m["images"][existing(m, name)]
             old = entry.get("labels")
             entry.update(labels=new, label_counts=counts, annotation=origin_of)
+            entry["annotated_planes"] = None if labels is None else annotated_planes(labels, entry["axes"])
             if origin_of:
                 entry["annotation_history"] = (entry.get("annotation_history") or [])[-(HISTORY_LENGTH - 1) :] + [origin_of]
             return old
@@ -416,7 +412,7 @@ class ImagesMixin:
     def _write_array(self, rel: str, data: np.ndarray, axes: str) -> None:
         import zarr
 
-        chunks = tuple({"z": 1, "y": min(n, 512), "x": min(n, 512), "c": n}[a] for a, n in zip(axes, data.shape))
+        chunks = tuple({"z": 1, "t": 1, "y": min(n, 512), "x": min(n, 512), "c": n}[a] for a, n in zip(axes, data.shape))
         arr = zarr.create_array(
             store=self._storage.zarr_store(), name=rel, shape=data.shape, dtype=data.dtype, chunks=chunks, overwrite=True
         )
