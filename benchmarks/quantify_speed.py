@@ -76,7 +76,7 @@ def main(argv=None) -> int:
     p.add_argument("--workdir")
     args = p.parse_args(argv)
 
-    from napari_seg_box.core.quantify import quantify_batch
+    from napari_seg_box.core.quantify_batch import quantify_batch
 
     folder = Path(args.workdir or tempfile.mkdtemp(prefix="segbox-quant-"))
     masks, images = make_data(folder, args.images)

@@ -16,7 +16,8 @@ from imageio.v3 import imwrite
 from napari_seg_box.cli import main as cli
 from napari_seg_box.core import ConfigError, DataError, Project, StoreError, import_images
 from napari_seg_box.core.infer import predict
-from napari_seg_box.core.quantify import quantify_batch, quantify_labels
+from napari_seg_box.core.quantify import quantify_labels
+from napari_seg_box.core.quantify_batch import quantify_batch
 
 from ..conftest import nuclei_quadrants
 from ._models import nuclei_project_with_model, save_tiny_model
@@ -91,7 +92,7 @@ def test_nan_and_inf_pixels_do_not_blank_the_prediction(nuclei_project, tmp_path
     import zarr
 
     zarr.save_array(str(tmp_path / "dirty.zarr"), dirty)
-    from napari_seg_box.core.infer import predict_large
+    from napari_seg_box.core.infer_large import predict_large
 
     group = predict_large(str(tmp_path / "dirty.zarr"), str(tmp_path / "out.zarr"), nuclei_project, version=v, tile_size=128)
     assert (np.asarray(group["labels"][...]) == 2).sum() > 0.95 * (clean.argmax(0) == 1).sum()

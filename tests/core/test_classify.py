@@ -224,7 +224,7 @@ def test_phenotyping_the_objects_of_a_segmentation(tmp_path):
     small by a classifier trained on crops of three quadrants; the fourth quadrant is phenotyped and
     counted per phenotype through quantify."""
     from napari_seg_box.core.classify.phenotype import CropSettings, PhenotypeModel, object_crops
-    from napari_seg_box.core.quantify import quantify_batch
+    from napari_seg_box.core.quantify_batch import quantify_batch
 
     quads = nuclei_quadrants()
     areas = np.concatenate([np.bincount(inst.ravel())[1:] for _, _, inst in quads])

@@ -12,7 +12,8 @@ import pytest
 
 from napari_seg_box.core import DataError
 from napari_seg_box.core.events import ItemDone
-from napari_seg_box.core.quantify import iter_quantify, quantify_batch, quantify_labels
+from napari_seg_box.core.quantify import quantify_labels
+from napari_seg_box.core.quantify_batch import iter_quantify, quantify_batch
 
 from ..conftest import nuclei
 
@@ -83,7 +84,7 @@ def test_instances_multichannel_anisotropic_and_empty():
 def test_quantify_imports_no_torch():
     code = (
         "import sys, numpy as np\n"
-        "from napari_seg_box.core.quantify import quantify_labels, quantify_batch\n"
+        "from napari_seg_box.core.quantify import quantify_labels\nfrom napari_seg_box.core.quantify_batch import quantify_batch\n"
         "q = quantify_labels(np.eye(10, dtype=int), kind='instances')\n"
         "sys.exit(1 if 'torch' in sys.modules else 0)"
     )

@@ -12,7 +12,8 @@ def register(sub) -> None:
         "quantify",
         help="measure objects in label images",
         description="Per image and class: object count, coverage, mean size; per object: area, perimeter, diameter, "
-        "shape and intensity, in physical units when the pixel size is known. Writes CSV + Parquet tables and PNG plots. "
+        "shape and intensity, in physical units when the pixel size is known (volumes: volume, surface area, extent in z; "
+        "time-lapses: a table per frame and a plot over time). Writes CSV + Parquet tables and PNG plots. "
         "Parallel with dask; --scheduler tcp://host:8786 uses an existing dask.distributed cluster.",
     )
     p.add_argument("labels", nargs="*", help="label images: files, folders, globs or a .zarr (or use --store)")
@@ -22,6 +23,11 @@ def register(sub) -> None:
     p.add_argument("--kind", choices=["instances", "semantic"], help="label images hold object ids (default for files) or class labels")
     p.add_argument("--pixel-size", type=float, nargs="+", metavar="SIZE", help="pixel size (one value, or y x)")
     p.add_argument("--unit", default=None, help="unit of the pixel size (default: µm)")
+    p.add_argument(
+        "--voxel-size", type=float, nargs=3, metavar=("Z", "Y", "X"),
+        help="stacks of label files are volumes: measure their objects in 3D (volume, surface, extent in z) with this voxel size "
+        "(a store's volumes are measured in 3D with their own)",
+    )  # fmt: skip
     p.add_argument("--out", required=True, help="output folder for tables and plots")
     p.add_argument(
         "--scheduler",
@@ -42,7 +48,7 @@ def register(sub) -> None:
 
 def cmd_quantify(args: argparse.Namespace) -> int:
     from ..core.errors import DataError
-    from ..core.quantify import iter_quantify
+    from ..core.quantify_batch import iter_quantify
 
     project = None
     if args.store:
@@ -71,6 +77,7 @@ def cmd_quantify(args: argparse.Namespace) -> int:
             kind=args.kind,
             pixel_size=pixel_size,
             unit=args.unit,
+            voxel_size=args.voxel_size,
             phenotype=phenotype,
             scheduler=args.scheduler,
             workers=args.workers,

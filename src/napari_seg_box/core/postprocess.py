@@ -183,7 +183,7 @@ def semantic_labels(probabilities: np.ndarray) -> np.ndarray:
 def _check_probs(probabilities) -> np.ndarray:
     probs = np.asarray(probabilities)
     if probs.ndim != 3:
-        raise DataError(f"Expected (K, Y, X) probabilities, got shape {probs.shape}: post-process stacks slice by slice.")
+        raise DataError(f"Expected (K, Y, X) probabilities, got shape {probs.shape}: post-process a volume with postprocess_volume, a time-lapse frame by frame.")
     return probs
 
 
@@ -238,23 +238,77 @@ def postprocess(
     :class:`PostprocessResult` with ``semantic`` (Y, X), ``instances`` (Y, X) int32 and the class of
     each object.
     """
-    from scipy import ndimage as ndi
-    from skimage import morphology, segmentation
-
     config = as_config(PostprocessConfig, config, overrides)
-    probs = _check_probs(probabilities)
-    raw = edges = dist = None
+    probs, relief = split_outputs(_check_probs(probabilities), boundary=boundary, distance=distance)
+    semantic = foreground_semantic(probs, config.threshold)
+    return objects_by_class(semantic, max(probs.shape[0], 2), PlaneSteps(config), **relief)
+
+
+def split_outputs(probs: np.ndarray, *, boundary: bool, distance: bool) -> tuple[np.ndarray, dict]:
+    """(class probabilities, relief) of a model's outputs (outputs first: (K, ...)): a boundary
+    model's boundary folded into its object, a distance model's distance set apart; ``relief`` holds
+    the ``raw``/``edges``/``dist`` arrays :func:`objects_by_class` floods from."""
+    relief = {"raw": None, "edges": None, "dist": None}
     if boundary and distance:
         raise DataError("A model has a boundary or a distance output, not both.")
     if boundary:
-        raw, edges = probs, probs[-1]
+        relief.update(raw=probs, edges=probs[-1])
         probs = fold_boundary(probs)
     elif distance:
         if probs.shape[0] < 3:
             raise DataError(f"A distance model's probabilities have the classes and a distance channel (3 or more); got {probs.shape[0]}.")
-        probs, dist = probs[:-1], probs[-1]
-    K = max(probs.shape[0], 2)
-    semantic = foreground_semantic(probs, config.threshold)
+        probs, relief["dist"] = probs[:-1], probs[-1]
+    return probs, relief
+
+
+class PlaneSteps:
+    """The shape steps of :func:`objects_by_class` on a plane; :class:`~.volume.VolumeSteps` has a volume's."""
+
+    def __init__(self, config: PostprocessConfig):
+        self.config = config
+
+    @property
+    def filters_size(self) -> bool:
+        return bool(self.config.min_size)
+
+    def too_small(self, sizes: np.ndarray) -> np.ndarray:
+        return sizes < self.config.min_size
+
+    def open(self, mask: np.ndarray) -> np.ndarray:
+        from scipy import ndimage as ndi
+        from skimage import morphology
+
+        return ndi.binary_opening(mask, structure=morphology.disk(self.config.opening))
+
+    def fill(self, mask: np.ndarray) -> np.ndarray:
+        from scipy import ndimage as ndi
+
+        return ndi.binary_fill_holes(mask)
+
+    def erode(self, mask: np.ndarray) -> np.ndarray:
+        from scipy import ndimage as ndi
+        from skimage import morphology
+
+        return ndi.binary_erosion(mask, structure=morphology.disk(1), iterations=self.config.erosion)
+
+    def expand(self, lab: np.ndarray) -> np.ndarray:
+        from skimage import segmentation
+
+        # the iterated cross erosion cuts corners by up to width * sqrt(2)
+        return segmentation.expand_labels(lab, distance=self.config.erosion * np.sqrt(2))
+
+    def split(self, seeds: np.ndarray) -> np.ndarray:
+        return split_objects(seeds, mode=self.config.instances, seed_distance=self.config.seed_distance)
+
+
+def objects_by_class(semantic: np.ndarray, K: int, steps, *, raw=None, edges=None, dist=None) -> PostprocessResult:
+    """The objects of each object class of ``semantic`` (project labels of a plane or a volume): the
+    mask opened, filled, filtered by size, eroded, labelled (a boundary or distance output's relief,
+    else ``steps.split``), grown back, cut at the border; ids numbered across classes. ``steps``
+    (:class:`PlaneSteps` or a volume's) knows how each step is done in its geometry."""
+    from scipy import ndimage as ndi
+
+    config = steps.config
     object_classes = config.object_classes if config.object_classes is not None else tuple(range(2, K + 1))
     instances = np.zeros(semantic.shape, np.int32)
     classes: dict[int, int] = {}
@@ -265,44 +319,39 @@ def postprocess(
         if not mask.any():
             continue
         if config.opening:
-            mask = ndi.binary_opening(mask, structure=morphology.disk(config.opening))
+            mask = steps.open(mask)
         if config.fill_holes:
-            mask = ndi.binary_fill_holes(mask)
+            mask = steps.fill(mask)
         if c not in object_classes or config.instances == "none":
-            if config.min_size:
+            if steps.filters_size:
                 comps = ndi.label(mask)[0]
-                sizes = np.bincount(comps.ravel())
-                mask = mask & (sizes[comps] >= config.min_size)
+                mask = mask & ~steps.too_small(np.bincount(comps.ravel()))[comps]
             out_sem[(semantic == c) & ~mask] = 1
             out_sem[mask & (out_sem == 1)] = c
             continue
-        seeds = mask
-        if config.erosion:
-            seeds = ndi.binary_erosion(mask, structure=morphology.disk(1), iterations=config.erosion)
+        seeds = steps.erode(mask) if config.erosion else mask
         by_model = config.instances == "watershed" and config.seeds == "model"
         if edges is not None and by_model:
             lab = split_at_seeds(seeds, raw[c - 1] > edges, edges)
         elif dist is not None and by_model:
             lab = split_at_seeds(seeds, dist >= config.seed_level, -dist)
         else:
-            lab = split_objects(seeds, mode=config.instances, seed_distance=config.seed_distance)
+            lab = steps.split(seeds)
         if config.erosion and config.expand_back:
-            # the iterated cross erosion cuts corners by up to width * sqrt(2)
-            lab = segmentation.expand_labels(lab, distance=config.erosion * np.sqrt(2)) * mask
-        if config.min_size:
-            sizes = np.bincount(lab.ravel())
-            small = np.flatnonzero(sizes < config.min_size)
+            lab = steps.expand(lab) * mask
+        if steps.filters_size:
+            small = np.flatnonzero(steps.too_small(np.bincount(lab.ravel())))
             lab[np.isin(lab, small[small > 0])] = 0
-        if config.remove_border:
-            border = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
+        if config.remove_border:  # every face: 4 edges of a plane, 6 faces of a volume
+            faces = [np.take(lab, i, axis=a).ravel() for a in range(lab.ndim) for i in (0, -1)]
+            border = np.unique(np.concatenate(faces))
             lab[np.isin(lab, border[border > 0])] = 0
         ids = np.unique(lab[lab > 0])
         if len(ids):
             remap = np.zeros(int(lab.max()) + 1, np.int32)
             remap[ids] = np.arange(next_id, next_id + len(ids), dtype=np.int32)
             lab = remap[lab]
-            for i in range(next_id, next_id + len(ids)):
-                classes[i] = c
+            classes.update(dict.fromkeys(range(next_id, next_id + len(ids)), c))
             next_id += len(ids)
         free = instances == 0
         instances[free] = lab[free]

@@ -1,4 +1,4 @@
-"""Measurements of segmented images: per image and class, per object; in batches, in parallel with dask.
+"""Measurements of segmented images: per image and class, per object.
 
 No torch here (quantification runs on clusters without it). Per image and class: object count,
 coverage (% of the image area), mean / median / total object area. Per object: area, perimeter,
@@ -8,26 +8,20 @@ physical units when the pixel size is known; column names say the unit (``area_u
 ``perimeter_um``; ``_px`` / ``_px2`` otherwise). With anisotropic pixels (py != px) the area and
 centroid are exact, lengths use the geometric mean pixel size.
 
-Batches (:func:`iter_quantify` / :func:`quantify_batch`) take a folder, a glob, a list of files, a
-zarr / OME-Zarr, or a project store; each task reads one image, measures it and keeps only tables,
-so one image is in memory per worker. Tasks run with dask: local threads or processes, or an
-existing ``dask.distributed`` scheduler (``scheduler="tcp://host:8786"``). A file that cannot be
-read gives a row with its ``error`` and the batch goes on.
+Batches of images: :mod:`.quantify_batch`; volumes and time-lapses: :mod:`.volume_measure`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from .errors import ConfigError, DataError
-from .events import ItemDone, Progress, run_to_end
-from .manifest import pixel_size_list, plane_name
-from .scheduling import run_tasks
+from .manifest import pixel_size_list
 
 QUANTIFY_FORMAT_VERSION = 1
 
@@ -81,6 +75,14 @@ class Quantification:
                 p = os.path.join(str(folder), f"{name}.parquet")
                 df.to_parquet(p, index=False)
                 paths.append(p)
+        if "frame" in self.images and self.images["frame"].notna().any():  # time-lapses: one row per frame, and a plot over time
+            from .plots import frame_table, plot_over_time
+
+            frames = frame_table(self)
+            paths.append(os.path.join(str(folder), "frames.csv"))
+            frames.to_csv(paths[-1], index=False)
+            if plots:
+                paths.append(plot_over_time(frames, os.path.join(str(folder), "over_time.png")))
         if plots:
             from .plots import plot_quantification
 
@@ -140,7 +142,7 @@ def quantify_labels(
 
     labels = np.asarray(labels)
     if labels.ndim != 2:
-        raise DataError(f"Expected a 2D label image (Y, X); got shape {labels.shape}. Quantify stacks slice by slice.")
+        raise DataError(f"Expected a 2D label image (Y, X); got shape {labels.shape}. Measure a volume with measure_volume, a time-lapse with measure_timelapse.")
     if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool) and not np.all(np.mod(labels, 1) == 0):
         raise DataError("Label images must hold whole numbers (class values or object ids).")
     labels = labels.astype(np.int64)
@@ -235,176 +237,3 @@ def quantify_labels(
     images["pixel_size"] = None if not ps else f"{ps[0]:g}x{ps[1]:g} {unit}"
     images["error"] = None
     return Quantification(objects, images, unit=u)
-
-
-# ---------------------------------------------------------------------- batches
-@dataclass(frozen=True)
-class QuantifyTask:
-    """One image of a batch: where to read its labels (and intensity image) from."""
-
-    name: str
-    labels: str | None = None  # file path / zarr URL of the label image
-    image: str | None = None  # file path of the intensity image
-    store: str | None = None  # project store URL (labels/instances read from it)
-    store_options: tuple = ()
-    images_from: str | None = None  # where intensity images were looked for (none matched when image is None)
-
-
-def tasks_from(source=None, *, images=None, project=None) -> list[QuantifyTask]:
-    """Build tasks from label files (folder, glob, list, zarr) and matching intensity images, or a
-    project store (its annotated images, instances where present)."""
-    if project is not None:
-        opts = tuple(sorted(project.storage_options.items()))
-        return [QuantifyTask(n, store=project.url, store_options=opts) for n in project.image_names() if project.image_record(n).has_labels]
-    from .io import PREDICTION_EXTRAS, _expand, _mask_key, _stem
-
-    if source is None:
-        raise DataError("Give label images to quantify (a folder, glob, list of files or a zarr), or a project store.")
-    if isinstance(source, (str, os.PathLike)) and str(source).rstrip("/").lower().endswith(".zarr") and images is None:
-        return [QuantifyTask(_stem(str(source).rstrip("/")), labels=str(source))]
-    paths = _expand(source)
-    # a folder written by `predict`: measure <name>_instances.tif, not its _labels / _probabilities
-    objects = {_stem(p)[: -len("_instances")] for p in paths if _stem(p).endswith("_instances")}
-    paths = [p for p in paths if not any(_stem(p).endswith(x) and _stem(p)[: -len(x)] in objects for x in PREDICTION_EXTRAS)]
-    img_by_key = {}
-    if images is not None:
-        for p in _expand(images):
-            img_by_key[_mask_key(p)] = p
-    where = None if images is None else str(images)
-    tasks = [
-        QuantifyTask(_stem(p), labels=p, image=img_by_key.get(_mask_key(p)) or img_by_key.get(_stem(p)), images_from=where) for p in paths
-    ]
-    if images is not None and tasks and all(t.image is None for t in tasks):
-        raise DataError(
-            f"No label image matches an intensity image in {images} (e.g. {tasks[0].labels}): name them alike "
-            "(a.tif with a.tif, a_instances.tif or a_mask.tif), or leave out --images to measure shapes only."
-        )
-    return tasks
-
-
-def _read_task(task: QuantifyTask):
-    """(labels, image, instances, pixel_size, unit, class_names, kind) of one task."""
-    if task.store:
-        from .store import Project
-
-        project = Project.open(task.store, storage_options=dict(task.store_options))
-        labels = project.get_labels(task.name)
-        if labels is None:
-            raise DataError(f"{task.name} has no annotation in the store.")
-        rec = project.image_record(task.name)
-        return (
-            labels,
-            project.get_image(task.name),
-            project.get_instances(task.name),
-            rec.pixel_size,
-            project.unit,
-            project.class_names,
-            "semantic",
-        )
-    from .io import read_image, read_ome_zarr
-
-    if task.labels.rstrip("/").lower().endswith(".zarr"):
-        image, labels = read_ome_zarr(task.labels)
-        if labels is None:  # a plain zarr of labels
-            labels, image = image, None
-        return labels, image, None, None, "µm", None, "instances"
-    labels = read_image(task.labels)
-    if task.image is None and task.images_from:  # reported, not measured without intensities in silence
-        raise DataError(f"No intensity image in {task.images_from} matches {task.labels}: name it alike (a.tif with a_instances.tif).")
-    image = read_image(task.image) if task.image else None
-    return labels, image, None, None, "µm", None, "instances"
-
-
-def _quantify_task(task: QuantifyTask, options: dict) -> tuple[Any, Any]:
-    """Run one task; never raises for bad input: returns an error row instead."""
-    import pandas as pd
-
-    try:
-        labels, image, instances, ps, unit, names, kind = _read_task(task)
-        kind = options.get("kind") or kind
-        ps, unit = measuring_scale(options.get("pixel_size"), options.get("unit"), ps, unit)
-        names = options.get("class_names") or names
-        if labels.ndim == 3:  # a stack of label images: plane by plane
-            qs = [
-                quantify_labels(
-                    labels[z], None if image is None else image[z], instances=None if instances is None else instances[z],
-                    kind=kind, pixel_size=ps, unit=unit, class_names=names, name=plane_name(task.name, z),
-                )
-                for z in range(labels.shape[0])
-            ]  # fmt: skip
-            return pd.concat([q.objects for q in qs], ignore_index=True), pd.concat([q.images for q in qs], ignore_index=True)
-        q = quantify_labels(labels, image, instances=instances, kind=kind, pixel_size=ps, unit=unit, class_names=names, name=task.name)
-        if options.get("phenotype") is not None:  # a classifier names each object's phenotype
-            from .classify.phenotype import add_phenotypes
-
-            parts = object_parts(labels.astype(np.int64), instances, kind, options.get("background", (0, 1)))
-            return add_phenotypes(q.objects, q.images, image, parts, options["phenotype"])
-        return q.objects, q.images
-    except Exception as err:  # the batch goes on; the row says what went wrong
-        msg = f"{type(err).__name__}: {err}" if not isinstance(err, DataError) else str(err)
-        return pd.DataFrame(), pd.DataFrame(
-            [{"image": task.name, "class": np.nan, "class_name": "", "n_objects": np.nan, "coverage_percent": np.nan, "error": msg}]
-        )
-
-
-def iter_quantify(
-    source=None,
-    *,
-    images=None,
-    project=None,
-    kind: str | None = None,
-    pixel_size: float | Sequence[float] | None = None,
-    unit: str | None = None,
-    class_names: Sequence[str] | None = None,
-    phenotype=None,
-    scheduler: str = "threads",
-    workers: int = 1,
-    cancel=None,
-) -> Iterator[Any]:
-    """Quantify many label images (a generator yielding :class:`ItemDone` per image).
-
-    Parameters
-    ----------
-    source : label images: folder, glob, list of files, or a zarr / OME-Zarr (labels group).
-    images : matching intensity images (folder, glob or list; matched by name).
-    project : a project store instead: its annotated images (labels, instances, pixel size).
-    kind : ``"instances"`` (object ids; default for files) or ``"semantic"`` (class labels).
-    scheduler : ``"sync"``, ``"threads"``, ``"processes"`` or a ``dask.distributed`` scheduler
-        address (``"tcp://host:8786"``).
-    workers : parallel tasks for local schedulers (images in memory at once).
-    phenotype : a :class:`~.classify.phenotype.PhenotypeModel`: each object is classified (columns
-        ``phenotype``, its confidence and probabilities) and each image row counts the objects and
-        their coverage per phenotype (2D images with intensities).
-
-    Returns
-    -------
-    :class:`Quantification` of the whole batch (rows of unreadable images carry ``error``).
-    """
-    import pandas as pd
-
-    tasks = tasks_from(source, images=images, project=project)
-    if not tasks:
-        raise DataError(f"No label images found in {source}.")
-    _pixel_size(pixel_size)  # a bad pixel size fails here, once, not on every image
-    options = {"kind": kind, "pixel_size": pixel_size, "unit": unit, "class_names": class_names, "phenotype": phenotype}
-    results: list[tuple[int, Any, Any]] = []
-    total = len(tasks)
-    yield Progress(0, total, stage="quantify")
-    for i, (objs, imgs) in run_tasks(_quantify_task, tasks, options, scheduler=scheduler, workers=workers, cancel=cancel):
-        results.append((i, objs, imgs))
-        err = imgs["error"].dropna().tolist() if "error" in imgs else []
-        yield ItemDone(len(results) - 1, total, tasks[i].name, error=err[0] if err else None)
-    results.sort(key=lambda r: r[0])
-    objects = [r[1] for r in results if len(r[1])]
-    objects = pd.concat(objects, ignore_index=True) if objects else pd.DataFrame(columns=["image", "class", "class_name", "label"])
-    image_rows = pd.concat([r[2] for r in results], ignore_index=True)
-    if "error" not in image_rows:
-        image_rows["error"] = None
-    errors = image_rows[image_rows["error"].notna()][["image", "error"]].to_dict("records")
-    unit_cols = [c for c in objects.columns if c.startswith("perimeter_")]
-    return Quantification(objects, image_rows, unit=unit_cols[0][len("perimeter_") :] if unit_cols else "px", errors=errors)
-
-
-def quantify_batch(source=None, **kwargs) -> Quantification:
-    """Blocking :func:`iter_quantify`."""
-    return run_to_end(iter_quantify(source, **kwargs))

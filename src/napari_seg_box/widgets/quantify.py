@@ -190,7 +190,7 @@ class QuantifyWidget(Dock, QWidget):
         ps = self.pixel_size.value() or None  # given, it wins over the store's (core.quantify.measuring_scale)
         unit = (self.unit.text().strip() or None) if ps else None
         if source == "annotations":
-            from ..core.quantify import iter_quantify
+            from ..core.quantify_batch import iter_quantify
 
             func, args, kwargs = iter_quantify, (), dict(project=project, pixel_size=ps, unit=unit)
         else:
