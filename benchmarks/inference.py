@@ -138,7 +138,8 @@ def _memory_child(args) -> None:
     """Run in a child process: predict the zarr image block by block, print peak RSS."""
     import torch
 
-    from napari_seg_box.core.infer import PredictConfig, Predictor, predict_large
+    from napari_seg_box.core.infer import PredictConfig, Predictor
+    from napari_seg_box.core.infer_large import predict_large
 
     torch.set_num_threads(args.threads or torch.get_num_threads())
     model, meta = build(args.encoder, args.depth, tuple(args.decoder))

@@ -11,7 +11,8 @@ import pytest
 from napari_seg_box.core import ConfigError, DataError, Project, StoreError
 from napari_seg_box.core.errors import CancelledError
 from napari_seg_box.core.events import Progress
-from napari_seg_box.core.infer import PredictConfig, Predictor, iter_predict, predict, predict_large
+from napari_seg_box.core.infer import PredictConfig, Predictor, iter_predict, predict
+from napari_seg_box.core.infer_large import predict_large
 from napari_seg_box.core.tiling import importance_map, tile_starts
 from napari_seg_box.workflows.predict import predict_files, predict_project
 

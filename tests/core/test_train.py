@@ -260,7 +260,8 @@ def test_other_losses_train(nuclei_project, loss):
 def test_boundary_class_learns_and_splits_along_boundaries(nuclei_project, tmp_path):
     """boundary=True: a third output learns the nuclei's outer pixels; metrics, labels and evaluation
     stay in the project's two classes; post-processing splits along the boundaries."""
-    from napari_seg_box.core.infer import Predictor, predict, predict_large
+    from napari_seg_box.core.infer import Predictor, predict
+    from napari_seg_box.core.infer_large import predict_large
     from napari_seg_box.core.train import boundary_mask
     from napari_seg_box.workflows.evaluate import evaluate_project
 

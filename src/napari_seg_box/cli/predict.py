@@ -17,13 +17,17 @@ def _add_predict_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, help="tiles per forward pass (default: 4 on the CPU, 16 on a GPU)")
     p.add_argument("--tta", choices=TTA_MODES, help=f"test-time augmentation (default: {d.tta})")
     p.add_argument("--device", help=f"auto, cpu, cuda or mps (default: {d.device})")
+    p.add_argument(
+        "--orthogonal", action="store_true", default=None,
+        help="volumes with near-isotropic voxels: predict along z, y and x and average (3x the time)",
+    )  # fmt: skip
     p.add_argument("--json", action="store_true", help="print a JSON summary for scripts (no progress bars)")
 
 
 def _predict_config(args):
     from ..core.infer import PredictConfig
 
-    given = {k: getattr(args, k) for k in ("tile_size", "overlap", "batch_size", "tta", "device")}
+    given = {k: getattr(args, k, None) for k in ("tile_size", "overlap", "batch_size", "tta", "device", "orthogonal")}
     return PredictConfig.from_dict({k: v for k, v in given.items() if v is not None})
 
 
@@ -49,7 +53,8 @@ def register(sub) -> None:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from ..core.errors import DataError
-    from ..core.infer import Predictor, iter_predict_large
+    from ..core.infer import Predictor
+    from ..core.infer_large import iter_predict_large
     from ..workflows.predict import iter_predict_files, iter_predict_store_to_files
 
     project = open_project(args)

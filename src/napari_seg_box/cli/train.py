@@ -16,6 +16,7 @@ def register(sub) -> None:
     from ..core.losses import LOSSES
     from ..core.models import ENCODERS
     from ..core.train import SCHEDULES
+    from ..core.train.config import MAX_CONTEXT
 
     p = sub.add_parser(
         "train",
@@ -67,6 +68,12 @@ def register(sub) -> None:
         help="also learn each object's distance to its border and grow objects from the predicted centres "
         "(auto: on when 10%% or more of the painted objects touch another; default off)",
     )
+    p.add_argument(
+        "--context",
+        choices=["auto", *map(str, range(MAX_CONTEXT + 1))],
+        help="2.5D input for volumes: the network sees this many neighbouring sections on each side as channels "
+        "(auto: from the voxel anisotropy; default 0 = plain 2D; refused for time-lapses)",
+    )
     p.add_argument("--schedule", choices=list(SCHEDULES), help="learning-rate schedule (default: onecycle)")
     p.add_argument("--patience", type=int, help="early stopping patience in epochs, 0 = off (default: 15)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
@@ -93,8 +100,8 @@ def register(sub) -> None:
 
 _FIELDS = [
     "epochs", "minutes", "encoder", "encoder_depth", "decoder_channels", "encoder_weights_file", "pretrained", "finetune_from", "patch_size",
-    "batch_size", "learning_rate", "steps_per_epoch", "augmentation", "elastic", "loss", "boundary", "boundary_width", "distance", "schedule", "patience",
-    "device", "mixed_precision", "seed",
+    "batch_size", "learning_rate", "steps_per_epoch", "augmentation", "elastic", "loss", "boundary", "boundary_width", "distance", "context",
+    "schedule", "patience", "device", "mixed_precision", "seed",
 ]  # fmt: skip
 
 
@@ -128,10 +135,19 @@ def _config(args, project=None):
     for name in fields:
         value = getattr(args, name)
         if value is not None:
-            settings[name] = {"auto": None, "on": True, "off": False}[value] if name == "distance" else value
+            settings[name] = _choice(name, value)
     if task == "segmentation" and isinstance(settings, dict) and settings.get("finetune_from"):
         return finetune_config(project, settings.pop("finetune_from"), **settings)
     return cls.from_dict(settings)
+
+
+def _choice(name: str, value):
+    """A CLI choice as its TrainConfig value (auto = None)."""
+    if name == "distance":
+        return {"auto": None, "on": True, "off": False}[value]
+    if name == "context":
+        return None if value == "auto" else int(value)
+    return value
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -1,9 +1,9 @@
-"""Prediction with a model version: images of any size, stacks slice by slice, arrays larger than memory.
+"""Prediction with a model version: images of any size, stacks slice by slice (2.5D: with their neighbours).
 
 A :class:`Predictor` is a model version loaded once (network, metadata, device). :func:`iter_predict`
 normalises an image as the model was trained, pads axes shorter than a tile, and runs the band-by-band
-tiled prediction of :mod:`.tiling`; :func:`iter_predict_large` does the same for a zarr / OME-Zarr /
-dask image, reading and writing band by band, so any height fits in bounded memory.
+tiled prediction of :mod:`.tiling`; :mod:`.infer_large` does the same for zarr / OME-Zarr / dask
+images and volumes larger than memory.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 
 from .config import Config, as_config
-from .data import normalize, pad_to_multiple, percentile_bounds, scale
+from .data import normalize, pad_to_multiple
 from .errors import ConfigError, DataError
-from .events import Message, Progress, check_cancel, run_to_end
-from .io import open_array
+from .events import Progress, check_cancel, run_to_end
 from .layout import read_axes, to_canonical
+from .planes import with_context
 from .postprocess import PostprocessConfig, PostprocessResult, fold_boundary, postprocess
 from .tiling import _predict_plane
 from .versions import ModelVersion
@@ -41,6 +41,10 @@ class PredictConfig(Config):
     tta : test-time augmentation: ``"none"``, ``"flips"`` (identity, horizontal, vertical, both) or
         ``"d4"`` (all 8 flips and 90-degree rotations), averaged.
     device : ``"auto"``, ``"cpu"``, ``"cuda"``, ``"mps"``.
+    orthogonal : a volume is predicted along z, y and x (slices of each orientation) and the three
+        averaged (orthogonal-plane fusion, as empanada does for isotropic EM): smoother 3D objects
+        for near-isotropic voxels, three times the work. Not for anisotropic stacks or time-lapses
+        (:func:`check_orthogonal`).
     """
 
     tile_size: int = 256
@@ -50,6 +54,7 @@ class PredictConfig(Config):
     sigma_scale: float = 0.125
     tta: str = "none"
     device: str = "auto"
+    orthogonal: bool = False
     format_version: int = 1
 
     WHAT = "prediction settings"
@@ -103,9 +108,9 @@ def load_model(project, version=None, *, device=None):
 
 def check_channels(info, channels: int) -> None:
     """Raise a clear error when data with ``channels`` channels cannot go into the model ``info``."""
-    if channels != info.in_channels:
+    if channels not in (info.image_channels, info.in_channels):  # in_channels: a plane with its 2.5D context as channels
         raise DataError(
-            f"Model version {info.version} expects {info.in_channels}-channel images but this image has {channels}: "
+            f"Model version {info.version} expects {info.image_channels}-channel images but this image has {channels}: "
             "use a model trained on images like these, or convert the image (e.g. to grayscale)."
         )
 
@@ -141,7 +146,18 @@ class Predictor:
 
     @property
     def in_channels(self) -> int:
+        """The network's input channels (the image's times ``2 * context + 1``)."""
         return self.info.in_channels
+
+    @property
+    def image_channels(self) -> int:
+        """The channels of the images it segments."""
+        return self.info.image_channels
+
+    @property
+    def context(self) -> int:
+        """2.5D input: the neighbouring planes on each side the network sees as channels (0: 2D)."""
+        return self.info.context
 
     @property
     def outputs(self) -> int:
@@ -185,6 +201,30 @@ class Predictor:
         and, by default, its tuned settings; ``config`` / keyword arguments replace settings, never facts."""
         config = self.default_postprocess if config is None else config
         return postprocess(probabilities, config, **self.info.output_facts, **overrides)
+
+    def postprocess_volume(self, probabilities: np.ndarray, config: PostprocessConfig | dict | None = None, **kwargs) -> PostprocessResult:
+        """:func:`~.volume.postprocess_volume` of (Z, outputs, Y, X) probabilities with this model's
+        facts and, by default, its tuned settings: objects are 3D (``voxel_size=``, ``join=``)."""
+        from .volume import postprocess_volume
+
+        config = self.default_postprocess if config is None else config
+        return postprocess_volume(probabilities, config, **self.info.output_facts, **kwargs)
+
+    def objects(self, probabilities: np.ndarray, config: PostprocessConfig | dict | None = None, *, record=None) -> PostprocessResult:
+        """Post-process a plane's (outputs, Y, X) or a stack's (Z, outputs, Y, X) probabilities the
+        way the image is: a volume of the store (``record``, an :class:`~.manifest.ImageRecord`) gets
+        3D objects with its voxel size (:meth:`postprocess_volume`); a time-lapse, or a stack whose
+        kind is not known, plane by plane (object ids per plane, ``instance_classes`` keyed by
+        ``(plane, id)``)."""
+        if probabilities.ndim == 3:
+            return self.postprocess(probabilities, config)
+        if record is not None and record.is_stack and not record.is_timelapse:
+            voxel = record.spacing if record.spacing and len(record.spacing) == 3 else None
+            return self.postprocess_volume(probabilities, config, voxel_size=voxel)
+        planes = [self.postprocess(p, config) for p in probabilities]
+        result = PostprocessResult(np.stack([r.semantic for r in planes]), np.stack([r.instances for r in planes]))
+        result.instance_classes = {(z, i): c for z, r in enumerate(planes) for i, c in r.instance_classes.items()}
+        return result
 
     def labels(self, probabilities: np.ndarray) -> np.ndarray:
         """Argmax project labels (1..K, uint8) of (outputs, Y, X) probabilities; a boundary counts as
@@ -260,15 +300,54 @@ def iter_predict(
     """
     config = as_config(PredictConfig, config, config_kwargs)
     predictor = as_predictor(model, version=version, info=info, device=config.device)
-    layout = read_axes(np.shape(image), stack=stack, channel_axis=channel_axis, channels=predictor.in_channels)
+    if channel_axis is None and stack is False and np.ndim(image) == 3 and np.shape(image)[-1] == predictor.in_channels:
+        channel_axis = 2  # a plane with its 2.5D context as channels (:func:`~.planes.with_context`)
+    layout = read_axes(np.shape(image), stack=stack, channel_axis=channel_axis, channels=predictor.image_channels)
     image = to_canonical(image, layout)
     if not layout.is_stack:
         return (yield from _predict_2d(image, predictor, config, cancel=cancel))
+    if config.orthogonal:
+        return (yield from _predict_orthogonal(image, predictor, config, cancel=cancel))
+    return (yield from _predict_planes(image, predictor, config, cancel=cancel))
+
+
+ORTHOGONAL_MAX_ANISOTROPY = 2.0  # orthogonal-plane fusion needs near-isotropic voxels (z spacing / pixel size)
+
+
+def check_orthogonal(record, config) -> None:
+    """Refuse orthogonal-plane fusion (``config.orthogonal``) for a store image it does not fit: a
+    plane, a time-lapse (y-t slices are not images), or an anisotropic volume (its x-z slices look
+    like nothing the model was trained on)."""
+    if not config.orthogonal:
+        return
+    if not record.is_stack or record.is_timelapse:
+        raise DataError(f"{record.name} is not a volume: orthogonal-plane fusion predicts volumes along z, y and x. Predict it without it.")
+    sp = record.spacing
+    if sp and len(sp) == 3 and sp[0] > ORTHOGONAL_MAX_ANISOTROPY * float(np.sqrt(sp[1] * sp[2])):
+        raise DataError(
+            f"{record.name} has sections {sp[0] / float(np.sqrt(sp[1] * sp[2])):.1f} times thicker than its pixels: its x-z and y-z "
+            "slices look like nothing the model was trained on. Use orthogonal-plane fusion for near-isotropic volumes only."
+        )
+
+
+def _predict_orthogonal(volume: np.ndarray, predictor: Predictor, config: PredictConfig, *, cancel=None):
+    """The mean of the predictions of a (Z, Y, X[, C]) volume sliced along z, y and x: (Z, K, Y, X)."""
+    out = yield from _predict_planes(volume, predictor, config, cancel=cancel)
+    for axis, back in ((1, (2, 1, 0, 3)), (2, (2, 1, 3, 0))):  # (Y, K, Z, X) and (X, K, Z, Y) back to (Z, K, Y, X)
+        probs = yield from _predict_planes(np.moveaxis(volume, axis, 0), predictor, config, cancel=cancel)
+        out += probs.transpose(back)
+    out /= 3
+    return out
+
+
+def _predict_planes(image: np.ndarray, predictor: Predictor, config: PredictConfig, *, cancel=None):
+    """(Z, K, Y, X) probabilities of a (Z, Y, X[, C]) stack, plane by plane (2.5D: with its neighbours)."""
     out = None
     for z in range(image.shape[0]):
         check_cancel(cancel)
         yield Progress(z, image.shape[0], stage="slices")
-        probs = yield from _predict_2d(np.asarray(image[z]), predictor, config, cancel=cancel, stage=f"slice {z + 1}/{image.shape[0]}")
+        plane = with_context(image, z, predictor.context)
+        probs = yield from _predict_2d(plane, predictor, config, cancel=cancel, stage=f"slice {z + 1}/{image.shape[0]}")
         if out is None:
             out = np.empty((image.shape[0], *probs.shape), np.float32)
         out[z] = probs
@@ -280,6 +359,8 @@ def _predict_2d(image: np.ndarray, predictor: Predictor, config: PredictConfig, 
     _check_image(image.shape, predictor)
     if image.size == 0:
         raise DataError("The image is empty: nothing to predict.")
+    if predictor.context and _channels_of(image.shape) != predictor.in_channels:  # a lone plane: its own context
+        image = with_context(image, None, predictor.context)
     norm = normalize(image, percentiles=predictor.percentiles)
     h, w = norm.shape[:2]
     # an axis shorter than a tile: reflect-pad to a multiple of 32 (one tile along it), crop back after
@@ -301,121 +382,3 @@ def _predict_2d(image: np.ndarray, predictor: Predictor, config: PredictConfig, 
 def predict(image: np.ndarray, model, **kwargs) -> np.ndarray:
     """Blocking :func:`iter_predict`: (K, Y, X) float32 probabilities (or (Z, K, Y, X) for a stack)."""
     return run_to_end(iter_predict(image, model, **kwargs))
-
-
-# ---------------------------------------------------------------------- larger-than-memory prediction
-def iter_predict_large(
-    source,
-    out,
-    model,
-    *,
-    version: str | None = None,
-    info: ModelVersion | dict | None = None,
-    config: PredictConfig | dict | None = None,
-    write_probabilities: bool = True,
-    probability_dtype: str = "float16",
-    chunk: int = 1024,
-    cancel=None,
-    **config_kwargs,
-) -> Iterator[Any]:
-    """Predict a 2D image stored as zarr / OME-Zarr / dask, band by band, into a zarr group.
-
-    Memory stays bounded: the input is read one tile-row band at a time and finished rows are
-    written out at once; the accumulators hold about two tile heights of the image width.
-
-    Parameters
-    ----------
-    source : zarr array, dask array, path/URL of a zarr array or OME-Zarr (full resolution is used),
-        shape (Y, X) or (Y, X, C).
-    out : path/URL of the output zarr group (created; must not exist), or an open zarr group.
-    write_probabilities : also write ``probabilities`` (K, Y, X) in ``probability_dtype``.
-
-    Returns
-    -------
-    The output zarr group, with ``labels`` (Y, X) uint8 (argmax + 1, project label values) and,
-    if asked, ``probabilities``.
-    """
-    import zarr
-
-    config = as_config(PredictConfig, config, config_kwargs)
-    predictor = as_predictor(model, version=version, info=info, device=config.device)
-    array = open_array(source)
-    shape = tuple(array.shape)
-    if len(shape) not in (2, 3):
-        raise DataError(f"Block-wise prediction takes one 2D image (Y, X[, C]); got shape {shape}. Predict stacks slice by slice.")
-    _check_image(shape, predictor)
-    H, W = shape[:2]
-    K = predictor.outputs
-    if isinstance(out, (str,)) or hasattr(out, "__fspath__"):
-        try:
-            group = zarr.open_group(str(out), mode="w-")
-        except (FileExistsError, zarr.errors.ContainsGroupError, zarr.errors.ContainsArrayError) as err:
-            raise DataError(f"The output {out} exists already: choose a new path (nothing was overwritten).") from err
-    else:
-        group = out
-    ch = (min(chunk, H), min(chunk, W))
-    labels_arr = group.create_array("labels", shape=(H, W), dtype="uint8", chunks=ch)
-    probs_arr = (
-        group.create_array("probabilities", shape=(K, H, W), dtype=probability_dtype, chunks=(1, *ch)) if write_probabilities else None
-    )
-    group.attrs.update(
-        {
-            "napari_seg_box": {
-                "kind": "prediction",
-                "model_version": predictor.version,
-                "class_names": predictor.class_names,
-                "config": config.to_dict(),
-            }
-        }
-    )
-    if config.tile_size > H or config.tile_size > W:  # small: in memory
-        yield Message("The image is smaller than one tile: predicted in memory.")
-        probs = yield from _predict_2d(np.asarray(array[...]), predictor, config, cancel=cancel)
-        labels_arr[...] = predictor.labels(probs)
-        if probs_arr is not None:
-            probs_arr[...] = probs.astype(probability_dtype)
-        return group
-    lo, hi = percentile_bounds(array, predictor.percentiles)
-
-    def read_rows(y0, y1):
-        block = np.asarray(array[y0:y1])
-        return scale(block[..., None] if block.ndim == 2 else block, lo, hi)
-
-    # writes arrive in row order with arbitrary heights: buffer them up to whole chunk rows
-    pending: list[np.ndarray] = []
-    state = {"start": 0, "rows": 0}
-
-    def flush(final=False):
-        if not pending:
-            return
-        buf = np.concatenate(pending, axis=1)
-        n = buf.shape[1] if final else (buf.shape[1] // ch[0]) * ch[0]
-        if n == 0:
-            return
-        y0 = state["start"]
-        for x0 in range(0, W, ch[1]):  # chunk column by chunk column: small temporaries
-            part = buf[:, :n, x0 : x0 + ch[1]]
-            labels_arr[y0 : y0 + n, x0 : x0 + ch[1]] = predictor.labels(part)
-            if probs_arr is not None:
-                probs_arr[:, y0 : y0 + n, x0 : x0 + ch[1]] = part.astype(probability_dtype)
-        rest = buf[:, n:]
-        pending.clear()
-        if rest.shape[1]:
-            pending.append(np.ascontiguousarray(rest))
-        state["start"] = y0 + n
-
-    def write_rows(y0, probs):
-        pending.append(probs)  # a fresh array (acc / wsum): no copy needed
-        if sum(p.shape[1] for p in pending) >= ch[0]:
-            flush()
-
-    yield from _predict_plane(
-        predictor, read_rows, (H, W), _channels_of(shape), write_rows, config, cancel=cancel, stage="predict (blocks)"
-    )
-    flush(final=True)
-    return group
-
-
-def predict_large(source, out, model, **kwargs):
-    """Blocking :func:`iter_predict_large`; returns the output zarr group."""
-    return run_to_end(iter_predict_large(source, out, model, **kwargs))

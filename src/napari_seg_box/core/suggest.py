@@ -148,7 +148,7 @@ def iter_suggest(
     found, feats = [], []
     for i, name in enumerate(names):
         yield Progress(i, len(names), stage="suggest", message=name)
-        for z, pixels in _planes(project, name):
+        for z, pixels in _planes(project, name, predictors[0].context):
             check_cancel(cancel)
             u = _plane_uncertainty(pixels, predictors, mode, cancel=cancel)
             for box in regions(u.shape, tile):
@@ -186,15 +186,19 @@ def _plane_uncertainty(pixels: np.ndarray, predictors: list, mode: str, **kwargs
     return np.maximum(u, disagreement(preds, **facts)) if len(preds) > 1 else u
 
 
-def _planes(project, name: str) -> Iterator[tuple[int | None, np.ndarray]]:
-    """(z, pixels) of each plane of image ``name``: one plane (z None) for a 2D image."""
+def _planes(project, name: str, context: int = 0) -> Iterator[tuple[int | None, np.ndarray]]:
+    """(z, pixels) of each plane of image ``name``: one plane (z None) for a 2D image; with a 2.5D
+    model's ``context``, its neighbours as channels."""
+    from .planes import check_context, with_context
+
     rec = project.image_record(name)
+    check_context(rec, context)
     if not rec.is_stack:
-        yield None, project.get_image(name)
+        yield None, with_context(project.get_image(name), None, context)
         return
     array = project.image_array(name)
     for z in range(rec.spatial_shape[0]):
-        yield z, np.asarray(array[z])
+        yield z, with_context(array, z, context)
 
 
 def _flips(mode: str) -> list[tuple[int, ...]]:

@@ -146,6 +146,7 @@ class ModelVersion:
     task: str = "segmentation"
     boundary_width: int | None = None  # the model also predicts object boundaries (a last output)
     distance: bool = False  # the model also predicts the normalised distance to the object border (a last output)
+    context: int = 0  # 2.5D input: each plane of a volume comes with its ``context`` neighbours on each side, as channels
     normalization: Normalization = Normalization()
     patch_size: int | None = None
     training: Training = Training()
@@ -190,7 +191,13 @@ class ModelVersion:
 
     @property
     def in_channels(self) -> int:
+        """The network's input channels: the image's, times ``2 * context + 1`` planes."""
         return self.spec.in_channels
+
+    @property
+    def image_channels(self) -> int:
+        """The channels of the images the model segments (one plane's)."""
+        return self.spec.in_channels // (2 * self.context + 1)
 
     @property
     def encoder(self) -> str:
@@ -232,6 +239,7 @@ class ModelVersion:
             "class_names": list(self.class_names),
             "boundary_width": self.boundary_width,
             "distance": self.distance,
+            "context": self.context,
             "normalization": self.normalization.to_dict(),
             "patch_size": self.patch_size,
             "training": {**dataclasses.asdict(self.training), "history": [dict(h) for h in self.training.history]},
@@ -265,6 +273,7 @@ class ModelVersion:
                 task=d.get("task", "segmentation"),
                 boundary_width=d.get("boundary_width"),
                 distance=bool(d.get("distance", False)),
+                context=int(d.get("context") or 0),
                 normalization=Normalization.from_dict(d.get("normalization")),
                 patch_size=d.get("patch_size"),
                 training=Training(**(d.get("training") or {})),

@@ -9,6 +9,13 @@ from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QH
 # how the network sizes of the core (train.config.NETWORK_SIZES) read in the dock
 SIZE_WORDS = {"standard": "standard (5 levels)", "small": "small (4 levels, faster)", "tiny": "tiny (3 levels, fastest)"}
 AUTO = "auto"
+AUTO_CONTEXT = -1  # the combo's data for TrainConfig.context None (Qt finds ints reliably, not None or mixed types)
+# 2.5D input: (words, TrainConfig.context)
+CONTEXT_CHOICES = [
+    ("none (each slice alone)", 0),
+    ("automatic (from the voxel size)", AUTO_CONTEXT),
+    *((f"{k} on each side", k) for k in (1, 2, 3)),
+]
 # how touching objects are told apart: (words, (TrainConfig.boundary, TrainConfig.distance))
 TOUCHING_CHOICES = (
     ("split the mask by its shape", (False, False)),
@@ -86,6 +93,15 @@ class TrainSettings(QWidget):
             "The learnt ones need whole objects painted (or stored instances)."
         )
         af.addRow("Touching objects:", self.touching_combo)
+        self.context_combo = QComboBox()
+        for text, value in CONTEXT_CHOICES:
+            self.context_combo.addItem(text, value)
+        self.context_combo.setToolTip(
+            "Volumes: let the network see the neighbouring sections of each slice (2.5D input), which helps where a "
+            "structure is ambiguous in one section. automatic: 2 on each side for near-isotropic voxels, else 1. "
+            "Not for time-lapses."
+        )
+        af.addRow("Neighbouring slices:", self.context_combo)
         row = QHBoxLayout()
         self.aug_combo = QComboBox()
         self.aug_combo.addItems(list(PRESETS))
@@ -121,6 +137,7 @@ class TrainSettings(QWidget):
             "augmentation": self.aug_combo.currentText(),
             "loss": self.loss_combo.currentText(),
             **dict(zip(("boundary", "distance"), TOUCHING_CHOICES[self.touching_combo.currentIndex()][1])),
+            "context": None if self.context_combo.currentData() == AUTO_CONTEXT else self.context_combo.currentData(),
             "finetune_from": self.finetune_combo.currentData(),
             "pretrained": self.pretrained_check.isChecked(),
             "seed": int(self.seed.value()),
@@ -146,6 +163,9 @@ class TrainSettings(QWidget):
         if "boundary" in values or "distance" in values:
             wanted = (True, False) if values.get("boundary") else (False, values.get("distance"))
             self.touching_combo.setCurrentIndex([v for _, v in TOUCHING_CHOICES].index(wanted))
+        if "context" in values:
+            wanted = AUTO_CONTEXT if values["context"] is None else int(values["context"])
+            self.context_combo.setCurrentIndex(max(0, self.context_combo.findData(wanted)))
         if "pretrained" in values:
             self.pretrained_check.setChecked(bool(values["pretrained"]))
         if "seed" in values:

@@ -13,6 +13,7 @@ from ..models import ENCODERS
 SCHEDULES = ("onecycle", "cosine", "constant")
 # the network sizes offered in plain words (the Train widget's choices): encoder depth -> decoder
 NETWORK_SIZES = {"standard": 5, "small": 4, "tiny": 3}
+MAX_CONTEXT = 4  # 2.5D input: at most 4 planes on each side (9 planes in all)
 DECODERS = {5: (256, 128, 64, 32, 16), 4: (128, 64, 32, 16), 3: (32, 16, 8)}
 
 
@@ -53,6 +54,11 @@ class TrainConfig(Config):
         of them next to another object), else off. Off by default: on the DSB2018 nuclei folds it
         did not beat the edge-weighted loss with the shape watershed at the CPU budget of the
         benchmarks (BENCHMARKS.md). Not with ``boundary``.
+    context : 2.5D input for volumes: each plane is given with its ``context`` neighbouring planes
+        on each side as extra channels (the network sees across sections; a 2D image repeats
+        itself). 0 = plain 2D (the default); ``None``: 2.5D with the number of neighbours chosen
+        from the voxel anisotropy of the annotated volumes (:func:`~.prepare.auto_context`; 0 when
+        there are none). Refused for time-lapses (neighbouring frames are times, not space).
     schedule : ``onecycle | cosine | constant`` learning-rate schedule.
     weight_decay, grad_clip : AdamW weight decay, gradient-norm clipping (0 = off).
     patience : early stopping after this many epochs without a better validation IoU (validation loss for
@@ -85,6 +91,7 @@ class TrainConfig(Config):
     boundary: bool = False
     boundary_width: int = 2
     distance: bool | None = False
+    context: int | None = 0
     schedule: str = "onecycle"
     weight_decay: float = 1e-4
     grad_clip: float = 1.0
@@ -140,6 +147,12 @@ class TrainConfig(Config):
             raise ConfigError(f"boundary_width must be a whole number of pixels from 1 to 10, got {self.boundary_width!r}.")
         if self.distance not in (None, True, False):
             raise ConfigError(f"distance must be True, False or None (automatic), got {self.distance!r}.")
+        if self.context is not None and (
+            isinstance(self.context, bool) or not isinstance(self.context, int) or not 0 <= self.context <= MAX_CONTEXT
+        ):
+            raise ConfigError(
+                f"context (neighbouring planes on each side) must be a whole number from 0 to {MAX_CONTEXT}, or None (automatic); got {self.context!r}."
+            )
         if self.boundary and self.distance:
             raise ConfigError("Choose the boundary class or the distance output, not both: each splits touching objects its own way.")
         if isinstance(self.recent_weight, bool) or not isinstance(self.recent_weight, (int, float)) or not 1 <= self.recent_weight <= 100:

@@ -33,12 +33,18 @@ def finetune_config(project, version: str | None = "latest", **overrides: Any) -
     the architecture cannot change (a clear error: train from scratch for another one)."""
     base = project.model_version(version).require_task("segmentation")
     old = dict(base.training.config)
-    arch = {"encoder": base.spec.encoder, "encoder_depth": base.spec.encoder_depth, "decoder_channels": tuple(base.spec.decoder_channels)}
+    arch = {
+        "encoder": base.spec.encoder,
+        "encoder_depth": base.spec.encoder_depth,
+        "decoder_channels": tuple(base.spec.decoder_channels),
+        "context": base.context,
+    }
     for key, kept in arch.items():
         given = overrides.get(key)
         if given is not None and (tuple(given) if key == "decoder_channels" else given) != kept:
             raise ConfigError(
-                f"Model version {base.version} is a {base.spec.encoder} U-Net of depth {base.spec.encoder_depth}: fine-tuning keeps "
+                f"Model version {base.version} is a {base.spec.encoder} U-Net of depth {base.spec.encoder_depth} with {base.context} "
+                f"neighbouring plane(s) of context: fine-tuning keeps "
                 f"its architecture, so {key.replace('_', ' ')} {given!r} cannot be used. Leave it out, or train from scratch."
             )
     kept = {k: old[k] for k in KEPT if k in old} | arch

@@ -51,6 +51,20 @@ class _Data:
     distance: bool = False  # the model learns a distance output (after the classes)
     touching: float = 0.0  # share of the objects touching another object
     revisions: dict[str, str] = field(default_factory=dict)  # image -> the annotation revision read
+    context: int = 0  # 2.5D input: neighbouring planes on each side (channels = image channels x (2 context + 1))
+
+
+def auto_context(records) -> int:
+    """The neighbouring planes on each side for 2.5D input (``TrainConfig(context=None)``), from the
+    annotated volumes among ``records``: 0 when there are none (2D images only) or a time-lapse is
+    among them; 2 when the voxels are near isotropic (section spacing < 2x the pixel size: a
+    neighbour two sections away is still close); else 1 (serial sections, confocal stacks: the
+    nearest sections only; also when the spacing is not known)."""
+    volumes = [r for r in records if r.is_stack and r.has_labels]
+    if not volumes or any(getattr(r, "is_timelapse", False) for r in volumes):
+        return 0
+    ratios = [r.spacing[0] / float(np.sqrt(r.spacing[1] * r.spacing[2])) for r in volumes if r.spacing and len(r.spacing) == 3]
+    return 2 if ratios and len(ratios) == len(volumes) and max(ratios) < 2 else 1
 
 
 def _fingerprint(planes: list[Plane]) -> str:
@@ -157,7 +171,8 @@ def _prepare_data(project, cfg: TrainConfig, distance: bool | None = False, *, v
     validation, its automatic validation part is kept (both versions are scored on the same pixels,
     which neither trained on), and what was annotated since trains."""
     revisions = {r.name: r.annotation["revision"] for r in project.images() if r.annotation and r.annotation.get("revision")}
-    planes = [p for p in iter_annotated_planes(project, ("train", "validation")) if (p.labels > 0).any()]
+    context = auto_context([r for r in project.images() if r.split in ("train", "validation")]) if cfg.context is None else cfg.context
+    planes = [p for p in iter_annotated_planes(project, ("train", "validation"), context=context) if (p.labels > 0).any()]
     if not planes:
         raise DataError(
             "No annotated images to train on: paint some labels (0 = unlabelled; 1.. = classes) on at least one "
@@ -250,6 +265,7 @@ def _prepare_data(project, cfg: TrainConfig, distance: bool | None = False, *, v
         distance=bool(distance),
         touching=touching,
         revisions={p.image: revisions[p.image] for p in planes if p.image in revisions},
+        context=context,
     )
 
 

@@ -18,6 +18,7 @@ def save_version(run) -> ModelVersion:
         task="segmentation",
         boundary_width=cfg.boundary_width if cfg.boundary else None,
         distance=data.distance,
+        context=data.context,
         normalization=Normalization("percentile", DEFAULT_PERCENTILES),
         patch_size=int(run.chosen["patch_size"]),
         training=training_record(run),
