@@ -107,6 +107,12 @@ def _print_scores(summary: dict) -> None:
             f"DSB accuracy@0.5:0.95 {o['accuracy@avg']:.3f}  PQ@0.5 {o['panoptic_quality@0.5']:.3f}  "
             f"count {o['n_pred']} vs {o['n_true']} true"
         )
+    for volume, per_class in summary.get("objects_3d", {}).items():
+        for cname, o in per_class.items():
+            print(
+                f"  3D objects of volume {volume} [{cname}]: F1@0.5 {o['f1@0.5']:.3f}  F1@0.75 {o['f1@0.75']:.3f}  "
+                f"count {o['n_pred']} vs {o['n_true']} true"
+            )
 
 
 def cmd_tune(args: argparse.Namespace) -> int:

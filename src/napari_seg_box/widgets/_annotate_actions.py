@@ -205,7 +205,7 @@ class ImageActions:
     def _fill_table(self, project) -> None:
         names = project.class_names
         classify = project.task == "classification"
-        headers = ["image", "split", "class"] if classify else ["image", "split", *names, "instances", "annotation"]
+        headers = ["image", "split", "class"] if classify else ["image", "split", *names, "instances", "annotation", "planes"]
         self.table.setColumnCount(len(headers))
         self.table.setHorizontalHeaderLabels(headers)
         records = project.images()
@@ -231,6 +231,7 @@ class ImageActions:
                 self.table.setItem(r, 2 + j, item)
             self.table.setItem(r, 2 + len(names), QTableWidgetItem("yes" if rec.has_instances else ""))
             self.table.setItem(r, 3 + len(names), QTableWidgetItem(_origin_words(rec.annotation)))
+            self.table.setItem(r, 4 + len(names), QTableWidgetItem(planes_words(rec)))
         self.table.resizeColumnsToContents()
 
     def table_rows(self) -> list[dict]:
@@ -250,7 +251,20 @@ class ImageActions:
         return rows
 
 
-TEXT_COLUMNS = ("class", "instances", "annotation")  # the others after the split count painted pixels
+TEXT_COLUMNS = ("class", "instances", "annotation", "planes")  # the others after the split count painted pixels
+
+
+def planes_words(rec) -> str:
+    """Which planes of a stack hold labels, for the list: '2 of 30 slices: 4, 17' (frames for a
+    time-lapse); empty for a 2D image."""
+    if not rec.is_stack:
+        return ""
+    n, what = rec.spatial_shape[0], "frames" if rec.is_timelapse else "slices"
+    done = rec.annotated_planes
+    if done is None:
+        return f"{n} {what}" + (", some annotated" if rec.has_labels else "")
+    shown = ", ".join(map(str, done[:8])) + (", …" if len(done) > 8 else "")
+    return f"{len(done)} of {n} {what}" + (f": {shown}" if done else "")
 
 
 def _origin_words(annotation) -> str:

@@ -143,14 +143,22 @@ class Objects:
     paths: list = field(default_factory=list)  # closed outlines of a 2-D result, (N, 2) arrays
 
 
-def iter_objects(probabilities, config, *, boundary: bool = False, distance: bool = False, cancel=None):
-    """Post-process a prediction (a stack plane by plane) and outline it, in a worker thread.
+def iter_objects(probabilities, config, *, boundary: bool = False, distance: bool = False, record=None, cancel=None):
+    """Post-process a prediction (a volume of the store, ``record``, in 3D; another stack plane by
+    plane) and outline it, in a worker thread.
 
     A generator for :class:`~._common.Runner`: it yields nothing and returns :class:`Objects`.
     """
     from ..core.errors import CancelledError
     from ..core.postprocess import outlines, postprocess
 
+    if probabilities.ndim == 4 and record is not None and record.is_stack and not record.is_timelapse:
+        from ..core.volume import postprocess_volume
+
+        voxel = record.spacing if record.spacing and len(record.spacing) == 3 else None
+        r = postprocess_volume(probabilities, config, voxel_size=voxel, boundary=boundary, distance=distance)
+        yield from ()
+        return Objects(config, r.semantic, r.instances, dict(r.instance_classes), r.n_objects)
     planes = probabilities if probabilities.ndim == 4 else [probabilities]
     results = []
     for p in planes:

@@ -24,7 +24,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..layers import is_image, is_labels
+from ..layers import IMAGE_KEY, is_image, is_labels, linked
 from ._common import Dock, ProjectBox, fill_versions, remember, scrolled
 from ._correct import CorrectBox
 from ._evaluation import ERROR_LEGEND, evaluation_summary, evaluation_table, show_error_maps
@@ -44,6 +44,7 @@ class PredictWidget(Dock, QWidget):
         self.probabilities: np.ndarray | None = None  # of the last prediction, for live post-processing
         self.result_for: str | None = None  # the image layer it belongs to
         self.result_scale = None
+        self.result_record = None  # the store image predicted, when the layer is linked to it
         self.evaluation = None
         self._info = None  # the chosen ModelVersion
         self.n_objects = 0
@@ -239,7 +240,10 @@ class PredictWidget(Dock, QWidget):
             self._busy(True)
             return self.class_runner.start(classify_layer, image, project, version, name=layer.name)
         self.result_for = layer.name
-        self.result_scale = tuple(layer.scale[-2:])
+        self.result_scale = tuple(layer.scale)
+        meta = layer.metadata or {}
+        linked_here = linked(layer, project.url) and meta[IMAGE_KEY] in project.image_names()
+        self.result_record = project.image_record(meta[IMAGE_KEY]) if linked_here else None  # a volume: 3D objects
         self._busy(True)
         report_info(f"Predicting {layer.name} with model version {version}…", self.status)
         return self.predict_runner.start(iter_predict, image, project, version=version, config=self.predict_config())
@@ -323,7 +327,7 @@ class PredictWidget(Dock, QWidget):
         self._pp_source = self.probabilities
         self.pp.count_label.setText("finding objects…")
         facts = self._info.output_facts if self._info is not None else {}  # facts of the model, not settings
-        return self.pp_runner.start(iter_objects, self.probabilities, self.postprocess_config(), **facts)
+        return self.pp_runner.start(iter_objects, self.probabilities, self.postprocess_config(), record=self.result_record, **facts)
 
     def _pp_finished(self) -> None:
         if self._pp_pending:
@@ -356,13 +360,13 @@ class PredictWidget(Dock, QWidget):
     def _show_outlines(self, name: str, paths) -> None:
         """Outlines as closed paths (napari draws paths far faster than filled polygons), updated in place."""
         shapes = self._find(name)
-        if shapes is not None and len(paths) and np.allclose(shapes.scale[-2:], self.result_scale):
+        if shapes is not None and len(paths) and np.allclose(shapes.scale[-2:], self.result_scale[-2:]):
             shapes.data = [(p, "path") for p in paths]
         elif shapes is not None:
             self.viewer.layers.remove(shapes)
             shapes = None
         if shapes is None and len(paths):
-            self.viewer.add_shapes(paths, shape_type="path", name=name, edge_color="yellow", edge_width=1, scale=self.result_scale)
+            self.viewer.add_shapes(paths, shape_type="path", name=name, edge_color="yellow", edge_width=1, scale=self.result_scale[-2:])
 
     def _find(self, name):
         return self.viewer.layers[name] if name in self.viewer.layers else None  # noqa: SIM401 - a LayerList, not a dict
@@ -375,7 +379,8 @@ class PredictWidget(Dock, QWidget):
         if layer is not None:
             self.viewer.layers.remove(layer)
         add = self.viewer.add_labels if kind == "labels" else self.viewer.add_image
-        return add(data, name=name, scale=self.result_scale, **kwargs)
+        scale = ((1.0,) * np.ndim(data) + tuple(self.result_scale))[-np.ndim(data) :]  # a plane of a volume: its y, x
+        return add(data, name=name, scale=scale, **kwargs)
 
     # ------------------------------------------------------------------ evaluation
     @guarded()

@@ -47,10 +47,16 @@ def iter_evaluate_project(
     if project.n_classes != K:
         yield Message(f"Model version {predictor.version} has {K} classes, the project {project.n_classes}.", level="warning")
     pp = as_config(PostprocessConfig, postprocess) if postprocess is not None else predictor.default_postprocess
-    planes = list(iter_annotated_planes(project, (split,) if names is None else SPLITS, images=None if names is None else set(names)))
+    planes = list(
+        iter_annotated_planes(
+            project, (split,) if names is None else SPLITS, images=None if names is None else set(names), context=predictor.context
+        )
+    )
     if not planes:
         raise DataError(f"No annotated {split} images in the project to evaluate on.", hints=mark_split_hints(split))
     object_classes = list(pp.object_classes) if pp.object_classes is not None else list(range(2, K + 1))
+    volumes = _dense_volumes(project, planes)  # predicted whole once, also scored in 3D
+    whole: dict[str, np.ndarray] = {}
     items = []
     for i, plane in enumerate(planes):
         check_cancel(cancel)
@@ -59,7 +65,13 @@ def iter_evaluate_project(
                 f"Image {plane.name} has label {int(plane.labels.max())} but model version {predictor.version} knows only {K} classes: "
                 "evaluate with a model trained on all the project's classes."
             )
-        probs = yield from iter_predict(plane.pixels, predictor, config=predict_config, stack=False, cancel=cancel)
+        if plane.image in volumes:
+            if plane.image not in whole:
+                image = project.get_image(plane.image)
+                whole[plane.image] = yield from iter_predict(image, predictor, config=predict_config, stack=True, cancel=cancel)
+            probs = whole[plane.image][plane.z]
+        else:
+            probs = yield from iter_predict(plane.pixels, predictor, config=predict_config, stack=False, cancel=cancel)
         res = predictor.postprocess(probs, pp)
         pinst = {c: objects_of_class(res, c) for c in object_classes}
         items.append(
@@ -69,6 +81,10 @@ def iter_evaluate_project(
     ev = evaluate_pairs(
         items, n_classes=K, class_names=predictor.class_names, object_classes=object_classes, keep_error_maps=keep_error_maps
     )
+    if whole:
+        ev.summary["objects_3d"] = {
+            name: _objects_3d(project, volumes[name], probs, predictor, pp, object_classes) for name, probs in whole.items()
+        }
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
     ev.id = f"{predictor.version}-{split}-{stamp}"
     ev.summary.update(
@@ -87,6 +103,32 @@ def iter_evaluate_project(
         save_evaluation(project, ev)
         yield Message(f"Saved evaluation {ev.id} to results/evaluations/{ev.id}/ in the store.")
     return ev
+
+
+def _dense_volumes(project, planes) -> dict:
+    """{name: record} of the volumes among ``planes`` whose every plane is annotated (3D objects can be scored)."""
+    counts: dict[str, int] = {}
+    for p in planes:
+        if p.z is not None:
+            counts[p.image] = counts.get(p.image, 0) + 1
+    records = {n: project.image_record(n) for n in counts}
+    return {n: r for n, r in records.items() if not r.is_timelapse and counts[n] == r.spatial_shape[0]}
+
+
+def _objects_3d(project, record, probs, predictor: Predictor, pp, object_classes) -> dict:
+    """3D object matching of a volume per object class: the predicted 3D objects (as ``predict`` makes
+    them) against the true ones joined the same way (:func:`~..core.volume.truth_objects_volume`)."""
+    from ..core.metrics import object_metrics
+    from ..core.volume import truth_objects_volume
+
+    res = predictor.objects(probs, pp, record=record)
+    labels = project.get_labels(record.name)
+    if record.unpainted_background:
+        labels = np.where(labels == 0, 1, labels)
+    voxel = record.spacing if record.spacing and len(record.spacing) == 3 else None
+    truth = truth_objects_volume(labels, project.get_instances(record.name), classes=object_classes, voxel_size=voxel)
+    names = predictor.class_names
+    return {names[c - 1]: object_metrics(truth[c], objects_of_class(res, c)) for c in object_classes}
 
 
 def evaluate_project(project, version: str | None = None, **kwargs) -> Evaluation:

@@ -10,7 +10,7 @@ import numpy as np
 from ..core.config import as_config
 from ..core.errors import DataError, StoreError
 from ..core.events import ItemDone, check_cancel, run_to_end
-from ..core.infer import PredictConfig, Predictor, as_predictor, iter_predict
+from ..core.infer import PredictConfig, Predictor, as_predictor, check_orthogonal, iter_predict
 from ..core.io import _stem, image_inputs, output_dir, output_path, read_image
 from ..core.postprocess import PostprocessConfig
 
@@ -39,8 +39,9 @@ def iter_predict_project(
     for i, name in enumerate(names):
         check_cancel(cancel)
         try:
-            stack = project.image_record(name).is_stack
-            out[name] = yield from iter_predict(project.get_image(name), predictor, config=config, stack=stack, cancel=cancel)
+            rec = project.image_record(name)
+            check_orthogonal(rec, config)
+            out[name] = yield from iter_predict(project.get_image(name), predictor, config=config, stack=rec.is_stack, cancel=cancel)
         except (DataError, StoreError) as err:
             yield ItemDone(i, len(names), name, error=str(err))
             continue
@@ -85,7 +86,7 @@ def iter_predict_files(
             f"{len(clashes)} name(s) are shared by several inputs, whose outputs would overwrite each other: {stem} "
             f"({', '.join(same)}). Predict them into separate output folders (nothing was written)."
         )
-    sources = [(_stem(path), path, lambda path=path: (read_image(path), None)) for path in paths]
+    sources = [(_stem(path), path, lambda path=path: (read_image(path), None)) for path in paths]  # kind unknown: read_axes decides
     return (yield from _predict_to_files(sources, out_dir, predictor, config, postprocess, save_probabilities, cancel))
 
 
@@ -107,7 +108,7 @@ def iter_predict_store_to_files(
     config = as_config(PredictConfig, config)
     predictor = predictor or Predictor.from_project(project, version, device=config.device)
     names = list(names) if names is not None else project.image_names(split)
-    sources = [(n, None, lambda n=n: (project.get_image(n), project.image_record(n).is_stack)) for n in names]
+    sources = [(n, None, lambda n=n: (project.get_image(n), project.image_record(n))) for n in names]
     return (yield from _predict_to_files(sources, out_dir, predictor, config, postprocess, save_probabilities, cancel))
 
 
@@ -123,17 +124,17 @@ def _predict_to_files(sources, out_dir, predictor: Predictor, config, postproces
         row = {"name": name, "path": path, "labels": None, "instances": None, "n_objects": None, "error": None}
         try:
             outputs = {kind: output_path(out_dir, name, f"_{kind}.tif") for kind in ("labels", "instances", "probabilities")}
-            image, stack = load()
-            probs = yield from iter_predict(image, predictor, config=config, stack=stack, cancel=cancel)
-            results = [predictor.postprocess(p, pp) for p in (probs if probs.ndim == 4 else [probs])]
-            semantic = np.stack([r.semantic for r in results]) if probs.ndim == 4 else results[0].semantic
-            instances = np.stack([r.instances for r in results]) if probs.ndim == 4 else results[0].instances
+            image, rec = load()
+            if rec is not None:
+                check_orthogonal(rec, config)
+            probs = yield from iter_predict(image, predictor, config=config, stack=rec.is_stack if rec else None, cancel=cancel)
+            res = predictor.objects(probs, pp, record=rec)  # a volume of the store: 3D objects
             row["labels"], row["instances"] = outputs["labels"], outputs["instances"]
-            tifffile.imwrite(row["labels"], semantic, compression="zlib")
-            tifffile.imwrite(row["instances"], instances.astype(np.uint32), compression="zlib")
+            tifffile.imwrite(row["labels"], res.semantic, compression="zlib")
+            tifffile.imwrite(row["instances"], res.instances.astype(np.uint32), compression="zlib")
             if save_probabilities:
                 tifffile.imwrite(outputs["probabilities"], probs.astype(np.float32), compression="zlib")
-            row["n_objects"] = int(sum(r.n_objects for r in results))
+            row["n_objects"] = res.n_objects
             yield ItemDone(i, len(sources), name, result=row)
         except (DataError, StoreError) as err:
             row["error"] = str(err)

@@ -10,7 +10,7 @@ import numpy as np
 from ..core.config import as_config
 from ..core.errors import DataError, StoreError
 from ..core.events import ItemDone, check_cancel, run_to_end
-from ..core.infer import Predictor, iter_predict
+from ..core.infer import PredictConfig, Predictor, check_orthogonal, iter_predict
 from ..core.io import _stem, image_inputs, read_image
 from ..core.manifest import plane_name
 from ..core.postprocess import PostprocessConfig
@@ -49,7 +49,11 @@ def iter_segment_and_quantify(
 
     Yields :class:`Progress` (tiles) and :class:`ItemDone` per image (``error`` when it failed; the
     batch goes on). Returns ``(Quantification, {name: instance labels})``: (Y, X), or (Z, Y, X) for a
-    stack, whose planes are measured one by one (rows ``name[z=3]``).
+    stack. A volume of the store has 3D objects (:meth:`~..core.infer.Predictor.postprocess_volume`
+    with its voxel size, measured by :func:`~..core.volume_measure.measure_volume`: volume, surface,
+    extent in z, in physical units when the voxel size is known); a time-lapse is measured frame by
+    frame (rows ``name[t=3]``, a ``frame`` column); a stack read from a file, plane by plane
+    (rows ``name[z=3]``).
     """
     import pandas as pd
 
@@ -59,10 +63,7 @@ def iter_segment_and_quantify(
         items = [(_stem(p), lambda p=p: (read_image(p), None), None, p) for p in image_inputs(files)]
     else:
         names = list(names) if names is not None else project.image_names()
-        items = [
-            (n, lambda n=n: (project.get_image(n), project.image_record(n).is_stack), project.image_record(n).pixel_size, None)
-            for n in names
-        ]
+        items = [(n, lambda n=n: (project.get_image(n), project.image_record(n)), project.image_record(n).pixel_size, None) for n in names]
     if not items:
         raise DataError("No images to quantify: choose a folder or files with images, or add images to the project.")
     objects, rows, errors, labels = [], [], [], {}
@@ -70,8 +71,18 @@ def iter_segment_and_quantify(
         check_cancel(cancel)
         ps, u = measuring_scale(pixel_size, unit, stored_ps, project.unit if stored_ps else None)
         try:
-            image, stack = load()
-            probs = yield from iter_predict(image, predictor, config=predict_config, stack=stack, cancel=cancel)
+            image, rec = load()
+            if rec is not None:
+                check_orthogonal(rec, as_config(PredictConfig, predict_config))
+            probs = yield from iter_predict(image, predictor, config=predict_config, stack=rec.is_stack if rec else None, cancel=cancel)
+            if rec is not None and rec.is_stack:
+                q, found = _measure_stack(project, rec, image, probs, predictor, pp, pixel_size, unit)
+                objects.append(q.objects)
+                rows.append(q.images)
+                if keep_labels:
+                    labels[name] = found
+                yield ItemDone(i, len(items), name)
+                continue
             planes = [(None, image, probs)] if probs.ndim == 3 else [(z, image[z], probs[z]) for z in range(probs.shape[0])]
             found = []
             for z, pixels, p in planes:
@@ -105,9 +116,37 @@ def iter_segment_and_quantify(
     objs = [o for o in objects if len(o)]
     table = pd.concat(objs, ignore_index=True) if objs else pd.DataFrame(columns=["image", "class", "class_name", "label"])
     images = pd.concat(rows, ignore_index=True)
-    unit_cols = [c for c in table.columns if c.startswith("perimeter_")]
-    q = Quantification(table, images, unit=unit_cols[0][len("perimeter_") :] if unit_cols else "px", errors=errors)
+    unit_cols = [c for c in table.columns if c.startswith(("perimeter_", "equivalent_diameter_"))]
+    q = Quantification(table, images, unit=unit_cols[0].rsplit("_", 1)[1] if unit_cols else "px", errors=errors)
     return q, labels
+
+
+def _measure_stack(project, rec, image, probs, predictor: Predictor, pp, pixel_size, unit) -> tuple[Quantification, np.ndarray]:
+    """A volume's 3D objects measured in 3D, or a time-lapse's objects frame by frame; and the instance labels."""
+
+    from ..core.volume_measure import measure_timelapse, measure_volume
+
+    u = unit or rec.unit or project.unit
+    if rec.is_timelapse:
+        found = [predictor.postprocess(p, pp) for p in probs]
+        ps, u = measuring_scale(pixel_size, u, rec.pixel_size)
+        q = measure_timelapse(
+            np.stack([r.semantic for r in found]), image, instances=np.stack([r.instances for r in found]), pixel_size=ps, unit=u,
+            class_names=predictor.class_names, name=rec.name, frame_interval=rec.frame_interval, time_unit=rec.time_unit or "s",
+        )  # fmt: skip
+        return q, np.stack([r.instances for r in found])
+    voxel = (
+        pixel_size
+        if pixel_size is not None and np.size(pixel_size) == 3
+        else rec.spacing
+        if rec.spacing and len(rec.spacing) == 3
+        else None
+    )
+    res = predictor.postprocess_volume(probs, pp, voxel_size=voxel)
+    q = measure_volume(
+        res.semantic, image, instances=res.instances, voxel_size=voxel, unit=u, class_names=predictor.class_names, name=rec.name
+    )
+    return q, res.instances
 
 
 def segment_and_quantify(project, version: str | None = None, **kwargs):

@@ -132,12 +132,13 @@ def tuning_planes(project, info, names: Sequence[str] | None = None) -> list:
     else (a version that did not record it) the images marked validation."""
     import dataclasses
 
+    context = info.context if info is not None else 0
     if names is not None:
-        return list(iter_annotated_planes(project, SPLITS, images=set(names)))
+        return list(iter_annotated_planes(project, SPLITS, images=set(names), context=context))
     rows = dict(info.provenance.validation_rows) if info is not None else {}
     if rows:
         images = {r.name for r in project.images() if r.name in rows or any(k.startswith(f"{r.name}[z=") for k in rows)}
-        planes = [p for p in iter_annotated_planes(project, SPLITS, images=images) if p.name in rows]
+        planes = [p for p in iter_annotated_planes(project, SPLITS, images=images, context=context) if p.name in rows]
         cut = [
             dataclasses.replace(
                 p,
@@ -150,7 +151,7 @@ def tuning_planes(project, info, names: Sequence[str] | None = None) -> list:
         cut = [p for p in cut if (p.labels > 0).any()]
         if cut:
             return cut
-    return list(iter_annotated_planes(project, ("validation",)))
+    return list(iter_annotated_planes(project, ("validation",), context=context))
 
 
 def size_grid(truths: Sequence[dict]) -> dict:
