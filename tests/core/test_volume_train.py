@@ -148,3 +148,18 @@ def test_a_timelapse_is_segmented_frame_by_frame_with_a_table_over_time(tmp_path
     frames = pd.read_csv(tmp_path / "out" / "frames.csv")
     assert list(frames["frame"].unique()) == [0, 1, 2] and (frames["count"] >= 0).all()
     assert str(tmp_path / "out" / "over_time.png") in written
+
+
+def test_automatic_context_follows_the_voxel_anisotropy(tmp_path):
+    from napari_seg_box.core.train.prepare import auto_context
+
+    images, labels = isbi_volume(range(3))
+    project = Project.create(tmp_path / "a.zarr", classes=["membrane", "interior"])
+    project.add_image("plane", images[0], labels=labels[0])
+    assert auto_context(project.images()) == 0  # 2D images only
+    project.add_image("iso", images, labels=labels, stack=True, pixel_size=(0.1, 0.08, 0.08))
+    assert auto_context(project.images()) == 2  # near-isotropic: two sections each side
+    project.add_image("em", images, labels=labels, stack=True, pixel_size=VOXEL)
+    assert auto_context(project.images()) == 1  # serial sections 12.5x the pixel: the nearest only
+    project.add_image("movie", images, labels=labels, axes="TYX")
+    assert auto_context(project.images()) == 0  # a time-lapse among them: no context across time

@@ -183,7 +183,9 @@ def semantic_labels(probabilities: np.ndarray) -> np.ndarray:
 def _check_probs(probabilities) -> np.ndarray:
     probs = np.asarray(probabilities)
     if probs.ndim != 3:
-        raise DataError(f"Expected (K, Y, X) probabilities, got shape {probs.shape}: post-process a volume with postprocess_volume, a time-lapse frame by frame.")
+        raise DataError(
+            f"Expected (K, Y, X) probabilities, got shape {probs.shape}: post-process a volume with postprocess_volume, a time-lapse frame by frame."
+        )
     return probs
 
 

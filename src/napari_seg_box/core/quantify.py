@@ -142,7 +142,9 @@ def quantify_labels(
 
     labels = np.asarray(labels)
     if labels.ndim != 2:
-        raise DataError(f"Expected a 2D label image (Y, X); got shape {labels.shape}. Measure a volume with measure_volume, a time-lapse with measure_timelapse.")
+        raise DataError(
+            f"Expected a 2D label image (Y, X); got shape {labels.shape}. Measure a volume with measure_volume, a time-lapse with measure_timelapse."
+        )
     if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool) and not np.all(np.mod(labels, 1) == 0):
         raise DataError("Label images must hold whole numbers (class values or object ids).")
     labels = labels.astype(np.int64)
