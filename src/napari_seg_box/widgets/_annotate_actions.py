@@ -205,10 +205,11 @@ class ImageActions:
     def _fill_table(self, project) -> None:
         names = project.class_names
         classify = project.task == "classification"
-        headers = ["image", "split", "class"] if classify else ["image", "split", *names, "instances", "annotation", "planes"]
+        records = project.images()
+        stacks = any(r.is_stack for r in records)  # which planes hold labels: a column only where there are planes
+        headers = ["image", "split", "class"] if classify else ["image", "split", *names, "instances", "annotation", *(["planes"] * stacks)]
         self.table.setColumnCount(len(headers))
         self.table.setHorizontalHeaderLabels(headers)
-        records = project.images()
         self.table.clearContents()  # deletes the split combos of the previous fill
         self.table.setRowCount(0)
         self.table.setRowCount(len(records))
@@ -231,7 +232,8 @@ class ImageActions:
                 self.table.setItem(r, 2 + j, item)
             self.table.setItem(r, 2 + len(names), QTableWidgetItem("yes" if rec.has_instances else ""))
             self.table.setItem(r, 3 + len(names), QTableWidgetItem(_origin_words(rec.annotation)))
-            self.table.setItem(r, 4 + len(names), QTableWidgetItem(planes_words(rec)))
+            if stacks:
+                self.table.setItem(r, 4 + len(names), QTableWidgetItem(planes_words(rec)))
         self.table.resizeColumnsToContents()
 
     def table_rows(self) -> list[dict]:
