@@ -54,8 +54,8 @@ def layer_scale(record) -> tuple[float, ...]:
         return yx
     if getattr(record, "is_timelapse", False):
         return (1.0,) + yx
-    if record.spacing is not None and len(record.spacing) == 3:
-        return tuple(record.spacing)
+    if record.voxel_size is not None:
+        return record.voxel_size
     return (1.0,) + yx
 
 

@@ -196,8 +196,8 @@ def _stack_words(rec) -> str:
         every = f"every {rec.frame_interval:g} {rec.time_unit or 's'}" if rec.frame_interval else "frame interval unknown"
         size = f", pixel size {rec.pixel_size[0]:g} x {rec.pixel_size[1]:g} {rec.unit}" if rec.pixel_size else ""
         return f"time-lapse of {n} frames ({every}{size})"
-    if rec.spacing and len(rec.spacing) == 3:
-        return f"volume of {n} planes, voxel size {' x '.join(f'{v:g}' for v in rec.spacing)} {rec.unit} (z, y, x)"
+    if rec.voxel_size is not None:
+        return f"volume of {n} planes, voxel size {' x '.join(f'{v:g}' for v in rec.voxel_size)} {rec.unit} (z, y, x)"
     return f"volume of {n} planes, voxel size unknown (--voxel-size Z Y X gives it)"
 
 

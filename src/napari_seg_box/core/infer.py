@@ -219,8 +219,7 @@ class Predictor:
         if probabilities.ndim == 3:
             return self.postprocess(probabilities, config)
         if record is not None and record.is_stack and not record.is_timelapse:
-            voxel = record.spacing if record.spacing and len(record.spacing) == 3 else None
-            return self.postprocess_volume(probabilities, config, voxel_size=voxel)
+            return self.postprocess_volume(probabilities, config, voxel_size=record.voxel_size)
         planes = [self.postprocess(p, config) for p in probabilities]
         result = PostprocessResult(np.stack([r.semantic for r in planes]), np.stack([r.instances for r in planes]))
         result.instance_classes = {(z, i): c for z, r in enumerate(planes) for i, c in r.instance_classes.items()}

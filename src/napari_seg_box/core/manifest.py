@@ -126,6 +126,12 @@ class ImageRecord:
         )
 
     @property
+    def voxel_size(self) -> tuple[float, float, float] | None:
+        """(z, y, x) of a volume whose plane spacing is known; None otherwise (a plane, a time-lapse,
+        a volume of unknown section thickness)."""
+        return tuple(self.spacing) if self.spacing is not None and len(self.spacing) == 3 else None
+
+    @property
     def is_stack(self) -> bool:
         """Has planes: a volume or a time-lapse (both are segmented plane by plane)."""
         return self.axes[0] in "zt"

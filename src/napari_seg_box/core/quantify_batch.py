@@ -113,7 +113,12 @@ def _quantify_task(task: QuantifyTask, options: dict) -> tuple[Any, Any]:
         kind = options.get("kind") or kind
         names = options.get("class_names") or names
         if labels.ndim == 3 and (rec is not None and rec.is_stack or options.get("voxel_size") is not None):
-            q = _measure_stack(labels, image, instances, kind, names, task.name, rec, options, unit)
+            from .volume_measure import measure_stack
+
+            q = measure_stack(
+                labels, image, record=rec, name=task.name, instances=instances, kind=kind, class_names=names,
+                pixel_size=options.get("pixel_size"), voxel_size=options.get("voxel_size"), unit=options.get("unit"),
+            )  # fmt: skip
             return q.objects, q.images
         ps, unit = measuring_scale(options.get("pixel_size"), options.get("unit"), ps, unit)
         if labels.ndim == 3:  # a stack of label files: plane by plane
@@ -137,21 +142,6 @@ def _quantify_task(task: QuantifyTask, options: dict) -> tuple[Any, Any]:
         return pd.DataFrame(), pd.DataFrame(
             [{"image": task.name, "class": np.nan, "class_name": "", "n_objects": np.nan, "coverage_percent": np.nan, "error": msg}]
         )
-
-
-def _measure_stack(labels, image, instances, kind, names, name, rec, options, unit) -> Quantification:
-    """A volume in 3D (its own voxel size, or the one given), a time-lapse frame by frame."""
-    from .volume_measure import measure_timelapse, measure_volume
-
-    unit = options.get("unit") or (rec.unit if rec is not None else None) or unit
-    if rec is not None and rec.is_timelapse:
-        ps, unit = measuring_scale(options.get("pixel_size"), unit, rec.pixel_size)
-        return measure_timelapse(
-            labels, image, pixel_size=ps, unit=unit, class_names=names, instances=instances, kind=kind, name=name,
-            frame_interval=rec.frame_interval, time_unit=rec.time_unit or "s",
-        )  # fmt: skip
-    voxel = options.get("voxel_size") or (rec.spacing if rec is not None and rec.spacing and len(rec.spacing) == 3 else None)
-    return measure_volume(labels, image, instances=instances, kind=kind, voxel_size=voxel, unit=unit, class_names=names, name=name)
 
 
 def iter_quantify(

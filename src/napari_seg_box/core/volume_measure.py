@@ -30,7 +30,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .errors import ConfigError, DataError
-from .quantify import Quantification, _unit_name, object_parts, quantify_labels
+from .quantify import Quantification, _unit_name, measuring_scale, object_parts, quantify_labels
 from .voxels import check_voxel_size
 
 
@@ -276,3 +276,35 @@ def measure_timelapse(
             into.append(table)
     objects = pd.concat([o for o in objs if len(o)], ignore_index=True) if any(len(o) for o in objs) else objs[0]
     return Quantification(objects, pd.concat(imgs, ignore_index=True), unit=unit_out)
+
+
+def measure_stack(
+    labels: np.ndarray,
+    image: np.ndarray | None = None,
+    *,
+    record=None,
+    name: str | None = None,
+    instances: np.ndarray | None = None,
+    kind: str = "semantic",
+    class_names: Sequence[str] | None = None,
+    pixel_size=None,
+    voxel_size=None,
+    unit: str | None = None,
+) -> Quantification:
+    """Measure a stack as what it is: a time-lapse of the store (``record``, an
+    :class:`~.manifest.ImageRecord`) frame by frame (``pixel_size`` given, else its own), a volume in
+    3D with ``voxel_size`` given, else its own (:func:`measure_volume`). ``unit``: given, else the
+    image's. The one rule of segment-and-quantify and of batch quantification."""
+    unit = unit or (record.unit if record is not None else None) or "µm"
+    name = name or (record.name if record is not None else "volume")
+    if record is not None and record.is_timelapse:
+        ps, unit = measuring_scale(pixel_size, unit, record.pixel_size)
+        return measure_timelapse(
+            labels, image, pixel_size=ps, unit=unit, class_names=class_names, instances=instances, kind=kind, name=name,
+            frame_interval=record.frame_interval, time_unit=record.time_unit or "s",
+        )  # fmt: skip
+    if voxel_size is None and record is not None:
+        voxel_size = record.voxel_size
+    return measure_volume(
+        labels, image, instances=instances, kind=kind, voxel_size=voxel_size, unit=unit, class_names=class_names, name=name
+    )

@@ -155,8 +155,7 @@ def iter_objects(probabilities, config, *, boundary: bool = False, distance: boo
     if probabilities.ndim == 4 and record is not None and record.is_stack and not record.is_timelapse:
         from ..core.volume import postprocess_volume
 
-        voxel = record.spacing if record.spacing and len(record.spacing) == 3 else None
-        r = postprocess_volume(probabilities, config, voxel_size=voxel, boundary=boundary, distance=distance)
+        r = postprocess_volume(probabilities, config, voxel_size=record.voxel_size, boundary=boundary, distance=distance)
         yield from ()
         return Objects(config, r.semantic, r.instances, dict(r.instance_classes), r.n_objects)
     planes = probabilities if probabilities.ndim == 4 else [probabilities]

@@ -125,8 +125,7 @@ def _objects_3d(project, record, probs, predictor: Predictor, pp, object_classes
     labels = project.get_labels(record.name)
     if record.unpainted_background:
         labels = np.where(labels == 0, 1, labels)
-    voxel = record.spacing if record.spacing and len(record.spacing) == 3 else None
-    truth = truth_objects_volume(labels, project.get_instances(record.name), classes=object_classes, voxel_size=voxel)
+    truth = truth_objects_volume(labels, project.get_instances(record.name), classes=object_classes, voxel_size=record.voxel_size)
     names = predictor.class_names
     return {names[c - 1]: object_metrics(truth[c], objects_of_class(res, c)) for c in object_classes}
 

@@ -76,7 +76,7 @@ def iter_segment_and_quantify(
                 check_orthogonal(rec, as_config(PredictConfig, predict_config))
             probs = yield from iter_predict(image, predictor, config=predict_config, stack=rec.is_stack if rec else None, cancel=cancel)
             if rec is not None and rec.is_stack:
-                q, found = _measure_stack(project, rec, image, probs, predictor, pp, pixel_size, unit)
+                q, found = _measure_stack(rec, image, probs, predictor, pp, pixel_size, unit)
                 objects.append(q.objects)
                 rows.append(q.images)
                 if keep_labels:
@@ -121,31 +121,21 @@ def iter_segment_and_quantify(
     return q, labels
 
 
-def _measure_stack(project, rec, image, probs, predictor: Predictor, pp, pixel_size, unit) -> tuple[Quantification, np.ndarray]:
-    """A volume's 3D objects measured in 3D, or a time-lapse's objects frame by frame; and the instance labels."""
+def _measure_stack(rec, image, probs, predictor: Predictor, pp, pixel_size, unit) -> tuple[Quantification, np.ndarray]:
+    """A store stack's objects as the image is (a volume's in 3D with its voxel size, or the one given
+    as three numbers; a time-lapse's frame by frame), measured the same way; and the instance labels."""
+    import dataclasses
 
-    from ..core.volume_measure import measure_timelapse, measure_volume
+    from ..core.volume_measure import measure_stack
 
-    u = unit or rec.unit or project.unit
-    if rec.is_timelapse:
-        found = [predictor.postprocess(p, pp) for p in probs]
-        ps, u = measuring_scale(pixel_size, u, rec.pixel_size)
-        q = measure_timelapse(
-            np.stack([r.semantic for r in found]), image, instances=np.stack([r.instances for r in found]), pixel_size=ps, unit=u,
-            class_names=predictor.class_names, name=rec.name, frame_interval=rec.frame_interval, time_unit=rec.time_unit or "s",
-        )  # fmt: skip
-        return q, np.stack([r.instances for r in found])
-    voxel = (
-        pixel_size
-        if pixel_size is not None and np.size(pixel_size) == 3
-        else rec.spacing
-        if rec.spacing and len(rec.spacing) == 3
-        else None
-    )
-    res = predictor.postprocess_volume(probs, pp, voxel_size=voxel)
-    q = measure_volume(
-        res.semantic, image, instances=res.instances, voxel_size=voxel, unit=u, class_names=predictor.class_names, name=rec.name
-    )
+    voxel = tuple(float(v) for v in pixel_size) if pixel_size is not None and np.size(pixel_size) == 3 else None
+    if voxel is not None and not rec.is_timelapse:  # an explicit voxel size wins
+        rec = dataclasses.replace(rec, spacing=voxel)
+    res = predictor.objects(probs, pp, record=rec)
+    q = measure_stack(
+        res.semantic, image, record=rec, instances=res.instances, class_names=predictor.class_names,
+        pixel_size=None if voxel is not None else pixel_size, unit=unit,
+    )  # fmt: skip
     return q, res.instances
 
 

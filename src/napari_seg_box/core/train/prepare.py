@@ -63,7 +63,7 @@ def auto_context(records) -> int:
     volumes = [r for r in records if r.is_stack and r.has_labels]
     if not volumes or any(getattr(r, "is_timelapse", False) for r in volumes):
         return 0
-    ratios = [r.spacing[0] / float(np.sqrt(r.spacing[1] * r.spacing[2])) for r in volumes if r.spacing and len(r.spacing) == 3]
+    ratios = [v[0] / float(np.sqrt(v[1] * v[2])) for v in (r.voxel_size for r in volumes) if v is not None]
     return 2 if ratios and len(ratios) == len(volumes) and max(ratios) < 2 else 1
 
 
