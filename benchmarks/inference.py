@@ -1,5 +1,5 @@
-"""Tiled prediction benchmarks: speed against MONAI's sliding_window_inference, and peak memory on a
-16k x 16k zarr image.
+"""Tiled prediction benchmarks: speed against MONAI's sliding_window_inference, peak memory on a
+16k x 16k zarr image, and the torch backend against ONNX Runtime.
 
 Speed: the same network (a U-Net with random weights: speed does not depend on the weights), the
 same tile size, overlap, batch of tiles and Gaussian blending, both producing softmax
@@ -12,13 +12,23 @@ Memory: a (Y, X) uint16 zarr image (default 16384 x 16384) is written to disk ba
 predicted block by block into a zarr output in a child process whose peak resident memory
 (``ru_maxrss``) is reported.
 
+Backends: the same predictor, image, tiles and blending, run by torch (as the product runs it:
+batch norms folded, channels_last) and by ONNX Runtime (``backend="onnx"``: the model exported to
+ONNX, CPU), alternated in one run on a mosaic of the real DSB2018 nuclei image (flipped and rotated
+copies, ``--size`` square), with a U-Net briefly fitted on it (``--fit-steps``; speed does not depend
+on the weights, agreement is measured on a fitted model's labels). Reports megapixels/s of each, the
+ratio, the export time, and how far the probabilities and labels of the two agree. Needs
+onnxruntime and onnx (``pip install napari-seg-box[onnx]``).
+
     python benchmarks/inference.py speed --size 1024 --tile 256 --overlap 0.25 --repeats 3
     python benchmarks/inference.py memory --size 16384 --tile 256
+    python benchmarks/inference.py backend --size 2048 --encoder resnet34 --repeats 3 --threads 0
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -35,17 +45,12 @@ def build(encoder: str, depth: int, decoder: tuple[int, ...], classes: int = 2):
     import torch
 
     from napari_seg_box.core.models import ModelSpec, build_model
+    from napari_seg_box.core.versions import ModelVersion
 
     torch.manual_seed(0)
     spec = ModelSpec(encoder=encoder, encoder_depth=depth, decoder_channels=decoder, in_channels=1, classes=classes)
     model = build_model(spec).eval()
-    meta = {
-        "version": "bench",
-        "model": spec.to_dict(),
-        "normalization": {"kind": "percentile", "percentiles": [1.0, 99.8]},
-        "class_names": ["background", "foreground"],
-    }
-    return model, meta
+    return model, ModelVersion(spec, ("background", "foreground"), version="bench")
 
 
 def synthetic_image(h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -132,6 +137,154 @@ def cmd_speed(args) -> dict:
         "machine": platform.processor() or platform.machine(),
     }
     return res
+
+
+def nuclei_mosaic(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """A (size, size) mosaic of the DSB2018 nuclei image (512 x 512, the package's sample) in its 8
+    flips and rotations, and its foreground mask."""
+    from napari_seg_box.core.samples import load_nuclei
+
+    image, inst = load_nuclei()
+    views = [(np.rot90(a, k), np.rot90(b, k)) for k in range(4) for a, b in ((image, inst), (image[:, ::-1], inst[:, ::-1]))]
+    n = -(-size // 512)
+    rows = [[views[(i * 3 + j) % 8] for j in range(n)] for i in range(n)]
+    img = np.block([[v[0] for v in row] for row in rows])[:size, :size]
+    mask = np.block([[v[1] for v in row] for row in rows])[:size, :size] > 0
+    return np.ascontiguousarray(img), mask
+
+
+def fit_briefly(model, steps: int, *, patch: int = 128, batch: int = 8, seed: int = 0):
+    """A few Adam steps of cross-entropy on patches of the nuclei image (train mode), then eval."""
+    import torch
+
+    from napari_seg_box.core.data import normalize
+    from napari_seg_box.core.samples import load_nuclei
+
+    image, inst = load_nuclei()
+    x_all, y_all = normalize(image)[..., 0], (inst > 0).astype(np.int64)
+    rng = np.random.default_rng(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.train()
+    for _ in range(steps):
+        ys, xs = rng.integers(0, 512 - patch + 1, batch), rng.integers(0, 512 - patch + 1, batch)
+        x = torch.from_numpy(np.stack([x_all[a : a + patch, b : b + patch] for a, b in zip(ys, xs)])[:, None].copy())
+        y = torch.from_numpy(np.stack([y_all[a : a + patch, b : b + patch] for a, b in zip(ys, xs)]))
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    # batch-norm statistics of the data (a few steps leave the running averages far from them)
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # a plain average over the batches below
+    with torch.no_grad():
+        for i in range(0, 512 - patch + 1, patch // 2):
+            model(
+                torch.from_numpy(
+                    np.stack([x_all[i : i + patch, j : j + patch] for j in range(0, 512 - patch + 1, patch // 2)])[:, None].copy()
+                )
+            )
+    for m in bns:
+        m.momentum = 0.1
+    return model.eval()
+
+
+def cmd_backend(args) -> dict:
+    """torch against ONNX Runtime, the same predictor, image, tiles and blending (see the module)."""
+    import torch
+
+    from napari_seg_box.core import onnx_backend
+    from napari_seg_box.core.infer import PredictConfig, Predictor, predict
+
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    model, info = build(args.encoder, args.depth, tuple(args.decoder))
+    t0 = time.perf_counter()
+    model = fit_briefly(model, args.fit_steps) if args.fit_steps else model
+    fit_s = time.perf_counter() - t0
+    image, truth = nuclei_mosaic(args.size)
+    cfg = PredictConfig(tile_size=args.tile, overlap=args.overlap, batch_size=args.batch, tta=args.tta, device="cpu")
+    torch_pr = Predictor(model, info, torch.device("cpu"))
+    dynamo = {"auto": None, "torchscript": False, "dynamo": True}[args.exporter]
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="segbox-onnx-") as cache:  # a fresh export, timed
+        if dynamo is None:  # as the product does it
+            previous, os.environ[onnx_backend.CACHE_ENV] = os.environ.get(onnx_backend.CACHE_ENV), cache
+            onnx_pr = torch_pr.with_backend("onnx")
+            os.environ.pop(onnx_backend.CACHE_ENV) if previous is None else os.environ.update({onnx_backend.CACHE_ENV: previous})
+        else:
+            onnx_pr = copy.copy(torch_pr)
+            onnx_pr.backend, onnx_pr.network = "onnx", onnx_backend.OnnxNetwork(model, 1, dynamo=dynamo, cache_dir=cache)
+    load_s = time.perf_counter() - t0
+    export_s = onnx_pr.network.export_seconds
+    runners = {"torch": lambda: predict(image, torch_pr, config=cfg), "onnxruntime": lambda: predict(image, onnx_pr, config=cfg)}
+    probs = {k: fn() for k, fn in runners.items()}  # warm-up, and the agreement of the two
+    batch = torch.from_numpy(normalize_batch(image, args.tile, args.batch))
+    forward = {
+        "torch": lambda: torch_pr.network(batch.contiguous(memory_format=torch.channels_last)),
+        "onnxruntime": lambda: onnx_pr.network(batch),
+    }
+    times = {k: [] for k in runners}
+    fwd_times = {k: [] for k in runners}
+    for _ in range(args.repeats):
+        for name, fn in runners.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+            with torch.inference_mode():
+                for _ in range(5):  # one batch of tiles through the network alone
+                    t0 = time.perf_counter()
+                    forward[name]()
+                    fwd_times[name].append(time.perf_counter() - t0)
+    mpx = args.size * args.size / 1e6
+    best = {k: min(v) for k, v in times.items()}
+    a, b = probs["torch"], probs["onnxruntime"]
+    la, lb = a.argmax(0), b.argmax(0)
+    iou = {k: float(((p.argmax(0) == 1) & truth).sum() / max(1, ((p.argmax(0) == 1) | truth).sum())) for k, p in probs.items()}
+    return {
+        "benchmark": "torch vs ONNX Runtime, tiled prediction on the CPU",
+        "image": f"{args.size}x{args.size} uint16 mosaic of the DSB2018 nuclei image",
+        "model": f"U-Net {args.encoder} depth {args.depth} decoder {args.decoder}, fitted {args.fit_steps} steps ({fit_s:.0f} s)",
+        "tile": args.tile,
+        "overlap": args.overlap,
+        "batch": args.batch,
+        "tta": args.tta,
+        "threads": torch.get_num_threads(),
+        "repeats": args.repeats,
+        "exporter": args.exporter,
+        "export_seconds": export_s,
+        "onnx_load_seconds": load_s,
+        "seconds_best": best,
+        "seconds_median": {k: float(np.median(v)) for k, v in times.items()},
+        "mpx_per_s": {k: mpx / v for k, v in best.items()},
+        "ratio_onnx_over_torch_speed": best["torch"] / best["onnxruntime"],
+        "forward_batch_seconds_best": {k: min(v) for k, v in fwd_times.items()},
+        "ratio_forward_only": min(fwd_times["torch"]) / min(fwd_times["onnxruntime"]),
+        "labels_agree_percent": 100.0 * float(np.mean(la == lb)),
+        "max_abs_difference_of_probabilities": float(np.abs(a - b).max()),
+        "mean_abs_difference_of_probabilities": float(np.abs(a - b).mean()),
+        "foreground_iou_vs_ground_truth_of_the_training_image": iou,  # the model is fitted (not its accuracy)
+        "auto_backend_here": onnx_backend.resolve_backend("auto", "cpu"),
+        "versions": {"torch": torch.__version__, "onnxruntime": _version("onnxruntime"), "onnx": _version("onnx")},
+        "machine": platform.processor() or platform.machine(),
+    }
+
+
+def normalize_batch(image: np.ndarray, tile: int, batch: int) -> np.ndarray:
+    """``batch`` normalised (1, tile, tile) tiles from the top row of ``image``: (batch, 1, tile, tile) float32."""
+    from napari_seg_box.core.data import normalize
+
+    norm = normalize(image[:tile])[..., 0]
+    return np.stack([norm[:, (i * tile) % max(1, norm.shape[1] - tile + 1) :][:, :tile] for i in range(batch)])[:, None].copy()
+
+
+def _version(name: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
 
 
 def _memory_child(args) -> None:
@@ -224,7 +377,7 @@ def cmd_memory(args) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
-    for name in ("speed", "memory", "_memory_child"):
+    for name in ("speed", "memory", "backend", "_memory_child"):
         s = sub.add_parser(name)
         s.add_argument("--tile", type=int, default=256)
         s.add_argument("--overlap", type=float, default=0.25)
@@ -237,6 +390,12 @@ def main(argv=None) -> int:
             s.add_argument("--size", type=int, default=1024)
             s.add_argument("--repeats", type=int, default=3)
             s.add_argument("--device", default="cpu")
+        elif name == "backend":
+            s.add_argument("--size", type=int, default=2048)
+            s.add_argument("--repeats", type=int, default=3)
+            s.add_argument("--tta", default="none", choices=["none", "flips", "d4"])
+            s.add_argument("--fit-steps", type=int, default=30, help="Adam steps on the nuclei image before measuring (0: random weights)")
+            s.add_argument("--exporter", default="auto", choices=["auto", "torchscript", "dynamo"])
         elif name == "memory":
             s.add_argument("--size", type=int, default=16384)
             s.add_argument("--workdir")
@@ -250,7 +409,7 @@ def main(argv=None) -> int:
     if args.cmd == "_memory_child":
         _memory_child(args)
         return 0
-    res = cmd_speed(args) if args.cmd == "speed" else cmd_memory(args)
+    res = {"speed": cmd_speed, "memory": cmd_memory, "backend": cmd_backend}[args.cmd](args)
     print(json.dumps(res, indent=2))
     return 0
 

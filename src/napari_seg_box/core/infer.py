@@ -8,6 +8,7 @@ images and volumes larger than memory.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,7 @@ from .data import normalize, pad_to_multiple
 from .errors import ConfigError, DataError
 from .events import Progress, check_cancel, run_to_end
 from .layout import read_axes, to_canonical
+from .onnx_backend import check_backend
 from .planes import with_context
 from .postprocess import PostprocessConfig, PostprocessResult, fold_boundary, postprocess
 from .tiling import _predict_plane
@@ -45,6 +47,9 @@ class PredictConfig(Config):
         averaged (orthogonal-plane fusion, as empanada does for isotropic EM): smoother 3D objects
         for near-isotropic voxels, three times the work. Not for anisotropic stacks or time-lapses
         (:func:`check_orthogonal`).
+    backend : what runs the network: ``"torch"`` (default: the predictor as it was loaded), ``"onnx"``
+        (ONNX Runtime on the CPU, ``pip install napari-seg-box[onnx]``; same probabilities to ~1e-5)
+        or ``"auto"`` (ONNX Runtime on the CPU where installed, torch on a GPU); :mod:`.onnx_backend`.
     """
 
     tile_size: int = 256
@@ -55,6 +60,7 @@ class PredictConfig(Config):
     tta: str = "none"
     device: str = "auto"
     orthogonal: bool = False
+    backend: str = "torch"
     format_version: int = 1
 
     WHAT = "prediction settings"
@@ -77,6 +83,7 @@ class PredictConfig(Config):
             raise ConfigError(f"tta must be one of {', '.join(TTA_MODES)} (got {self.tta!r}).")
         if not 0 < float(self.sigma_scale) <= 1:
             raise ConfigError(f"sigma_scale must be in (0, 1] (got {self.sigma_scale}).")
+        check_backend(self.backend)
 
     @classmethod
     def quality(cls, **kwargs) -> PredictConfig:
@@ -121,28 +128,47 @@ class Predictor:
 
     Workflows build one per run and pass it along (the store is read once). It knows the facts of
     its model: classes, normalisation, whether a boundary or distance output follows the classes, and the
-    post-processing tuned for it (:meth:`postprocess` applies them).
+    post-processing tuned for it (:meth:`postprocess` applies them). ``backend`` (:data:`~.onnx_backend.BACKENDS`)
+    says what runs the network: torch, or ONNX Runtime on the CPU (:meth:`with_backend`).
     """
 
     model: Any
     info: ModelVersion
     device: Any = None
+    backend: str = "torch"
     network: Any = field(init=False, repr=False)
+    _variants: dict = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
-        from .models import inference_network
+        from .onnx_backend import build_network, resolve_backend
 
-        # what runs: batch norms folded, faster memory layout; ``model`` itself is left as it is
-        self.network = inference_network(self.model, self.device)
+        self.backend = resolve_backend(self.backend, self.device)  # "auto" -> "torch" or "onnx"
+        # what runs: batch norms folded, faster memory layout (torch), or the ONNX graph; ``model`` itself is left as it is
+        self.network = build_network(self.model, self.device, self.backend, self.in_channels)
+        self._variants = {self.backend: self}
 
     @classmethod
-    def from_project(cls, project, version: str | ModelVersion | None = None, *, device: str = "auto") -> Predictor:
-        """Load ``version`` (default: newest; ``"best"`` for the best validation IoU) from ``project``."""
+    def from_project(cls, project, version: str | ModelVersion | None = None, *, device: str = "auto", backend: str = "torch") -> Predictor:
+        """Load ``version`` (default: newest; ``"best"`` for the best validation IoU) from ``project``,
+        to run through ``backend`` (``"torch"``, ``"onnx"``, ``"auto"``)."""
         from .models import pick_device
 
         dev = pick_device(device)
         model, info = load_model(project, version, device=dev)
-        return cls(model, info, dev)
+        return cls(model, info, dev, backend)
+
+    def with_backend(self, backend: str) -> Predictor:
+        """This predictor running through ``backend``: ``"torch"``, ``"onnx"`` (ONNX Runtime, CPU only;
+        exported once, then cached on disk by the weights' SHA-256) or ``"auto"``. ``self`` when it
+        already does; else a copy sharing the model, kept, so switching back and forth costs nothing."""
+        from .onnx_backend import build_network, resolve_backend
+
+        backend = resolve_backend(backend, self.device)
+        if backend not in self._variants:
+            other = copy.copy(self)  # shares ``_variants``
+            other.backend, other.network = backend, build_network(self.model, self.device, backend, self.in_channels)
+            self._variants[backend] = other
+        return self._variants[backend]
 
     @property
     def in_channels(self) -> int:
@@ -356,6 +382,8 @@ def _predict_planes(image: np.ndarray, predictor: Predictor, config: PredictConf
 
 def _predict_2d(image: np.ndarray, predictor: Predictor, config: PredictConfig, *, cancel=None, stage: str = "predict"):
     _check_image(image.shape, predictor)
+    if config.backend != "torch":  # "torch" (the default) runs the predictor as loaded; its ONNX variant is built once
+        predictor = predictor.with_backend(config.backend)
     if image.size == 0:
         raise DataError("The image is empty: nothing to predict.")
     if predictor.context and _channels_of(image.shape) != predictor.in_channels:  # a lone plane: its own context
