@@ -63,6 +63,7 @@ def iter_predict_files(
     config: PredictConfig | dict | None = None,
     postprocess: PostprocessConfig | dict | None = None,
     save_probabilities: bool = False,
+    export=None,
     cancel=None,
     **config_kwargs,
 ) -> Iterator[Any]:
@@ -70,8 +71,10 @@ def iter_predict_files(
 
     Each image gives ``<out_dir>/<stem>_labels.tif`` (semantic
     labels, 1..K) and ``<stem>_instances.tif`` (post-processed objects); with ``save_probabilities``
-    also ``<stem>_probabilities.tif``. An unreadable image is reported in its row and the batch goes
-    on. Returns a list of dicts (one row per input: name, path, labels, instances, n_objects, error).
+    also ``<stem>_probabilities.tif``. ``export(row, image, result)``, when given, writes more of
+    each image (GeoJSON, OME-Zarr labels) from its row, image and :class:`PostprocessResult`, and may
+    add the paths to the row. An unreadable image is reported in its row and the batch goes on.
+    Returns a list of dicts (one row per input: name, path, labels, instances, n_objects, error).
     """
     config = as_config(PredictConfig, config, config_kwargs)
     predictor = as_predictor(model, version=version, device=config.device)
@@ -87,7 +90,7 @@ def iter_predict_files(
             f"({', '.join(same)}). Predict them into separate output folders (nothing was written)."
         )
     sources = [(_stem(path), path, lambda path=path: (read_image(path), None)) for path in paths]  # kind unknown: read_axes decides
-    return (yield from _predict_to_files(sources, out_dir, predictor, config, postprocess, save_probabilities, cancel))
+    return (yield from _predict_to_files(sources, out_dir, predictor, config, postprocess, save_probabilities, cancel, export))
 
 
 def iter_predict_store_to_files(
@@ -101,6 +104,7 @@ def iter_predict_store_to_files(
     predictor: Predictor | None = None,
     postprocess: PostprocessConfig | dict | None = None,
     save_probabilities: bool = False,
+    export=None,
     cancel=None,
 ) -> Iterator[Any]:
     """The images of a project store (all, ``names`` or one ``split``) predicted into label files, as
@@ -109,10 +113,10 @@ def iter_predict_store_to_files(
     predictor = predictor or Predictor.from_project(project, version, device=config.device)
     names = list(names) if names is not None else project.image_names(split)
     sources = [(n, None, lambda n=n: (project.get_image(n), project.image_record(n))) for n in names]
-    return (yield from _predict_to_files(sources, out_dir, predictor, config, postprocess, save_probabilities, cancel))
+    return (yield from _predict_to_files(sources, out_dir, predictor, config, postprocess, save_probabilities, cancel, export))
 
 
-def _predict_to_files(sources, out_dir, predictor: Predictor, config, postprocess, save_probabilities: bool, cancel):
+def _predict_to_files(sources, out_dir, predictor: Predictor, config, postprocess, save_probabilities: bool, cancel, export=None):
     """Predict ``(name, path, load)`` sources, post-process, write ``<name>_labels.tif`` etc."""
     import tifffile
 
@@ -135,6 +139,8 @@ def _predict_to_files(sources, out_dir, predictor: Predictor, config, postproces
             if save_probabilities:
                 tifffile.imwrite(outputs["probabilities"], probs.astype(np.float32), compression="zlib")
             row["n_objects"] = res.n_objects
+            if export is not None:
+                export(row, image, res)
             yield ItemDone(i, len(sources), name, result=row)
         except (DataError, StoreError) as err:
             row["error"] = str(err)
