@@ -97,6 +97,7 @@ class Provenance:
     validation_images: tuple[str, ...] = ()
     validation: str | None = None  # how the validation images were chosen
     finetuned_from: str | None = None
+    imported_from: str | None = None  # the file an imported version came from (a version archive, a bioimage.io package)
     packages: Mapping[str, str] = field(default_factory=dict)
     validation_rows: Mapping[str, int] = field(default_factory=dict)  # plane -> first validation row (0: whole)
     annotation_revisions: Mapping[str, str] = field(default_factory=dict)  # image -> the annotation revision trained on

@@ -14,6 +14,7 @@ from qtpy.QtWidgets import QComboBox, QFormLayout, QHBoxLayout, QLabel, QProgres
 from ._common import Dock, ProjectBox, guard_dock_close, remember, scrolled
 from ._libraries import device_text
 from ._messages import ask, guarded, report_error, report_info, status_label
+from ._model_files import ModelFilesRow
 from ._plots import PlotCanvas
 from ._session import Session
 from ._tables import FrameTable
@@ -104,6 +105,10 @@ class TrainWidget(Dock, QWidget):
         self.versions.setMaximumHeight(150)
         lay.addWidget(self.versions)
         self.status = status_label()
+        self.model_files = ModelFilesRow(
+            self.selected_version, self.project_box.project, self.project_box.session.versions_changed.emit, self.status
+        )
+        lay.addWidget(self.model_files)
         lay.addWidget(self.status)
 
         self.start_btn.clicked.connect(lambda: self.start())
@@ -178,6 +183,11 @@ class TrainWidget(Dock, QWidget):
         if "epochs" in values:
             self.epochs.setValue(int(values["epochs"]))
         self.settings_form.set_values(values)
+
+    def selected_version(self) -> str | None:
+        """The version picked in the versions table (None: the newest)."""
+        rows = self.versions.selectionModel().selectedRows()
+        return str(self.versions.row_record(rows[0].row())["version"]) if rows else None
 
     def refresh_versions(self) -> None:
         if not self.project_box.url:
