@@ -14,7 +14,19 @@ from collections.abc import Sequence
 from ..core.errors import SegBoxError
 
 # modules with a register(subparsers) function, in the order --help lists them
-COMMAND_MODULES = ["project", "demo", "train", "suggest", "predict", "evaluate", "classify", "quantify"]
+COMMAND_MODULES = [
+    "project",
+    "demo",
+    "train",
+    "suggest",
+    "predict",
+    "evaluate",
+    "classify",
+    "quantify",
+    "models",
+    "notebook",
+    "labelstudio",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
