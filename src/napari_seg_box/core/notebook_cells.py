@@ -188,6 +188,7 @@ print(f"\\nmodel version {info.describe()}, best epoch {info.training.best.get('
     plot = """
 # Training curves: loss (train, validation) and validation IoU per epoch
 import matplotlib.pyplot as plt
+from IPython.display import Image, display
 
 history = info.training.history
 epochs = [h.get("epoch", i + 1) for i, h in enumerate(history)]
@@ -202,7 +203,9 @@ if all("val_iou" in h for h in history):
     ax_iou.set(xlabel="epoch", ylabel="IoU", ylim=(0, 1), title="IoU (mean over classes)")
     ax_iou.legend()
 fig.tight_layout()
-plt.show()
+fig.savefig("training_curves.png", dpi=100)
+display(Image("training_curves.png"))  # shown whatever matplotlib backend the kernel runs with (MPLBACKEND=Agg included)
+plt.close(fig)
 """
     if remote:
         after = 'print(f"Model version {version} is in {STORE} already (the store is shared): nothing to import. In another project:")'

@@ -10,7 +10,7 @@ to a minute.
 
 from __future__ import annotations
 
-from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QFileDialog, QGridLayout, QLabel, QPushButton, QWidget
 
 from ._messages import report_error, report_info
 from ._workers import Runner
@@ -29,16 +29,17 @@ class ModelFilesRow(QWidget):
     def __init__(self, selected, project, imported, status: QLabel, parent=None):
         super().__init__(parent)
         self._selected, self._project, self._imported, self.status = selected, project, imported, status
-        lay = QVBoxLayout(self)
-        lay.setContentsMargins(0, 0, 0, 0)
-        row = QHBoxLayout()
+        grid = QGridLayout(self)  # two by two: the panel stays narrow
+        grid.setContentsMargins(0, 0, 0, 0)
         self.export_btn = QPushButton("Export for bioimage.io…")
         self.export_btn.setToolTip(
             "Write the selected model version as a bioimage.io model package (.zip) that deepImageJ, ilastik, QuPath, "
             "BiaPy and the model zoo read: weights in three formats, normalisation, test images, a README with its figures"
         )
         self.archive_btn = QPushButton("Save model file…")
-        self.archive_btn.setToolTip("Write the selected version as a .segbox-model.zip that another napari-seg-box project imports")
+        self.archive_btn.setToolTip(
+            "Write the selected version as one model file that another project (here or on another computer) can import"
+        )
         self.import_btn = QPushButton("Import a model…")
         self.import_btn.setToolTip(
             "Add a model file as a new version: a .segbox-model.zip (e.g. from a training notebook) or a bioimage.io package of a U-Net"
@@ -48,9 +49,8 @@ class ModelFilesRow(QWidget):
             "Write a Jupyter notebook and a zip of the training data to train this project on a GPU elsewhere (e.g. Colab); "
             "bring the result back with Import a model"
         )
-        for b in (self.export_btn, self.archive_btn, self.import_btn, self.notebook_btn):
-            row.addWidget(b)
-        lay.addLayout(row)
+        for i, b in enumerate((self.export_btn, self.archive_btn, self.import_btn, self.notebook_btn)):
+            grid.addWidget(b, i // 2, i % 2)
         self.runner = Runner(on_return=self._done, on_error=lambda err: report_error(err, self.status), on_finish=self._buttons, owner=self)
         self._after = None
         self.export_btn.clicked.connect(lambda: self.export_bioimageio())
