@@ -299,7 +299,7 @@ def _readme(project, mv: ModelVersion, name: str) -> str:
     from .evaluate import list_evaluations
 
     cfg = dict(mv.training.config)
-    best = {k: round(v, 4) if isinstance(v, float) else v for k, v in mv.best.items()}
+    best = _settings_words(mv.best)
     lines = [
         f"# {name}",
         "",
@@ -331,8 +331,8 @@ def _readme(project, mv: ModelVersion, name: str) -> str:
         f"- network: U-Net (segmentation-models-pytorch), encoder {mv.encoder}, depth {mv.spec.encoder_depth}, "
         f"decoder channels {list(mv.spec.decoder_channels)}, {mv.in_channels} input channel(s), {mv.spec.classes} outputs",
         f"- epochs run: {mv.training.epochs_run} ({mv.training.status}); best epoch: {best}",
-        *[f"- {k}: {cfg[k]}" for k in sorted(cfg) if not isinstance(cfg[k], (dict, list)) and cfg[k] is not None],
-        f"- chosen automatically: {dict(mv.training.chosen)}",
+        *[f"- {k}: {cfg[k]}" for k in sorted(cfg) if not isinstance(cfg[k], (dict, list)) and cfg[k] is not None and k != "format_version"],
+        f"- chosen automatically: {_settings_words(mv.training.chosen)}",
         f"- trained on {mv.training.device or 'unknown device'} in {mv.training.duration_s / 60:.1f} min",
         "",
         "## Validation",
@@ -343,19 +343,36 @@ def _readme(project, mv: ModelVersion, name: str) -> str:
         lines.append("Not evaluated on held-out images yet (napari-seg-box evaluate STORE --version ...).")
     for ev in evaluations[-1:]:
         px = ev.get("pixel") or {}
-        lines.append(f"On {ev.get('n_images')} {ev.get('split')} image(s) ({ev.get('images')}), {ev.get('created')}:")
-        lines.append(f"- pixel accuracy {px.get('accuracy')}, mean IoU {px.get('mean_iou')}, mean Dice {px.get('mean_dice')}")
+        lines.append(f"On {ev.get('n_images')} {ev.get('split')} image(s) ({', '.join(ev.get('images') or [])}), {ev.get('created')}:")
+        lines.append(f"- pixel accuracy {_r(px.get('accuracy'))}, mean IoU {_r(px.get('mean_iou'))}, mean Dice {_r(px.get('mean_dice'))}")
         for cls, m in (px.get("per_class") or {}).items():
-            lines.append(f"- {cls}: IoU {m.get('iou')}, Dice {m.get('dice')}, precision {m.get('precision')}, recall {m.get('recall')}")
+            lines.append(
+                f"- {cls}: IoU {_r(m.get('iou'))}, Dice {_r(m.get('dice'))}, precision {_r(m.get('precision'))}, recall {_r(m.get('recall'))}"
+            )
         for cls, o in (ev.get("objects") or {}).items():
             lines.append(
-                f"- {cls} objects: {o.get('n_pred')} found for {o.get('n_true')} true; F1@0.5 {o.get('f1@0.5')}, "
-                f"precision@0.5 {o.get('precision@0.5')}, recall@0.5 {o.get('recall@0.5')}, F1@0.75 {o.get('f1@0.75')}"
+                f"- {cls} objects: {o.get('n_pred')} found for {o.get('n_true')} true; F1@0.5 {_r(o.get('f1@0.5'))}, "
+                f"precision@0.5 {_r(o.get('precision@0.5'))}, recall@0.5 {_r(o.get('recall@0.5'))}, F1@0.75 {_r(o.get('f1@0.75'))}"
             )
     if mv.tuning is not None:
-        lines += ["", "## Tuned post-processing", "", f"{mv.tuning.to_dict()['config']} (score {mv.tuning.score} {mv.tuning.metric or ''})"]
+        lines += [
+            "",
+            "## Tuned post-processing",
+            "",
+            f"{_settings_words(mv.tuning.to_dict()['config'])} (score {_r(mv.tuning.score)} {mv.tuning.metric or ''})",
+        ]
     lines += ["", "Exported by napari-seg-box."]
     return "\n".join(str(s) for s in lines) + "\n"
+
+
+def _r(value):
+    """A figure for people: floats to 3 significant digits, anything else as it is."""
+    return float(f"{value:.3g}") if isinstance(value, float) else value
+
+
+def _settings_words(settings) -> str:
+    """'threshold 0.6, min_size 10, ...' (no format_version)."""
+    return ", ".join(f"{k} {_r(v)}" for k, v in dict(settings).items() if k != "format_version")
 
 
 def _default_name(project, mv: ModelVersion) -> str:
