@@ -185,51 +185,48 @@ def quantify_labels(
         "centroid",
     ]
     for c, inst in object_parts(labels, None if instances is None else np.asarray(instances), kind, background):
-        n = int(len(np.unique(inst)) - (1 if (inst == 0).any() else 0))
+        ids = None
+        if inst.size and int(inst.max()) > 4 * inst.size + 1024:  # huge ids (2**31): bincount and regionprops allocate by id
+            ids, inst = np.unique(inst, return_inverse=True)
+            inst = inst.reshape(labels.shape) + (ids[0] != 0)
+            ids = ids if ids[0] != 0 else ids[1:]
+        counts = np.bincount(inst.ravel()) if inst.size else np.zeros(1, np.int64)  # one scan: the ids present, object pixels
+        n = int(np.count_nonzero(counts[1:]))
+        class_px = int(inst.size - counts[0])
         row = {"image": name, "class": c, "class_name": cname(c), "n_objects": n}
         if n:
             kwargs = {}
             if image is not None:
                 kwargs["intensity_image"] = image
-            ids = None
-            if int(inst.max()) > 4 * n + 1024:  # huge ids (2**31): regionprops would allocate by id
-                ids, inst = np.unique(inst, return_inverse=True)
-                inst = inst.reshape(labels.shape) + (ids[0] != 0)
-                ids = ids if ids[0] != 0 else ids[1:]
             t = measure.regionprops_table(
                 inst, properties=props + (["intensity_mean", "intensity_max"] if image is not None else []), **kwargs
             )
-            df = pd.DataFrame(t)
-            if ids is not None:
-                df["label"] = ids[df["label"].to_numpy() - 1]  # the image's own ids
-            out = pd.DataFrame({"image": name, "class": c, "class_name": cname(c), "label": df["label"].astype(np.int64)})
+            label = t["label"].astype(np.int64) if ids is None else ids[t["label"] - 1]  # the image's own ids
             a = "px2" if not ps else f"{u}2"
-            out[f"area_{a}"] = df["area"] * area1
-            out["area_px"] = df["area"].astype(np.int64)
-            out[f"perimeter_{u}"] = df["perimeter"] * lin
-            out[f"equivalent_diameter_{u}"] = df["equivalent_diameter_area"] * lin
-            out["eccentricity"] = df["eccentricity"]
-            out["solidity"] = df["solidity"]
-            out[f"major_axis_length_{u}"] = df["axis_major_length"] * lin
-            out[f"minor_axis_length_{u}"] = df["axis_minor_length"] * lin
-            out["orientation_rad"] = df["orientation"]
-            out[f"centroid_y_{u}"] = df["centroid-0"] * (ps[0] if ps else 1.0)
-            out[f"centroid_x_{u}"] = df["centroid-1"] * (ps[1] if ps else 1.0)
+            area = t["area"]
+            cols = {"image": name, "class": c, "class_name": cname(c), "label": label}
+            cols[f"area_{a}"] = area * area1
+            cols["area_px"] = area.astype(np.int64)
+            cols[f"perimeter_{u}"] = t["perimeter"] * lin
+            cols[f"equivalent_diameter_{u}"] = t["equivalent_diameter_area"] * lin
+            cols["eccentricity"] = t["eccentricity"]
+            cols["solidity"] = t["solidity"]
+            cols[f"major_axis_length_{u}"] = t["axis_major_length"] * lin
+            cols[f"minor_axis_length_{u}"] = t["axis_minor_length"] * lin
+            cols["orientation_rad"] = t["orientation"]
+            cols[f"centroid_y_{u}"] = t["centroid-0"] * (ps[0] if ps else 1.0)
+            cols[f"centroid_x_{u}"] = t["centroid-1"] * (ps[1] if ps else 1.0)
             if image is not None:
-                chans = [k for k in df.columns if k.startswith("intensity_mean")]
-                for k in chans:
+                for k in [k for k in t if k.startswith("intensity_mean")]:
                     suffix = k[len("intensity_mean") :].replace("-", "_c")
-                    out[f"intensity_mean{suffix}"] = df[k]
-                    out[f"intensity_max{suffix}"] = df["intensity_max" + k[len("intensity_mean") :]]
-                    out[f"intensity_integrated{suffix}"] = df[k] * df["area"]
-            obj_frames.append(out)
-            areas = out[f"area_{a}"]
-            class_px = int((inst > 0).sum())
+                    cols[f"intensity_mean{suffix}"] = t[k]
+                    cols[f"intensity_max{suffix}"] = t["intensity_max" + k[len("intensity_mean") :]]
+                    cols[f"intensity_integrated{suffix}"] = t[k] * area
+            obj_frames.append(pd.DataFrame(cols))  # one construction, not a column at a time
+            areas = cols[f"area_{a}"]
             row.update(
-                {f"mean_area_{a}": float(areas.mean()), f"median_area_{a}": float(areas.median()), f"total_area_{a}": float(areas.sum())}
+                {f"mean_area_{a}": float(areas.mean()), f"median_area_{a}": float(np.median(areas)), f"total_area_{a}": float(areas.sum())}
             )
-        else:
-            class_px = 0
         row["coverage_percent"] = 100.0 * class_px / total if total else 0.0
         img_rows.append(row)
     if not img_rows:  # nothing but background: one row that says so
