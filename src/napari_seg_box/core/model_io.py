@@ -60,6 +60,7 @@ def read_version_archive(path: str | os.PathLike) -> tuple[ModelVersion, bytes]:
         raise DataError(f"{path} is not a zip file ({err}): give a .segbox-model.zip or a bioimage.io package.") from err
     if mv.weights_sha256 and hashlib.sha256(weights).hexdigest() != mv.weights_sha256:
         raise DataError(f"The weights in {path} are damaged (checksum mismatch): export the model again.")
+    _check_loads(mv, weights, path)
     return mv, weights
 
 
@@ -96,7 +97,6 @@ def import_model(project, path: str | os.PathLike) -> ModelVersion:
 
         mv, weights = read_package(path)
     _check_fits(project, mv, path)
-    _check_loads(mv, weights, path)
     origin = f"{path}" + (f" ({mv.version} there)" if mv.version else "")
     imported = dataclasses.replace(
         mv,
