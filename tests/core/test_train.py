@@ -221,8 +221,8 @@ def test_out_of_memory_halves_the_batch_and_retries_the_step(nuclei_project, mon
 
     init, build = train_mod._Runtime.__init__, train_mod.build_model
 
-    def as_if_cuda(self, cfg):
-        init(self, cfg)
+    def as_if_cuda(self, cfg, device=None):
+        init(self, cfg, device)
         self.cuda = True  # data thread and out-of-memory handling; precision stays float32
 
     def small_memory(*args, **kwargs):

@@ -154,6 +154,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..core.events import EpochEnd, Message, StepLoss
+    from ..core.train.distributed import launched_rank
     from ..workflows.train import iter_train_model
 
     project = open_project(args)
@@ -164,7 +165,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         project, cfg if (not args.resume or args.epochs) else None, tune=not args.no_tune, cancel=cancel, resume=args.resume
     )
     bar = None
-    out = (lambda s: None) if args.json else (lambda s: (tqdm.write if bar is not None else print)(s, file=sys.stderr))
+    quiet = args.json or launched_rank() != 0  # under torchrun, rank 0 speaks for the run
+    out = (lambda s: None) if quiet else (lambda s: (tqdm.write if bar is not None else print)(s, file=sys.stderr))
     version = None
     try:
         while True:
@@ -179,7 +181,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 cancel.set()
                 out("Stopping after this step (Ctrl-C again to abort without saving)...")
                 continue
-            if isinstance(ev, StepLoss) and not args.json:
+            if isinstance(ev, StepLoss) and not quiet:
                 if bar is None or bar.total != ev.steps_per_epoch or ev.step == 1:
                     if bar is not None:
                         bar.close()
@@ -196,6 +198,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
+    if launched_rank() != 0:
+        return 0
     info = project.model_version(version)
     t = info.training
     if args.json:

@@ -12,6 +12,7 @@ from ..core.errors import CancelledError, DataError
 from ..core.events import Message, run_to_end
 from ..core.infer import Predictor
 from ..core.train import TrainConfig, iter_train
+from ..core.train.distributed import launched_rank
 from .tune import iter_tune_postprocess
 
 
@@ -32,7 +33,7 @@ def iter_train_model(
             raise DataError("This is a classification project: give classifier settings (ClassifyConfig), not U-Net settings.")
         return (yield from iter_train_classifier(project, config, cancel=cancel, resume=resume))
     version = yield from iter_train(project, config, cancel=cancel, resume=resume)
-    if not tune:
+    if not tune or launched_rank() != 0:  # under torchrun, rank 0 tunes
         return version
     if cancel is not None and cancel.is_set():
         yield Message(f"Post-processing not tuned (training was stopped): `tune` does it later for {version}.", "warning")

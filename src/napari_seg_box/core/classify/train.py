@@ -25,7 +25,7 @@ from ..events import CheckpointSaved, EpochEnd, Message, Progress, StepLoss, run
 from ..models import ModelSpec
 from ..train.checkpoint import cpu_state, restore_checkpoint, resumed, save_checkpoint, state_bytes
 from ..train.runtime import _Runtime, _too_big, lr_at
-from ..train.validate import is_better
+from ..train.validate import is_better, recompute_batch_norm
 from ..train.version import package_versions, training_record
 from ..versions import ModelVersion, Normalization, Provenance
 from .config import ClassifyConfig
@@ -261,24 +261,12 @@ def _precise_batch_norm(run: ClassRun, epoch: int) -> None:
     (cumulative average, train mode, no update of the weights): early in a run the running averages
     still describe weights long gone, and the network in eval mode (validation, the saved model)
     predicts one class for everything (the segmentation loop does the same, :mod:`..train.loop`)."""
-    import torch
-
-    norms = [m for m in run.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        return
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None
-    run.model.train()
     rng = np.random.default_rng([run.cfg.seed, epoch, 2])
     order, batch = _order(run, epoch), run.chosen["batch_size"]
-    with torch.no_grad(), run.rt.autocast():
-        for i in range(min(8, max(1, len(order) // batch))):
-            x, _, _ = run.rt.to(augment_batch(run.data.train.x[order[i * batch : (i + 1) * batch]], rng, run.cfg.augmentation))
-            run.model(x)
-    for m, momentum in zip(norms, momenta):
-        m.momentum = momentum
+    steps = range(min(8, max(1, len(order) // batch)))
+    recompute_batch_norm(
+        run, (augment_batch(run.data.train.x[order[i * batch : (i + 1) * batch]], rng, run.cfg.augmentation) for i in steps)
+    )
 
 
 def _validate(run: ClassRun, loss_fn) -> dict:

@@ -29,15 +29,16 @@ from .budget import FIRST_STEPS, VALIDATION_GUESS, TimeBudget
 from .budget import LEARNING_RATE as BUDGET_LR
 from .checkpoint import cpu_state, restore_checkpoint, resumed, save_checkpoint
 from .config import TrainConfig
+from .distributed import Distributed, peer_lost, wrap
+from .distributed import step as distributed_step
 from .finetune import emphasise_recent, validate_start
 from .prepare import _Data, _fold_boundary, _prepare_data
 from .runtime import _accumulate_confusion, _Runtime, _scores, _too_big, lr_at
 from .sampling import _InlineBatches, _Prefetcher, _Sampler
-from .validate import _class_logits, _validate, is_better
+from .validate import _class_logits, _precise_batch_norm, _validate, is_better
 from .version import save_version
 
 PRECISE_BN_STEPS = 50  # while the run is this young (in optimisation steps) the batch-norm statistics are recomputed each epoch
-PRECISE_BN_SEED = 10_000_000  # batches for them come from their own seeds (not those of training batches)
 
 
 @dataclass
@@ -52,6 +53,9 @@ class Run:
     model: Any
     run_id: str
     t_start: float
+    dist: Distributed = field(default_factory=Distributed)
+    net: Any = None  # what the optimisation steps run: ``model``, or its DistributedDataParallel
+    loss_fn: Any = None
     finetuned_from: str | None = None
     start: dict[str, Any] = field(default_factory=dict)  # fine-tuning: the starting version's validation figures
     duration_before: float = 0.0  # seconds spent by this run before it was resumed
@@ -86,9 +90,10 @@ def iter_train(
         the run can be resumed. Before the first epoch ends, :class:`CancelledError` is raised.
     resume : ``True`` continues the newest unfinished run (``config`` may raise its ``epochs``), or give
         a run id from :func:`unfinished_runs`.
-    """
-    import torch
 
+    Under ``torchrun`` every process runs this and together they train one model
+    (:mod:`.distributed`); the events of rank 0 are the run's.
+    """
     if project.task != "segmentation":
         raise DataError(
             f"This is a {project.task} project: a U-Net segments, it cannot learn image classes. Train a classifier "
@@ -96,9 +101,26 @@ def iter_train(
         )
     t_start = time.perf_counter()
     cfg, state = resumed(project, config, resume, TrainConfig)
-    rt = _Runtime(cfg)
+    dist = Distributed.from_environment(cfg.device)
+    try:
+        return (yield from _train(project, cfg, state, dist, t_start, cancel))
+    except Exception as err:
+        if dist.active and peer_lost(err):
+            raise DataError(
+                f"Another process of this distributed run stopped (its connection closed), so rank {dist.rank} stops too. "
+                "The checkpoint of the last finished epoch is kept: run the same command with --resume to continue."
+            ) from err
+        raise
+    finally:
+        dist.end()
+
+
+def _train(project, cfg: TrainConfig, state: dict | None, dist: Distributed, t_start: float, cancel) -> Iterator[Any]:
+    import torch
+
+    rt = _Runtime(cfg, dist.device(cfg.device))
     torch.manual_seed(cfg.seed)
-    yield Message(f"Training on {rt.describe()}.", topic="device")
+    yield Message(f"Training on {rt.describe()}" + (f", rank {dist.rank} of {dist.world}." if dist.active else "."), topic="device")
     yield Progress(0, 1, stage="preparing data")
     data = _prepare_data(
         project,
@@ -106,13 +128,22 @@ def iter_train(
         distance=state["chosen"].get("distance", False) if state else (False if cfg.boundary else cfg.distance),
         validation_of=project.model_version(cfg.finetune_from).provenance if cfg.finetune_from else None,
     )
+    if dist.share(data.fingerprint) != data.fingerprint:
+        raise DataError(
+            f"Rank {dist.rank} of the distributed run reads other annotations than rank 0: every process must read the same "
+            "project store (a shared folder or an S3 URL)."
+        )
     if state is not None and state["training_data"]["fingerprint"] != data.fingerprint:
         yield Message("The annotations changed since this run stopped: training continues on the new annotations.", "warning")
     yield Message(
         f"Validation: {data.split} ({len(data.train_names)} training, {len(data.val_names)} validation image(s)).", topic="validation"
     )
     run = yield from _start(project, cfg, rt, data, state, t_start)
-    run.chosen = yield from _settings(run, state, cancel)
+    run.dist, run.run_id = dist, dist.share(run.run_id)
+    chosen = (yield from _settings(run, state, cancel)) if dist.main else None
+    run.chosen = dist.share(chosen)
+    if dist.active:
+        run.chosen["processes"] = dist.world  # recorded with the version
     run.opt = torch.optim.AdamW(run.model.parameters(), lr=run.chosen["learning_rate"], weight_decay=cfg.weight_decay)
     run.best_state = cpu_state(run.model)
     if state is not None:
@@ -121,9 +152,12 @@ def iter_train(
         run.history, run.best, run.start_epoch = state["history"], state["best"], state["epoch"]
         run.start = dict(state.get("start") or {})
         yield Message(f"Resuming run {run.run_id} after epoch {run.start_epoch} of {cfg.epochs}.")
+    run.net = wrap(run.model, dist, rt.device)
+    if dist.active:
+        yield Message(dist.describe(run.chosen["batch_size"]), topic="settings")
 
-    sampler = _Sampler(data, run.chosen["patch_size"], cfg)
-    loss_fn = make_loss(cfg.loss, distance=data.distance)
+    sampler = _Sampler(data, run.chosen["patch_size"], cfg, rank=dist.rank if dist.active else None)
+    loss_fn = run.loss_fn = make_loss(cfg.loss, distance=data.distance)
     if run.finetuned_from:
         yield from emphasise_recent(run)
         if state is None:
@@ -141,9 +175,13 @@ def iter_train(
         train_time = time.perf_counter() - t_epoch
         if (epoch + 1) * run.chosen["steps_per_epoch"] <= PRECISE_BN_STEPS and not run.finetuned_from:
             _precise_batch_norm(run, sampler, epoch)
+        dist.sync_buffers(run.model)  # every rank validates (and rank 0 saves) rank 0's batch-norm statistics
         t_val = time.perf_counter()
         try:
-            val = _validate(run.model, data.val, loss_fn, rt, len(data.classes), cancel, fold=cfg.boundary, distance=data.distance)
+            val = _validate(
+                run.model, data.val, loss_fn, rt, len(data.classes), None if dist.active else cancel,
+                fold=cfg.boundary, distance=data.distance, dist=dist,
+            )  # fmt: skip
         except CancelledError:
             run.status = "stopped"
             break
@@ -153,7 +191,7 @@ def iter_train(
             **figures["metrics"],
             **val["metrics"],
             "seconds": time.perf_counter() - t_epoch,
-            "images_per_s": figures["seen"] / max(train_time, 1e-9),
+            "images_per_s": figures["seen"] * dist.world / max(train_time, 1e-9),
             "data_wait_share": figures["wait_s"] / max(train_time, 1e-9),
         }
         run.history.append(metrics)
@@ -164,7 +202,8 @@ def iter_train(
         yield EpochEnd(epoch + 1, run.epochs, metrics, is_best)
         if val["preview"] is not None:
             yield Preview(epoch + 1, *val["preview"])
-        save_checkpoint(run, epoch + 1)
+        if dist.main:
+            save_checkpoint(run, epoch + 1)
         yield CheckpointSaved("last", epoch + 1, is_best, metrics)
         if cfg.patience and epoch + 1 - run.best["epoch"] >= cfg.patience and epoch + 1 < run.epochs:
             run.status = "early_stopped"
@@ -179,20 +218,20 @@ def iter_train(
     if not run.history:
         raise CancelledError("Training was stopped before the first epoch ended: nothing was saved.")
 
-    saved = save_version(run)
-    if run.status != "stopped":
+    dist.check_replicas(run.best_state, rt.device)
+    version = save_version(run).version if dist.main else None
+    if run.status != "stopped" and dist.main:
         project.remove(f"training/{run.run_id}")
-    yield CheckpointSaved(saved.version, run.best["epoch"], True, run.best)
+    version = dist.share(version)  # also: no rank ends before the version is written
+    yield CheckpointSaved(version, run.best["epoch"], True, run.best)
     word = {"completed": "Training finished", "stopped": "Training stopped", "early_stopped": "Training stopped early"}[run.status]
     before = ""
     if run.start:
         before = f"; {run.start['version']} on the same images: {run.start['val_iou']:.3f}"
         if run.start["val_iou"] > run.best["val_iou"]:
             before += ", higher: compare both on your images (evaluate --compare, or Predict with each) and keep the better one"
-    yield Message(
-        f"{word}: model version {saved.version} (best epoch {run.best['epoch']}, validation IoU {run.best['val_iou']:.3f}{before})."
-    )
-    return saved.version
+    yield Message(f"{word}: model version {version} (best epoch {run.best['epoch']}, validation IoU {run.best['val_iou']:.3f}{before}).")
+    return version
 
 
 def train(
@@ -260,7 +299,7 @@ def _settings(run: Run, state: dict | None, cancel) -> Iterator[Any]:
         yield Message(f"Patch size {patch} is larger than the images ({biggest} px at most): training with {capped}.", "warning")
         patch = capped
     loss_fn = make_loss(cfg.loss, distance=data.distance)
-    batch = chosen.get("batch_size") or cfg.batch_size or auto_batch_size(run.model, patch, data.channels, run.rt, loss_fn)
+    batch = chosen.get("batch_size") or cfg.batch_size or auto_batch_size(run.model, patch, data.channels, run.rt, loss_fn) * run.dist.world
     lr = cfg.learning_rate or chosen.get("learning_rate") or (BUDGET_LR if cfg.minutes else None)
     if not lr:
         yield Progress(0, 1, stage="finding the learning rate")
@@ -295,8 +334,9 @@ def _train_epoch(run: Run, sampler: _Sampler, loss_fn, epoch: int, cancel) -> It
     cfg, rt, chosen = run.cfg, run.rt, run.chosen
     steps, lr, k = chosen["steps_per_epoch"], chosen["learning_rate"], len(run.data.classes)
     run.model.train()
-    batch = chosen["batch_size"]
-    prefetch = _Prefetcher(sampler, epoch, steps, batch, pin=True) if rt.cuda else _InlineBatches(sampler, epoch, steps, batch)
+    batch, dist = chosen["batch_size"], run.dist
+    shard = dist.shard(batch)  # this rank's part of the batch
+    prefetch = _Prefetcher(sampler, epoch, steps, shard, pin=True) if rt.cuda else _InlineBatches(sampler, epoch, steps, shard)
     conf_t = torch.zeros(k * k + 1, dtype=torch.long, device=rt.device)
     loss_sum, seen, lr_now = 0.0, 0, lr
     pending = None  # the previous step's (loss tensor, images, lr, step): read one step late, so the GPU never idles
@@ -314,7 +354,7 @@ def _train_epoch(run: Run, sampler: _Sampler, loss_fn, epoch: int, cancel) -> It
     t0 = time.perf_counter()
     try:
         for step in range(steps):
-            if cancel is not None and cancel.is_set():
+            if cancel is not None and cancel.is_set() and not dist.active:  # distributed: all ranks agree in the step
                 stopped = True
                 break
             host = prefetch.get()
@@ -322,12 +362,15 @@ def _train_epoch(run: Run, sampler: _Sampler, loss_fn, epoch: int, cancel) -> It
             for g in run.opt.param_groups:
                 g["lr"] = lr_now
             while True:  # out of memory: halve the batch and retry this step with the same samples
-                x, y, w = rt.to(*(None if a is None else a[:batch] for a in host))
+                x, y, w = rt.to(*(None if a is None else a[:shard] for a in host))
                 try:
-                    logits, loss = rt.optimise(run.model, loss_fn, run.opt, x, y, w, grad_clip=cfg.grad_clip)
+                    if dist.active:
+                        logits, loss, stopped = distributed_step(run, x, y, w, cancel)
+                    else:
+                        logits, loss = rt.optimise(run.model, loss_fn, run.opt, x, y, w, grad_clip=cfg.grad_clip)
                     break
                 except (torch.cuda.OutOfMemoryError, RuntimeError) as err:
-                    if not rt.cuda or not _too_big(err):
+                    if not (rt.cuda or dist.active) or not _too_big(err):
                         raise
                     if batch == 1:
                         raise DataError(
@@ -339,8 +382,11 @@ def _train_epoch(run: Run, sampler: _Sampler, loss_fn, epoch: int, cancel) -> It
                 logits = loss = None
                 torch.cuda.empty_cache()
                 batch = max(1, batch // 2)
-                prefetch.size = chosen["batch_size"] = batch
+                chosen["batch_size"], shard = batch, dist.shard(batch)
+                prefetch.size = shard
                 yield Message(f"GPU out of memory: batch size halved to {batch}; training continues.", "warning")
+            if stopped:
+                break
             pred = _class_logits(logits.detach(), run.data.distance).argmax(1)
             if cfg.boundary:
                 pred, y = _fold_boundary(pred), _fold_boundary(y)
@@ -374,41 +420,10 @@ def _train_epoch(run: Run, sampler: _Sampler, loss_fn, epoch: int, cancel) -> It
 def _plan_epochs(run: Run, done: int, per_epoch: float) -> Iterator[Message]:
     """Fit the run's epochs to the time budget (:mod:`.budget`), and say so when that changes them."""
     before = run.epochs
-    run.epochs = run.budget.fit(done, before, per_epoch)
+    run.epochs = run.dist.share(run.budget.fit(done, before, per_epoch))  # rank 0's clock decides for all
     if run.budget.estimates <= 2 or run.epochs != before:
         left = max(run.budget.left(), 0) / 60
         yield Message(
             f"Time budget {run.cfg.minutes:g} min ({left:.1f} left): {run.epochs} epoch(s) in all, about {per_epoch:.0f} s each.",
             topic="budget",
         )
-
-
-def _precise_batch_norm(run: Run, sampler: _Sampler, epoch: int) -> None:
-    """Recompute the batch-norm statistics of the current weights from a few training batches.
-
-    Early in a run the weights change fast and the running averages (momentum 0.1) still carry the
-    statistics of weights long gone, so the network in eval mode (validation, the saved model)
-    predicts nonsense: a validation loss of 10^10 and IoU 0.28 after 3 short epochs, where the same
-    weights with recomputed statistics reach 0.84 ("precise BN", Wu & Johnson 2021). Forward passes
-    only, in train mode, with a cumulative average; used while the run is young
-    (:data:`PRECISE_BN_STEPS`): later the running averages have forgotten their start and, over more
-    batches than a few recomputing ones, generalise better (recomputing for 160 steps cut the demo's
-    test F1 from 0.92 to 0.81, mean of 3 seeds).
-    """
-    import torch
-
-    norms = [m for m in run.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        return
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the batches below
-    run.model.train()
-    n = min(8, max(2, run.chosen["steps_per_epoch"] // 2))
-    with torch.no_grad(), run.rt.autocast():
-        for i in range(n):
-            x, _, _ = run.rt.to(*sampler.batch(PRECISE_BN_SEED + epoch, i, run.chosen["batch_size"]))
-            run.model(x)
-    for m, momentum in zip(norms, momenta):
-        m.momentum = momentum

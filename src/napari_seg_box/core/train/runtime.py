@@ -54,10 +54,10 @@ def _scores(conf: np.ndarray) -> tuple[float, float, list[float | None]]:
 class _Runtime:
     """Device, precision and memory layout of a run."""
 
-    def __init__(self, cfg: TrainConfig):
+    def __init__(self, cfg: TrainConfig, device: str | None = None):
         import torch
 
-        self.device = pick_device(cfg.device)
+        self.device = pick_device(device or cfg.device)
         self.cuda = self.device.type == "cuda"
         self.dtype = None
         if self.cuda and cfg.mixed_precision != "off":
@@ -88,20 +88,27 @@ class _Runtime:
         w = None if w is None else w.to(self.device, non_blocking=True)
         return x, y, w
 
-    def optimise(self, model, loss_fn, opt, x, y, w, *, grad_clip: float | None):
-        """One training step (forward, loss, backward, clipping, update) in this run's precision;
-        returns (logits, loss)."""
-        import torch
-
+    def optimise(self, model, loss_fn, opt, x, y, w, *, grad_clip: float | None, update: bool = True):
+        """One training step (forward, loss, backward, then with ``update`` clipping and the optimiser
+        step) in this run's precision; returns (logits, loss)."""
         with self.autocast():
             logits = model(x)
             loss = loss_fn(logits, y, w)
         opt.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
-            self.scaler.unscale_(opt)
         else:
             loss.backward()
+        if update:
+            self.update(model, opt, grad_clip=grad_clip)
+        return logits, loss
+
+    def update(self, model, opt, *, grad_clip: float | None) -> None:
+        """Clip the gradients (when asked) and take the optimiser step."""
+        import torch
+
+        if self.scaler is not None:
+            self.scaler.unscale_(opt)
         if grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         if self.scaler is not None:
@@ -109,7 +116,6 @@ class _Runtime:
             self.scaler.update()
         else:
             opt.step()
-        return logits, loss
 
     def describe(self) -> str:
         prec = {None: "float32"}.get(self.dtype, str(self.dtype).replace("torch.", ""))

@@ -14,9 +14,10 @@ from .prepare import _Data
 
 
 class _Sampler:
-    """Random patches with foreground oversampling; batch ``i`` of epoch ``e`` depends only on the seed."""
+    """Random patches with foreground oversampling; batch ``i`` of epoch ``e`` depends only on the seed
+    (and, in a distributed run, on the ``rank``: each rank draws its own patches)."""
 
-    def __init__(self, data: _Data, patch: int, cfg: TrainConfig):
+    def __init__(self, data: _Data, patch: int, cfg: TrainConfig, rank: int | None = None):
         from ..augment import Augmenter
 
         self.items = data.train
@@ -27,9 +28,10 @@ class _Sampler:
         self.p_item = counts / counts.sum()
         self.with_weight = cfg.loss == "edge_weighted"
         self.distance = data.distance  # maps = (weight, distance) stacked, see make_loss
+        self.rank = rank
 
     def batch(self, epoch: int, step: int, size: int):
-        rng = np.random.default_rng([self.cfg.seed, epoch, step])
+        rng = np.random.default_rng([self.cfg.seed, epoch, step] + ([] if self.rank is None else [self.rank]))
         xs, ys, ws = [], [], []
         for _ in range(size):
             x, y, w = self.sample(rng)

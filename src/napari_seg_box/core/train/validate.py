@@ -15,8 +15,15 @@ def _class_logits(logits, distance: bool):
     return logits[:, :-1] if distance else logits
 
 
-def _validate(model, items: list[_Item], loss_fn, rt: _Runtime, k: int, cancel, *, fold: bool = False, distance: bool = False) -> dict:
+def _validate(
+    model, items: list[_Item], loss_fn, rt: _Runtime, k: int, cancel, *, fold: bool = False, distance: bool = False, dist=None
+) -> dict:
+    """Validation figures of ``model`` on ``items``; a distributed run (``dist`` active) shares the
+    items out over its ranks and sums their counts, so every rank gets the figures of all of them."""
     import torch
+
+    if dist is not None and dist.active:
+        items = items[dist.rank :: dist.world]
 
     from ..data import pad_to_multiple
 
@@ -52,6 +59,10 @@ def _validate(model, items: list[_Item], loss_fn, rt: _Runtime, k: int, cancel, 
                 truth = (np.minimum(it.target[s], 1) if fold else it.target[s]).astype(np.int32) + 1
                 truth[it.target[s] == IGNORE] = 0
                 preview = (view, pred[0].cpu().numpy()[s].astype(np.int32) + 1, truth)
+    if dist is not None and dist.active:
+        sums = torch.tensor([loss_sum, n, dist_err], dtype=torch.float64, device=rt.device)
+        dist.sum(conf_t, sums)
+        loss_sum, n, dist_err = sums.tolist()
     acc, iou, per = _scores(conf_t[: k * k].reshape(k, k).cpu().numpy())
     metrics = {"val_loss": loss_sum / max(n, 1), "val_acc": acc, "val_iou": iou, "val_iou_per_class": per}
     if distance:
@@ -71,3 +82,43 @@ def is_better(metrics: dict, best: dict, *, key: str = "val_iou", tie: float = 1
     if metrics[key] > best[key] + tie:
         return True
     return abs(metrics[key] - best[key]) <= tie and metrics["val_loss"] < best["val_loss"]
+
+
+PRECISE_BN_SEED = 10_000_000  # batches for them come from their own seeds (not those of training batches)
+
+
+def _precise_batch_norm(run, sampler, epoch: int) -> None:
+    """Recompute the batch-norm statistics of the current weights from a few training batches.
+
+    Early in a run the weights change fast and the running averages (momentum 0.1) still carry the
+    statistics of weights long gone, so the network in eval mode (validation, the saved model)
+    predicts nonsense: a validation loss of 10^10 and IoU 0.28 after 3 short epochs, where the same
+    weights with recomputed statistics reach 0.84 ("precise BN", Wu & Johnson 2021). Forward passes
+    only, in train mode, with a cumulative average; used while the run is young
+    (:data:`.loop.PRECISE_BN_STEPS`): later the running averages have forgotten their start and, over more
+    batches than a few recomputing ones, generalise better (recomputing for 160 steps cut the demo's
+    test F1 from 0.92 to 0.81, mean of 3 seeds).
+    """
+    n = min(8, max(2, run.chosen["steps_per_epoch"] // 2))
+    shard = run.dist.shard(run.chosen["batch_size"])
+    recompute_batch_norm(run, (sampler.batch(PRECISE_BN_SEED + epoch, i, shard)[0] for i in range(n)))
+
+
+def recompute_batch_norm(run, batches) -> None:
+    """Batch-norm statistics of ``run.model`` recomputed from ``batches`` (host image arrays): a
+    cumulative average over forward passes in train mode, without touching the weights."""
+    import torch
+
+    norms = [m for m in run.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    run.model.train()
+    with torch.no_grad(), run.rt.autocast():
+        for batch in batches:
+            run.model(run.rt.to(batch)[0])
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
