@@ -108,17 +108,23 @@ def _predict_plane(
     write_rows,
     config,
     *,
+    rows: tuple[int, int] | None = None,
     cancel=None,
     stage: str = "predict",
 ) -> Iterator[Any]:
     """Core band-by-band tiled prediction of one (already normalised / padded) plane.
 
-    ``read_rows(y0, y1)`` returns float32 (y1-y0, X, C); ``write_rows(y0, probs)`` receives final
-    (K, rows, X) float32 probabilities in order. Yields Progress events.
+    ``read_rows(y0, y1)`` returns float32 (y1-y0, X, C), asked for in increasing ``y0``;
+    ``write_rows(y0, probs)`` receives final (K, rows, X) float32 probabilities in order. Yields
+    Progress events (tiles). ``rows=(r0, r1)``: only output rows ``r0..r1`` are predicted and written
+    (a band of the plane, for work spread over workers): the tiles of the plane's global grid that
+    touch them, run in the very batches the whole plane runs (a batch may span two tile rows) and
+    summed in the same order, so each row is bit for bit what the whole plane gives.
     """
     import torch
 
     H, W = shape_yx
+    r0, r1 = rows or (0, H)
     K = predictor.outputs
     tY, tX = min(config.tile_size, H), min(config.tile_size, W)
     ys = tile_starts(H, tY, config.overlap)
@@ -127,17 +133,25 @@ def _predict_plane(
     dev = predictor.device
     weight = torch.from_numpy(importance_map((tY, tX), blending=config.blending, sigma_scale=config.sigma_scale)).to(dev)
     tiles = [(y, x) for y in ys for x in xs]  # row-major; a batch may span two tile rows
-    total = len(tiles)
+    per_batch = config.batch_size or (4 if dev.type == "cpu" else 16)
+    touches = lambda y: y < r1 and y + tY > r0
+    batches = [tiles[b : b + per_batch] for b in range(0, len(tiles), per_batch)]
+    batches = [b for b in batches if any(touches(y) for y, _ in b)]  # the plane's own batches, those this band needs
+    total = sum(map(len, batches))
     t0 = time.perf_counter()
     # accumulator band covering rows [band0, band0 + band_h)
     band_h = tY + (ys[1] - ys[0] if len(ys) > 1 else 0)
-    state = {"band0": 0, "row": None}
+    state = {"band0": min((y for y in ys if touches(y)), default=0), "row": None}
     acc = torch.zeros((K, band_h, W), dtype=torch.float32, device=dev)
     wsum = torch.zeros((band_h, W), dtype=torch.float32, device=dev)
     inputs: dict[int, np.ndarray] = {}  # tile row start -> (tY, W, C) input rows, kept while a batch needs them
 
-    def finished(n):
-        return (acc[:, :n] / wsum[None, :n]).cpu().numpy()
+    def emit(n):
+        """Hand over the first ``n`` accumulated rows, those of them inside ``rows``."""
+        band0 = state["band0"]
+        lo, hi = max(band0, r0) - band0, min(band0 + n, r1) - band0
+        if hi > lo:
+            write_rows(band0 + lo, (acc[:, lo:hi] / wsum[None, lo:hi]).cpu().numpy())
 
     def start_row(y):
         """Write out the rows that no tile from row ``y`` on touches, and slide the band down."""
@@ -145,7 +159,7 @@ def _predict_plane(
         band0 = state["band0"]
         if y > band0:
             n = y - band0
-            write_rows(band0, finished(n))
+            emit(n)
             acc = torch.roll(acc, -n, dims=1)
             wsum = torch.roll(wsum, -n, dims=0)
             acc[:, -n:] = 0
@@ -157,10 +171,9 @@ def _predict_plane(
             wsum = torch.cat([wsum, wsum.new_zeros((extra, W))], dim=0)
         state["row"] = y
 
-    per_batch = config.batch_size or (4 if dev.type == "cpu" else 16)
-    for b0 in range(0, total, per_batch):
+    done = 0
+    for batch_tiles in batches:
         check_cancel(cancel)
-        batch_tiles = tiles[b0 : b0 + per_batch]
         for y in list(inputs):
             if y < batch_tiles[0][0]:
                 del inputs[y]
@@ -168,15 +181,18 @@ def _predict_plane(
             if y not in inputs:
                 inputs[y] = read_rows(y, y + tY)
         batch = np.stack([inputs[y][:, x : x + tX].transpose(2, 0, 1) for y, x in batch_tiles]).astype(np.float32, copy=False)
-        probs = _forward_probs(predictor, batch, config.tta)
-        for p, (y, x) in zip(probs, batch_tiles):
+        # weighted apart, then added: two roundings whatever the kernel (no fused multiply-add), so a
+        # band on another worker, with other threads, sums exactly what the whole plane sums
+        weighted = _forward_probs(predictor, batch, config.tta) * weight
+        for p, (y, x) in zip(weighted, batch_tiles):
+            if not touches(y):
+                continue
             if y != state["row"]:
                 start_row(y)
             r = y - state["band0"]
-            acc[:, r : r + tY, x : x + tX].addcmul_(p, weight)
+            acc[:, r : r + tY, x : x + tX] += p
             wsum[r : r + tY, x : x + tX] += weight
-        done = b0 + len(batch_tiles)
+        done += len(batch_tiles)
         el = time.perf_counter() - t0
         yield Progress(done, total, stage=stage, eta_s=el / done * (total - done))
-    band0 = state["band0"]
-    write_rows(band0, finished(H - band0))
+    emit(min(H - state["band0"], acc.shape[1]))
