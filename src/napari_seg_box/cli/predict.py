@@ -69,6 +69,18 @@ def register(sub) -> None:
         help="also write <name>_objects.geojson (2D images): the objects' outlines, classes and measurements for QuPath (File > Import objects)",
     )  # fmt: skip
     _add_predict_options(p)
+    p.add_argument(
+        "--scheduler", default="sync",
+        help="where the images (with --large: bands of rows of the one image) are predicted: sync (here, one after the other), "
+        "threads, processes (--workers of them "
+        "on this machine), or a dask scheduler address such as tcp://host:8786 (its workers, which must see the images, "
+        "the store and --out, e.g. on a shared file system). Each worker loads the model once and uses its own GPU when "
+        "it has one (--device auto); an image whose task fails twice is reported, the others go on (default: %(default)s)",
+    )  # fmt: skip
+    p.add_argument(
+        "--workers", type=int, default=1,
+        help="images at once with --scheduler threads or processes (a dask cluster has its own workers) (default: %(default)s)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_predict)
 
 
@@ -89,7 +101,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
             raise DataError("--large takes exactly one zarr/OME-Zarr image in --images.")
         with _large_output(args) as out:
             group = drive(
-                iter_predict_large(args.images[0], out, predictor, config=cfg, write_probabilities=args.probabilities),
+                iter_predict_large(
+                    args.images[0],
+                    out,
+                    predictor,
+                    project=project,
+                    config=cfg,
+                    write_probabilities=args.probabilities,
+                    scheduler=args.scheduler,
+                    workers=args.workers,
+                ),  # fmt: skip
                 quiet=args.json,
                 desc="tiles",
             )
@@ -98,12 +119,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 summary["ome_zarr_labels"] = [_write_classes(args, args.images[0], group["labels"], project, predictor)]
     else:
         export = _export(args, project, predictor)
+        where = {"scheduler": args.scheduler, "workers": args.workers}
         if args.images:
-            gen = iter_predict_files(args.images, args.out, predictor, config=cfg, save_probabilities=args.probabilities, export=export)
+            gen = iter_predict_files(
+                args.images, args.out, predictor, config=cfg, save_probabilities=args.probabilities, export=export, project=project, **where
+            )
         else:
             gen = iter_predict_store_to_files(
-                project, args.out, split=args.split, config=cfg, predictor=predictor, save_probabilities=args.probabilities, export=export
-            )
+                project, args.out, split=args.split, config=cfg, predictor=predictor, save_probabilities=args.probabilities,
+                export=export, **where,
+            )  # fmt: skip
         rows = drive(gen, quiet=args.json, desc="tiles")
         if not rows:
             where = " ".join(args.images) if args.images else f"the store's {args.split or ''} images".replace("  ", " ")

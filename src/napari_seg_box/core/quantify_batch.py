@@ -138,10 +138,16 @@ def _quantify_task(task: QuantifyTask, options: dict) -> tuple[Any, Any]:
             return add_phenotypes(q.objects, q.images, image, parts, options["phenotype"])
         return q.objects, q.images
     except Exception as err:  # the batch goes on; the row says what went wrong
-        msg = f"{type(err).__name__}: {err}" if not isinstance(err, DataError) else str(err)
-        return pd.DataFrame(), pd.DataFrame(
-            [{"image": task.name, "class": np.nan, "class_name": "", "n_objects": np.nan, "coverage_percent": np.nan, "error": msg}]
-        )
+        return _error_row(task, f"{type(err).__name__}: {err}" if not isinstance(err, DataError) else str(err))
+
+
+def _error_row(task: QuantifyTask, msg: str) -> tuple[Any, Any]:
+    """No objects, and the image's row with ``msg``: what an image that could not be measured gives."""
+    import pandas as pd
+
+    return pd.DataFrame(), pd.DataFrame(
+        [{"image": task.name, "class": np.nan, "class_name": "", "n_objects": np.nan, "coverage_percent": np.nan, "error": msg}]
+    )
 
 
 def iter_quantify(
@@ -198,7 +204,9 @@ def iter_quantify(
     results: list[tuple[int, Any, Any]] = []
     total = len(tasks)
     yield Progress(0, total, stage="quantify")
-    for i, (objs, imgs) in run_tasks(_quantify_task, tasks, options, scheduler=scheduler, workers=workers, cancel=cancel):
+    for i, (objs, imgs) in run_tasks(
+        _quantify_task, tasks, options, scheduler=scheduler, workers=workers, cancel=cancel, on_error=lambda t, f: _error_row(t, str(f))
+    ):
         results.append((i, objs, imgs))
         err = imgs["error"].dropna().tolist() if "error" in imgs else []
         yield ItemDone(len(results) - 1, total, tasks[i].name, error=err[0] if err else None)

@@ -52,7 +52,8 @@ def iter_classify(
     chunks = [items[i : i + CHUNK] for i in range(0, len(items), CHUNK)]
     tables, done = [], 0
     yield Progress(0, len(items), stage="classifying")
-    for _, (table, errors) in run_tasks(_classify_chunk, chunks, options, scheduler=scheduler, workers=workers, cancel=cancel):
+    work = run_tasks(_classify_chunk, chunks, options, scheduler=scheduler, workers=workers, cancel=cancel, on_error=_chunk_failed)
+    for _, (table, errors) in work:
         check_cancel(cancel)
         tables.append(table)
         for e in errors:
@@ -72,6 +73,14 @@ def iter_classify(
 def classify_images(project, inputs=None, **options):
     """Blocking :func:`iter_classify`: the table of classes and probabilities."""
     return run_to_end(iter_classify(project, inputs, **options))
+
+
+def _chunk_failed(chunk, failure) -> tuple[Any, list[dict]]:
+    """A chunk whose task failed on its worker (after its retry): each of its images is a row with the error."""
+    import pandas as pd
+
+    errors = [{"name": name, "error": str(failure)} for name, _ in chunk]
+    return pd.DataFrame(errors), errors
 
 
 def _classify_chunk(chunk, options) -> tuple[Any, list[dict]]:
