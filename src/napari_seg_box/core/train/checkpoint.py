@@ -94,5 +94,7 @@ def _unpack(data: bytes, model, opt, param_groups) -> dict:
         if k.startswith("opt."):
             _, pid, name = k.split(".", 2)
             state.setdefault(int(pid), {})[name] = v
-    opt.load_state_dict({"state": state, "param_groups": param_groups})
+    # how the update runs (fused on a GPU, ...) is this machine's choice, not the checkpoint's
+    here = {k: v for k, v in opt.param_groups[0].items() if k in ("fused", "foreach", "capturable")}
+    opt.load_state_dict({"state": state, "param_groups": [{**g, **here} for g in param_groups]})
     return {k[5:]: v for k, v in t.items() if k.startswith("best.")}

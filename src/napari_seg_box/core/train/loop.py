@@ -144,7 +144,10 @@ def _train(project, cfg: TrainConfig, state: dict | None, dist: Distributed, t_s
     run.chosen = dist.share(chosen)
     if dist.active:
         run.chosen["processes"] = dist.world  # recorded with the version
-    run.opt = torch.optim.AdamW(run.model.parameters(), lr=run.chosen["learning_rate"], weight_decay=cfg.weight_decay)
+    # on a GPU one fused kernel updates all the weights (small batches are launch-bound: issue 18)
+    run.opt = torch.optim.AdamW(
+        run.model.parameters(), lr=run.chosen["learning_rate"], weight_decay=cfg.weight_decay, fused=rt.cuda or None
+    )
     run.best_state = cpu_state(run.model)
     if state is not None:
         run.best_state = restore_checkpoint(project, run.run_id, run.model, run.opt, state)
