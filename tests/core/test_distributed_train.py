@@ -24,12 +24,15 @@ SETTINGS = dict(
 
 
 def _rank(rank: int, store: str, port: int, out: str) -> None:
-    """One process of a 2-process run, as torchrun would start it; rank 1 runs out of memory once."""
+    """One process of a 2-process run, as torchrun would start it; rank 1 runs out of memory once,
+    and rank 0 is asked to stop (Ctrl-C) in the middle of epoch 4."""
+    import threading
+
     import torch
     from safetensors.torch import save_file
 
     from napari_seg_box.core import Project
-    from napari_seg_box.core.events import EpochEnd, Message
+    from napari_seg_box.core.events import EpochEnd, Message, StepLoss
     from napari_seg_box.core.train import TrainConfig, iter_train
     from napari_seg_box.core.train.distributed import Distributed
     from napari_seg_box.core.train.runtime import _Runtime
@@ -53,7 +56,8 @@ def _rank(rank: int, store: str, port: int, out: str) -> None:
 
     Distributed.check_replicas = check_replicas
     events = {"messages": [], "val_iou": [], "batch": []}
-    gen = iter_train(Project.open(store), TrainConfig(epochs=4, **SETTINGS))
+    cancel = threading.Event()
+    gen = iter_train(Project.open(store), TrainConfig(epochs=5, **SETTINGS), cancel=cancel)
     while True:
         try:
             ev = next(gen)
@@ -64,15 +68,18 @@ def _rank(rank: int, store: str, port: int, out: str) -> None:
             events["messages"].append(ev.text)
         elif isinstance(ev, EpochEnd):
             events["val_iou"].append(ev.metrics["val_iou"])
+        elif isinstance(ev, StepLoss) and rank == 0 and (ev.epoch, ev.step) == (4, 2):
+            cancel.set()  # on rank 0 only: both ranks must stop at the same step
     events["world_after"] = torch.distributed.is_initialized()
     with open(f"{out}/rank{rank}.json", "w") as fh:
         json.dump(events, fh)
 
 
-def test_two_processes_train_one_model_and_agree_on_out_of_memory(nuclei_project, tmp_path):
+def test_two_processes_train_one_model_and_agree_on_out_of_memory_and_stopping(nuclei_project, tmp_path):
     import torch.multiprocessing as mp
     from safetensors.torch import load, load_file
 
+    from napari_seg_box.core.train import unfinished_runs
     from napari_seg_box.workflows.evaluate import evaluate_project
 
     mp.spawn(_rank, args=(str(nuclei_project.url), free_port(), str(tmp_path)), nprocs=2, join=True)
@@ -83,8 +90,9 @@ def test_two_processes_train_one_model_and_agree_on_out_of_memory(nuclei_project
         assert any("batch size halved to 4" in m for m in events["messages"]), events["messages"]
         assert not events["world_after"]  # the run ended the process group it started
     assert any("effective batch of 8" in m for m in ranks[0]["messages"])
-    # validation is sharded and reduced: both ranks saw the same figures, so they decide alike
-    assert ranks[0]["val_iou"] == ranks[1]["val_iou"] and len(ranks[0]["val_iou"]) == 4
+    # validation is sharded and reduced: both ranks saw the same figures, so they decide alike; the
+    # stop asked of rank 0 in epoch 4 stopped both there (a rank going on alone would hang the other)
+    assert ranks[0]["val_iou"] == ranks[1]["val_iou"] and len(ranks[0]["val_iou"]) == 3
 
     # one model: both replicas hold the same weights, and the version holds exactly those
     w0, w1 = load_file(str(tmp_path / "rank0.safetensors")), load_file(str(tmp_path / "rank1.safetensors"))
@@ -93,6 +101,7 @@ def test_two_processes_train_one_model_and_agree_on_out_of_memory(nuclei_project
     saved = load(nuclei_project.model_weights(info))
     assert all(np.array_equal(saved[k].numpy(), w0[k].numpy()) for k in saved)
     assert info.training.chosen["batch_size"] == 4 and info.training.chosen["processes"] == 2
+    assert info.training.status == "stopped" and unfinished_runs(nuclei_project)  # resumable
     # and it learnt: held-out nuclei (q3, never seen)
     ev = evaluate_project(nuclei_project, "v001", save=False, predict_config={"tile_size": 128})
     assert ev.summary["pixel"]["mean_iou"] > 0.7

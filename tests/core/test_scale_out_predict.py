@@ -310,3 +310,25 @@ def test_cli_predict_on_a_dask_scheduler(setup, cluster, reference, tmp_path, ca
     with pytest.raises(SystemExit):
         main(["predict", "--help"])
     assert "each worker loads the model once and uses its own gpu" in " ".join(capsys.readouterr().out.split()).lower()
+
+
+def test_the_readme_cluster_recipe_runs_as_written(setup, tmp_path, monkeypatch):
+    """README "On a cluster": the Python recipe on a LocalCluster of 2 worker processes."""
+    import re
+
+    import tifffile
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("The same from Python, on a cluster of this machine", 1)[1]
+    recipe = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    (tmp_path / "my_project.zarr").symlink_to(setup.project.url)
+    (tmp_path / "new_images").symlink_to(Path(setup.files[0]).parent)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(recipe, "README cluster recipe", "exec"), namespace)
+    rows, tables = namespace["rows"], namespace["tables"]
+    assert [r["error"] for r in rows] == [None] * len(setup.files)
+    alone = predict_files(setup.files, tmp_path / "alone", setup.project)  # the recipe's settings, in this process
+    for row, ref in zip(rows, alone):
+        np.testing.assert_array_equal(tifffile.imread(tmp_path / row["instances"]), tifffile.imread(ref["instances"]))
+    assert len(tables.objects) == sum(r["n_objects"] for r in rows) > 0
