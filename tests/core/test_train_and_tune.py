@@ -62,9 +62,11 @@ def test_time_budget_fits_the_epochs_and_ends_within_it(nuclei_project):
         assert t.epochs_run >= 2, epoch_s
     assert t.duration_s <= budget_s + max(epoch_s) + 3, (t.duration_s, epoch_s)  # within the budget, + one epoch at most
     planned = [e.epochs for e in events if isinstance(e, EpochEnd)]
-    assert planned[-1] == t.epochs_run and len(planned) == t.epochs_run
     said = [e.text for e in events if isinstance(e, Message) and e.topic == "budget"]
     assert said and said[0].startswith("Time budget 0.4 min") and "epoch(s) in all" in said[0], said
+    # the last epoch said how many were planned then; when the budget ran out sooner, the run says so
+    assert len(planned) == t.epochs_run and planned[-1] >= t.epochs_run
+    assert planned[-1] == t.epochs_run or f": {t.epochs_run} epoch(s) in all" in said[-1], (planned[-1], said[-1])
     assert t.config["minutes"] == pytest.approx(0.4)
     for bad in (0, -1, "ten", True):
         with pytest.raises(ConfigError, match="minutes"):
