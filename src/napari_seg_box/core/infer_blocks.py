@@ -29,6 +29,7 @@ from .errors import CancelledError
 from .events import run_to_end
 from .infer import _predict_2d
 from .model_ref import ModelRef
+from .planes import context_planes
 from .tiling import _predict_plane
 
 
@@ -53,13 +54,6 @@ def plan_bands(height: int, chunk_rows: int, band_rows: int) -> list[tuple[int, 
     rounded up to a multiple of ``chunk_rows``; the last may be shorter), so no two share a chunk."""
     step = max(1, math.ceil(band_rows / chunk_rows)) * chunk_rows
     return [(r0, min(height, r0 + step)) for r0 in range(0, height, step)]
-
-
-def context_planes(z: int | None, context: int, n: int | None) -> list[int | None]:
-    """The planes a 2.5D model reads for plane ``z`` (the nearest standing in past either end)."""
-    if z is None:
-        return [None]
-    return [int(i) for i in np.clip(np.arange(z - context, z + context + 1), 0, n - 1)]
 
 
 def is_small(shape_yx, config) -> bool:

@@ -27,6 +27,13 @@ class Plane:
         return plane_name(self.image, self.z)
 
 
+def context_planes(z: int | None, context: int, n: int | None) -> list[int | None]:
+    """The planes a 2.5D model reads for plane ``z`` (the nearest standing in past either end)."""
+    if z is None:
+        return [None]
+    return [int(i) for i in np.clip(np.arange(z - context, z + context + 1), 0, n - 1)]
+
+
 def with_context(planes, z: int, context: int) -> np.ndarray:
     """Plane ``z`` of ``planes`` (a (Z, Y, X[, C]) array, lazy or not) with its ``context`` neighbours
     on each side, as channels: (Y, X, C * (2 * context + 1)), the nearest plane standing in past either
@@ -35,8 +42,7 @@ def with_context(planes, z: int, context: int) -> np.ndarray:
     if z is None:
         parts = [np.asarray(planes)] * (2 * context + 1)
     else:
-        n = planes.shape[0]
-        parts = [np.asarray(planes[int(i)]) for i in np.clip(np.arange(z - context, z + context + 1), 0, n - 1)]
+        parts = [np.asarray(planes[i]) for i in context_planes(z, context, planes.shape[0])]
     if context == 0:
         return parts[0]
     return np.concatenate([p[..., None] if p.ndim == 2 else p for p in parts], axis=-1)
