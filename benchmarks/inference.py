@@ -12,6 +12,12 @@ Memory: a (Y, X) uint16 zarr image (default 16384 x 16384) is written to disk ba
 predicted block by block into a zarr output in a child process whose peak resident memory
 (``ru_maxrss``) is reported.
 
+Streaming: the same image predicted in memory (a numpy array in, probabilities and labels held in
+memory: ``predict``) and larger than memory (a zarr on disk in, a zarr group with labels and float16
+probabilities written out: ``predict_large``, reading, decompression and writing included), each in
+its own child process (peak resident memory reported), alternated, best of ``--repeats``. The ratio
+is the streamed speed over the in-memory speed (issue 18's goal: >= 0.9x, peak < 2 GB).
+
 Backends: the same predictor, image, tiles and blending, run by torch (as the product runs it:
 batch norms folded, channels_last) and by ONNX Runtime (``backend="onnx"``: the model exported to
 ONNX, CPU), alternated in one run on a mosaic of the real DSB2018 nuclei image (flipped and rotated
@@ -22,6 +28,7 @@ onnxruntime and onnx (``pip install napari-seg-box[onnx]``).
 
     python benchmarks/inference.py speed --size 1024 --tile 256 --overlap 0.25 --repeats 3
     python benchmarks/inference.py memory --size 16384 --tile 256
+    python benchmarks/inference.py stream --size 8192 --repeats 2
     python benchmarks/inference.py backend --size 2048 --encoder resnet34 --repeats 3 --threads 0
 """
 
@@ -306,53 +313,103 @@ def _memory_child(args) -> None:
     print(json.dumps({"peak_rss_mb": peak, "rss_after_model_load_mb": rss_before, "seconds": seconds}))
 
 
-def cmd_memory(args) -> dict:
+def _stream_child(args) -> None:
+    """Run in a child process: predict the zarr image in memory (``--mode memory``: read first, not
+    timed) or streamed zarr to zarr (``--mode zarr``); print seconds and peak RSS."""
+    import torch
     import zarr
 
-    workdir = args.workdir or tempfile.mkdtemp(prefix="segbox-bench-")
-    path = os.path.join(workdir, "big.zarr")
-    out = os.path.join(workdir, "pred.zarr")
-    if not os.path.exists(path):
-        t0 = time.perf_counter()
-        arr = zarr.create_array(path, shape=(args.size, args.size), chunks=(1024, 1024), dtype="uint16")
-        tile = synthetic_image(1024, 1024)
-        for y in range(0, args.size, 1024):
-            band = np.concatenate([np.roll(tile, (y // 1024) * 37 + x // 1024, axis=1) for x in range(0, args.size, 1024)], axis=1)
-            arr[y : y + 1024] = band[:, : args.size]
-        print(f"wrote {path} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-    if os.path.exists(out):
-        import shutil
+    from napari_seg_box.core.infer import PredictConfig, Predictor, predict
+    from napari_seg_box.core.infer_large import predict_large
 
-        shutil.rmtree(out)
-    cmd = [
-        sys.executable,
-        __file__,
-        "_memory_child",
-        "--zarr",
-        path,
-        "--out",
-        out,
-        "--tile",
-        str(args.tile),
-        "--overlap",
-        str(args.overlap),
-        "--batch",
-        str(args.batch),
-        "--encoder",
-        args.encoder,
-        "--depth",
-        str(args.depth),
-        "--decoder",
-        *map(str, args.decoder),
-    ]
-    if args.no_probabilities:
-        cmd.append("--no-probabilities")
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    model, meta = build(args.encoder, args.depth, tuple(args.decoder))
+    predictor = Predictor(model, meta, torch.device("cpu"))
+    cfg = PredictConfig(tile_size=args.tile, overlap=args.overlap, batch_size=args.batch, device="cpu")
+    image = zarr.open_array(args.zarr, mode="r")[:] if args.mode == "memory" else None
+    t0 = time.perf_counter()
+    if image is not None:
+        probabilities = predict(image, predictor, config=cfg)
+        labels = (probabilities.argmax(0) + 1).astype(np.uint8)
+        checksum = int(labels.sum(dtype=np.int64))
+    else:
+        group = predict_large(args.zarr, args.out, predictor, config=cfg)
+        checksum = None
+    seconds = time.perf_counter() - t0
+    if checksum is None:
+        checksum = int(sum(int(group["labels"][y : y + 1024].sum(dtype=np.int64)) for y in range(0, group["labels"].shape[0], 1024)))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak, "labels_checksum": checksum}))
+
+
+def _child(args, name: str, *extra: str) -> dict:
+    cmd = [sys.executable, __file__, name, "--tile", str(args.tile), "--overlap", str(args.overlap), "--batch", str(args.batch)]
+    cmd += ["--encoder", args.encoder, "--depth", str(args.depth), "--decoder", *map(str, args.decoder), *extra]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     child = subprocess.run(cmd, capture_output=True, text=True)
     if child.returncode != 0:
         raise SystemExit(child.stderr)
-    stats = json.loads(child.stdout.strip().splitlines()[-1])
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
+def cmd_stream(args) -> dict:
+    import shutil
+
+    workdir = args.workdir or tempfile.mkdtemp(prefix="segbox-bench-")
+    path = write_big_zarr(os.path.join(workdir, "big.zarr"), args.size)
+    out = os.path.join(workdir, "pred.zarr")
+    runs: dict[str, list[dict]] = {"memory": [], "zarr": []}
+    for r in range(args.repeats):
+        for mode in ("memory", "zarr") if r % 2 == 0 else ("zarr", "memory"):
+            shutil.rmtree(out, ignore_errors=True)
+            runs[mode].append(_child(args, "_stream_child", "--zarr", path, "--out", out, "--mode", mode))
+            print(f"repeat {r + 1} {mode}: {runs[mode][-1]}", file=sys.stderr, flush=True)
+    shutil.rmtree(out, ignore_errors=True)
+    mpx = args.size * args.size / 1e6
+    best = {mode: min(rs, key=lambda x: x["seconds"]) for mode, rs in runs.items()}
+    return {
+        "benchmark": "streamed (zarr to zarr) vs in-memory prediction",
+        "image": f"{args.size}x{args.size} uint16 zarr, 1024 chunks",
+        "model": f"U-Net {args.encoder} depth {args.depth} decoder {args.decoder}",
+        "tile": args.tile,
+        "overlap": args.overlap,
+        "batch": args.batch,
+        "threads": args.threads or os.cpu_count(),
+        "runs": runs,
+        "memory_mpx_per_s": mpx / best["memory"]["seconds"],
+        "zarr_mpx_per_s": mpx / best["zarr"]["seconds"],
+        "ratio_streamed_over_memory": best["memory"]["seconds"] / best["zarr"]["seconds"],
+        "labels_identical": len({x["labels_checksum"] for rs in runs.values() for x in rs}) == 1,
+        "peak_rss_mb": {mode: max(x["peak_rss_mb"] for x in rs) for mode, rs in runs.items()},
+        "target_ratio": 0.9,
+    }
+
+
+def write_big_zarr(path: str, size: int) -> str:
+    """A (size, size) uint16 zarr of rolled copies of one synthetic 1024 tile (written once, reused)."""
+    import zarr
+
+    if not os.path.exists(path):
+        t0 = time.perf_counter()
+        arr = zarr.create_array(path, shape=(size, size), chunks=(1024, 1024), dtype="uint16")
+        tile = synthetic_image(1024, 1024)
+        for y in range(0, size, 1024):
+            band = np.concatenate([np.roll(tile, (y // 1024) * 37 + x // 1024, axis=1) for x in range(0, size, 1024)], axis=1)
+            arr[y : y + 1024] = band[:, :size]
+        print(f"wrote {path} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    return path
+
+
+def cmd_memory(args) -> dict:
+    workdir = args.workdir or tempfile.mkdtemp(prefix="segbox-bench-")
+    path = write_big_zarr(os.path.join(workdir, "big.zarr"), args.size)
+    out = os.path.join(workdir, "pred.zarr")
+    if os.path.exists(out):
+        import shutil
+
+        shutil.rmtree(out)
+    stats = _child(args, "_memory_child", "--zarr", path, "--out", out, *(["--no-probabilities"] if args.no_probabilities else []))
     mpx = args.size * args.size / 1e6
     size_gb = args.size * args.size * 2 / 1e9
     res = {
@@ -377,7 +434,7 @@ def cmd_memory(args) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
-    for name in ("speed", "memory", "backend", "_memory_child"):
+    for name in ("speed", "memory", "stream", "backend", "_memory_child", "_stream_child"):
         s = sub.add_parser(name)
         s.add_argument("--tile", type=int, default=256)
         s.add_argument("--overlap", type=float, default=0.25)
@@ -396,20 +453,22 @@ def main(argv=None) -> int:
             s.add_argument("--tta", default="none", choices=["none", "flips", "d4"])
             s.add_argument("--fit-steps", type=int, default=30, help="Adam steps on the nuclei image before measuring (0: random weights)")
             s.add_argument("--exporter", default="auto", choices=["auto", "torchscript", "dynamo"])
-        elif name == "memory":
-            s.add_argument("--size", type=int, default=16384)
+        elif name in ("memory", "stream"):
+            s.add_argument("--size", type=int, default=16384 if name == "memory" else 8192)
             s.add_argument("--workdir")
+            s.add_argument("--repeats", type=int, default=2)
             s.add_argument("--keep", action="store_true")
             s.add_argument("--no-probabilities", action="store_true")
         else:
             s.add_argument("--zarr", required=True)
             s.add_argument("--out", required=True)
             s.add_argument("--no-probabilities", action="store_true")
+            s.add_argument("--mode", choices=["memory", "zarr"], default="zarr")
     args = p.parse_args(argv)
-    if args.cmd == "_memory_child":
-        _memory_child(args)
+    if args.cmd.startswith("_"):
+        {"_memory_child": _memory_child, "_stream_child": _stream_child}[args.cmd](args)
         return 0
-    res = {"speed": cmd_speed, "memory": cmd_memory, "backend": cmd_backend}[args.cmd](args)
+    res = {"speed": cmd_speed, "memory": cmd_memory, "stream": cmd_stream, "backend": cmd_backend}[args.cmd](args)
     print(json.dumps(res, indent=2))
     return 0
 
