@@ -182,6 +182,17 @@ def test_diversity_keeps_near_copies_apart():
     scores = np.array([1.0, 0.99, 0.8])
     assert [i for i, _ in rank(scores, feats, 3, diversity=0)] == [0, 1, 2]
     assert [i for i, _ in rank(scores, feats, 3, diversity=0.5)] == [0, 2, 1]
+    # pooled ReLU features of one kind of image all point one way (raw cosine > 0.99 here): only
+    # their deviations from the mean tell a near copy (1) from another region (2)
+    alike = np.array([[10, 10, 1.0, 0], [10, 10, 0.95, 0], [10, 10, 0, 1.0]])
+    assert [i for i, _ in rank(scores, alike, 3, diversity=0.5)] == [0, 2, 1]
+
+
+def test_suggestions_differ_from_what_is_annotated():
+    feats = np.array([[10, 10, 1.0, 0], [10, 10, 0, 1.0]])
+    scores = np.array([1.0, 0.9])
+    assert [i for i, _ in rank(scores, feats, 2)] == [0, 1]
+    assert [i for i, _ in rank(scores, feats, 2, known=np.array([[10, 10, 0.98, 0]]))] == [1, 0]
 
 
 def test_cli_suggests_then_finetunes_from_latest(tmp_path, shared_data, capsys):

@@ -7,8 +7,11 @@ the unannotated images (or tiles of large ones) where a correction should teach 
   the image, or two model versions): their mutual information, divided by log K, in [0, 1];
 - :func:`iter_suggest` ranks candidate regions by their mean uncertainty (the expected share of
   pixels to correct) with a diversity term: greedily, each next pick loses ``diversity`` times its
-  largest cosine similarity (of the network encoder's pooled features) to the regions already
-  picked, so the top suggestions are not five views of the same thing.
+  largest cosine similarity to the annotated regions and to the regions already picked, so the top
+  suggestions are neither five views of the same thing nor more of what is annotated. Similarity is
+  that of the network encoder's pooled features, centred on their mean over all the regions: the
+  raw features of one kind of image all point the same way (cosine ~0.99 between any two EM
+  sections), so only their deviations from the mean tell neighbouring sections from distant ones.
 """
 
 from __future__ import annotations
@@ -81,16 +84,22 @@ def regions(shape: tuple[int, int], tile: int | None = None) -> list[tuple[int, 
     return [(y, x, min(y + tile, h), min(x + tile, w)) for y in range(0, h, tile) for x in range(0, w, tile)]
 
 
-def rank(scores: np.ndarray, features: np.ndarray, top: int, diversity: float = 0.5) -> list[tuple[int, float]]:
+def rank(
+    scores: np.ndarray, features: np.ndarray, top: int, diversity: float = 0.5, known: np.ndarray | None = None
+) -> list[tuple[int, float]]:
     """Greedy ranking: (index, score) of the ``top`` picks, each scoring its uncertainty (relative to
-    the highest) minus ``diversity`` times its largest cosine similarity to the picks before it."""
+    the highest) minus ``diversity`` times its largest cosine similarity to the ``known`` (annotated)
+    regions and to the picks before it. Features are centred on their mean over candidates and known
+    regions before the cosine is taken."""
     scores = np.asarray(scores, np.float64)
     if not len(scores):
         return []
     rel = scores / max(float(scores.max()), _EPS)
     f = np.asarray(features, np.float64)
-    f = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), _EPS)
-    nearest = np.zeros(len(scores))
+    known = np.zeros((0, f.shape[1])) if known is None or not len(known) else np.asarray(known, np.float64)
+    centre = np.concatenate([f, known]).mean(axis=0)
+    f, known = (_unit(a - centre) for a in (f, known))
+    nearest = np.clip(f @ known.T, 0.0, 1.0).max(axis=1) if len(known) else np.zeros(len(scores))
     picked: list[tuple[int, float]] = []
     free = np.ones(len(scores), bool)
     for _ in range(min(top, len(scores))):
@@ -102,9 +111,18 @@ def rank(scores: np.ndarray, features: np.ndarray, top: int, diversity: float = 
     return picked
 
 
+def _unit(a: np.ndarray) -> np.ndarray:
+    return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), _EPS)
+
+
 def candidates(project) -> list[str]:
     """Images that nobody annotated, outside the held-out ``test`` split."""
     return [r.name for r in project.images() if r.split != "test" and not any(r.label_counts or ())]
+
+
+def annotated(project) -> list[str]:
+    """Images with annotations the model learns from (outside the held-out ``test`` split)."""
+    return [r.name for r in project.images() if r.split != "test" and any(r.label_counts or ())]
 
 
 def iter_suggest(
@@ -145,6 +163,14 @@ def iter_suggest(
         if not before:
             raise DataError(f"Model version {vid} is the first one: 'versions' compares it with the one before. Use mode 'entropy'.")
         predictors.append(Predictor.from_project(project, before[-1], device=device))
+    known, done = [], [n for n in annotated(project) if n not in names]  # what is annotated: suggestions should differ from it
+    for i, name in enumerate(done):
+        yield Progress(i, len(done), stage="suggest (annotated images)", message=name)
+        planes = project.image_record(name).annotated_planes
+        for z, pixels in _planes(project, name, predictors[0].context):
+            check_cancel(cancel)
+            if z is None or planes is None or z in planes:
+                known += [_features(predictors[0], pixels[y0:y1, x0:x1]) for y0, x0, y1, x1 in regions(pixels.shape[:2], tile)]
     found, feats = [], []
     for i, name in enumerate(names):
         yield Progress(i, len(names), stage="suggest", message=name)
@@ -156,7 +182,7 @@ def iter_suggest(
                 found.append(Suggestion(name, box, float(u[y0:y1, x0:x1].mean()), 0.0, z))
                 feats.append(_features(predictors[0], pixels[y0:y1, x0:x1]))
     yield Progress(len(names), len(names), stage="suggest")
-    picks = rank(np.array([s.uncertainty for s in found]), np.stack(feats), top, diversity)
+    picks = rank(np.array([s.uncertainty for s in found]), np.stack(feats), top, diversity, known=np.array(known))
     return [Suggestion(found[i].image, found[i].box, found[i].uncertainty, round(score, 4), found[i].z) for i, score in picks]
 
 
