@@ -147,3 +147,18 @@ def test_a_killed_rank_stops_the_run_clearly_and_resume_continues(nuclei_project
     assert [h["epoch"] for h in summary["history"]] == [1, 2, 3, 4, 5, 6]
     assert summary["history"][: len(before)] == before
     assert not glob.glob(f"{store}/training/*/state.json")  # the finished run's checkpoint is gone
+
+
+def test_only_a_lost_peer_is_reported_as_one():
+    from torch.distributed import DistBackendError
+
+    from napari_seg_box.core.train.distributed import peer_lost
+
+    gone = RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]:29500")
+    assert peer_lost(gone) and peer_lost(DistBackendError("NCCL communicator was aborted"))
+    wrapped = ValueError("the step failed")
+    wrapped.__cause__ = gone
+    assert peer_lost(wrapped)
+    # the project store timing out or dropping a connection is the store's error, not another rank's
+    for err in (TimeoutError("Read timed out. (read timeout=60)"), OSError("Connection reset by peer"), RuntimeError("timed out")):
+        assert not peer_lost(err)

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from ..errors import DataError
 
 # what a collective raises when another rank died: gloo and NCCL errors, connection resets
-_PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "NCCL", "Gloo", "Broken pipe", "timed out", "DistBackendError")
+# what gloo and NCCL say in the RuntimeError of a collective whose peer is gone
+_PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "gloo", "Gloo", "NCCL")
 
 
 class PeerOutOfMemory(RuntimeError):
@@ -188,9 +189,18 @@ def launched_rank() -> int:
 
 
 def peer_lost(err: BaseException) -> bool:
-    """A collective failed because another rank of the run is gone."""
-    text = f"{type(err).__name__}: {err}"
-    return any(s in text for s in _PEER_LOST)
+    """A collective failed because another rank of the run is gone: a ``torch.distributed`` error,
+    or a backend's RuntimeError, here or in the chain of causes. An OSError or a timeout of the
+    project store (S3, a network disk) is not one: it is reported as itself."""
+    from torch.distributed import DistError
+
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, DistError) or (type(err) is RuntimeError and any(s in str(err) for s in _PEER_LOST)):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
 
 
 def wrap(model, dist: Distributed, device):
