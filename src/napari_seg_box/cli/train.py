@@ -16,7 +16,7 @@ def register(sub) -> None:
     from ..core.losses import LOSSES
     from ..core.models import ENCODERS
     from ..core.train import SCHEDULES
-    from ..core.train.config import MAX_CONTEXT
+    from ..core.train.config import COMPILE_MODES, MAX_CONTEXT
 
     p = sub.add_parser(
         "train",
@@ -78,6 +78,12 @@ def register(sub) -> None:
     p.add_argument("--patience", type=int, help="early stopping patience in epochs, 0 = off (default: 15)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     p.add_argument("--mixed-precision", choices=["auto", "bf16", "fp16", "off"], help="CUDA only (default: auto)")
+    p.add_argument(
+        "--compile",
+        choices=list(COMPILE_MODES),
+        help="torch.compile the network for training (reduce-overhead: CUDA graphs, for small batches on a GPU; "
+        "the first step compiles; falls back to plain PyTorch with a message if compilation fails; default: off)",
+    )
     p.add_argument("--seed", type=int, help="random seed (default: 0)")
     c = p.add_argument_group("classification projects", "a class per image: a timm network instead of a U-Net")
     c.add_argument(
@@ -101,7 +107,7 @@ def register(sub) -> None:
 _FIELDS = [
     "epochs", "minutes", "encoder", "encoder_depth", "decoder_channels", "encoder_weights_file", "pretrained", "finetune_from", "patch_size",
     "batch_size", "learning_rate", "steps_per_epoch", "augmentation", "elastic", "loss", "boundary", "boundary_width", "distance", "context",
-    "schedule", "patience", "device", "mixed_precision", "seed",
+    "schedule", "patience", "device", "mixed_precision", "compile", "seed",
 ]  # fmt: skip
 
 

@@ -11,6 +11,7 @@ from ..losses import LOSSES
 from ..models import ENCODERS
 
 SCHEDULES = ("onecycle", "cosine", "constant")
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 # the network sizes offered in plain words (the Train widget's choices): encoder depth -> decoder
 NETWORK_SIZES = {"standard": 5, "small": 4, "tiny": 3}
 MAX_CONTEXT = 4  # 2.5D input: at most 4 planes on each side (9 planes in all)
@@ -67,6 +68,10 @@ class TrainConfig(Config):
     validation_fraction : share of images (or of each image's annotated rows) kept for validation.
     device : ``auto | cpu | cuda | cuda:N | mps``.
     mixed_precision : ``auto | bf16 | fp16 | off`` (CUDA only; never autocast on CPU).
+    compile : ``off`` or a ``torch.compile`` mode for the training step's network: ``default``,
+        ``reduce-overhead`` (CUDA graphs: for small batches on a GPU), ``max-autotune``,
+        ``max-autotune-no-cudagraphs``. The first steps pay the compilation (reported); if it fails,
+        training goes on without it and says why.
     seed : the run is reproducible on CPU for a given seed.
     """
 
@@ -100,6 +105,7 @@ class TrainConfig(Config):
     validation_fraction: float = 0.2
     device: str = "auto"
     mixed_precision: str = "auto"
+    compile: str = "off"
     seed: int = 0
     format_version: int = 1
 
@@ -141,6 +147,8 @@ class TrainConfig(Config):
             raise ConfigError(f"Unknown schedule {self.schedule!r}: choose one of {', '.join(SCHEDULES)}.")
         if self.mixed_precision not in ("auto", "bf16", "fp16", "off"):
             raise ConfigError(f"mixed_precision must be auto, bf16, fp16 or off, got {self.mixed_precision!r}.")
+        if self.compile not in COMPILE_MODES:
+            raise ConfigError(f"compile must be one of {', '.join(COMPILE_MODES)}, got {self.compile!r}.")
         if not 0 <= self.foreground_fraction <= 1 or not 0 < self.validation_fraction < 1:
             raise ConfigError("foreground_fraction must be in [0, 1] and validation_fraction in (0, 1).")
         if not isinstance(self.boundary_width, int) or not 1 <= self.boundary_width <= 10:

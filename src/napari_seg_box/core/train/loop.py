@@ -388,6 +388,8 @@ def _train_epoch(run: Run, sampler: _Sampler, loss_fn, epoch: int, cancel) -> It
                 chosen["batch_size"], shard = batch, dist.shard(batch)
                 prefetch.size = shard
                 yield Message(f"GPU out of memory: batch size halved to {batch}; training continues.", "warning")
+            for note in rt.pop_notes():
+                yield Message(*note)
             if stopped:
                 break
             pred = _class_logits(logits.detach(), run.data.distance).argmax(1)

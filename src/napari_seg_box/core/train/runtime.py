@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 
@@ -69,6 +70,9 @@ class _Runtime:
         self.memory_format = memory_format(self.device)
         if self.cuda:
             torch.backends.cudnn.benchmark = True
+        self.compile = getattr(cfg, "compile", "off")  # "off", or the torch.compile mode until compilation fails
+        self._compiled: dict[int, object] = {}  # id(module) -> its compiled twin (same parameters)
+        self.notes: list[tuple[str, str, str]] = []  # (text, level, topic) Messages for the loop to pass on: compilation time, a fallback
 
     def autocast(self):
         import contextlib
@@ -91,17 +95,56 @@ class _Runtime:
     def optimise(self, model, loss_fn, opt, x, y, w, *, grad_clip: float | None, update: bool = True):
         """One training step (forward, loss, backward, then with ``update`` clipping and the optimiser
         step) in this run's precision; returns (logits, loss)."""
+        if self.compile == "off":
+            logits, loss = self._forward_backward(model, loss_fn, opt, x, y, w)
+        else:
+            first, t0 = id(model) not in self._compiled, time.perf_counter()
+            try:
+                logits, loss = self._forward_backward(self._compiled_twin(model), loss_fn, opt, x, y, w)
+                if first:  # this step compiled the forward and backward passes
+                    self.notes.append(
+                        (f"Network compiled (torch.compile, {self.compile}) in {time.perf_counter() - t0:.0f} s.", "info", "device")
+                    )
+            except Exception as err:
+                if _too_big(err):  # out of memory: the loop halves the batch, compiled or not
+                    raise
+                line = (str(err).strip().splitlines() or [""])[0][:200]
+                self.notes.append(
+                    (
+                        f"torch.compile ({self.compile}) failed: {type(err).__name__}: {line}. Training continues without it.",
+                        "warning",
+                        "device",
+                    )
+                )
+                self.compile = "off"
+                logits, loss = self._forward_backward(model, loss_fn, opt, x, y, w)
+        if update:
+            self.update(model, opt, grad_clip=grad_clip)
+        return logits, loss
+
+    def _forward_backward(self, net, loss_fn, opt, x, y, w):
         with self.autocast():
-            logits = model(x)
+            logits = net(x)
             loss = loss_fn(logits, y, w)
         opt.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
         else:
             loss.backward()
-        if update:
-            self.update(model, opt, grad_clip=grad_clip)
         return logits, loss
+
+    def _compiled_twin(self, model):
+        """``model`` compiled with this run's mode, built once per module (it shares the parameters)."""
+        import torch
+
+        twin = self._compiled.get(id(model))
+        if twin is None:
+            twin = self._compiled[id(model)] = torch.compile(model, mode=None if self.compile == "default" else self.compile, dynamic=False)
+        return twin
+
+    def pop_notes(self) -> list[tuple[str, str, str]]:
+        notes, self.notes = self.notes, []
+        return notes
 
     def update(self, model, opt, *, grad_clip: float | None) -> None:
         """Clip the gradients (when asked) and take the optimiser step."""
@@ -121,4 +164,8 @@ class _Runtime:
         prec = {None: "float32"}.get(self.dtype, str(self.dtype).replace("torch.", ""))
         import torch
 
-        return f"{device_name(self.device)}, {prec}" + (", channels_last" if self.memory_format == torch.channels_last else "")
+        return (
+            f"{device_name(self.device)}, {prec}"
+            + (", channels_last" if self.memory_format == torch.channels_last else "")
+            + ("" if self.compile == "off" else f", torch.compile {self.compile}")
+        )
