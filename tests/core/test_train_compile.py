@@ -35,7 +35,7 @@ def test_a_failing_compilation_falls_back_to_plain_pytorch(nuclei_project, monke
     _, eager, _ = _run(nuclei_project)
 
     def broken(model, **kw):
-        def call(x):
+        def call(*args):
             raise RuntimeError("CppCompileError: C++ compile error\nno compiler found")
 
         return call

@@ -52,6 +52,17 @@ def _scores(conf: np.ndarray) -> tuple[float, float, list[float | None]]:
     return (0.0 if np.isnan(accuracy) else float(accuracy)), (float(np.mean(scored)) if scored else 0.0), per
 
 
+class _Step:
+    """The network's forward pass and its loss, as one callable: what ``torch.compile`` compiles."""
+
+    def __init__(self, model, loss_fn):
+        self.model, self.loss_fn = model, loss_fn
+
+    def __call__(self, x, y, w):
+        logits = self.model(x)
+        return logits, self.loss_fn(logits, y, w)
+
+
 class _Runtime:
     """Device, precision and memory layout of a run."""
 
@@ -71,7 +82,7 @@ class _Runtime:
         if self.cuda:
             torch.backends.cudnn.benchmark = True
         self.compile = getattr(cfg, "compile", "off")  # "off", or the torch.compile mode until compilation fails
-        self._compiled: dict[int, object] = {}  # id(module) -> its compiled twin (same parameters)
+        self._compiled: dict[tuple[int, int], object] = {}  # (id(module), id(loss)) -> the compiled step (same parameters)
         self.notes: list[tuple[str, str, str]] = []  # (text, level, topic) Messages for the loop to pass on: compilation time, a fallback
 
     def autocast(self):
@@ -96,12 +107,13 @@ class _Runtime:
         """One training step (forward, loss, backward, then with ``update`` clipping and the optimiser
         step) in this run's precision; returns (logits, loss)."""
         if self.compile == "off":
-            logits, loss = self._forward_backward(model, loss_fn, opt, x, y, w)
+            logits, loss = self._forward_backward(_Step(model, loss_fn), opt, x, y, w)
         else:
-            first, t0 = id(model) not in self._compiled, time.perf_counter()
+            key = (id(model), id(loss_fn))
+            first, t0 = key not in self._compiled, time.perf_counter()
             try:
-                logits, loss = self._forward_backward(self._compiled_twin(model), loss_fn, opt, x, y, w)
-                if first:  # this step compiled the forward and backward passes
+                logits, loss = self._forward_backward(self._compiled_step(key, model, loss_fn), opt, x, y, w)
+                if first:  # this step compiled the forward pass with the loss, and their backward
                     self.notes.append(
                         (f"Network compiled (torch.compile, {self.compile}) in {time.perf_counter() - t0:.0f} s.", "info", "device")
                     )
@@ -109,23 +121,17 @@ class _Runtime:
                 if _too_big(err):  # out of memory: the loop halves the batch, compiled or not
                     raise
                 line = (str(err).strip().splitlines() or [""])[0][:200]
-                self.notes.append(
-                    (
-                        f"torch.compile ({self.compile}) failed: {type(err).__name__}: {line}. Training continues without it.",
-                        "warning",
-                        "device",
-                    )
-                )
+                what = f"torch.compile ({self.compile}) failed: {type(err).__name__}: {line}. Training continues without it."
+                self.notes.append((what, "warning", "device"))
                 self.compile = "off"
-                logits, loss = self._forward_backward(model, loss_fn, opt, x, y, w)
+                logits, loss = self._forward_backward(_Step(model, loss_fn), opt, x, y, w)
         if update:
             self.update(model, opt, grad_clip=grad_clip)
         return logits, loss
 
-    def _forward_backward(self, net, loss_fn, opt, x, y, w):
+    def _forward_backward(self, step, opt, x, y, w):
         with self.autocast():
-            logits = net(x)
-            loss = loss_fn(logits, y, w)
+            logits, loss = step(x, y, w)
         opt.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -133,14 +139,16 @@ class _Runtime:
             loss.backward()
         return logits, loss
 
-    def _compiled_twin(self, model):
-        """``model`` compiled with this run's mode, built once per module (it shares the parameters)."""
+    def _compiled_step(self, key, model, loss_fn):
+        """The network with its loss, compiled with this run's mode: one graph (fewer kernel launches
+        for small batches), built once per (module, loss); it shares the module's parameters."""
         import torch
 
-        twin = self._compiled.get(id(model))
-        if twin is None:
-            twin = self._compiled[id(model)] = torch.compile(model, mode=None if self.compile == "default" else self.compile, dynamic=False)
-        return twin
+        step = self._compiled.get(key)
+        if step is None:
+            mode = None if self.compile == "default" else self.compile
+            step = self._compiled[key] = torch.compile(_Step(model, loss_fn), mode=mode, dynamic=False)
+        return step
 
     def pop_notes(self) -> list[tuple[str, str, str]]:
         notes, self.notes = self.notes, []
