@@ -23,7 +23,6 @@ from dataclasses import dataclass
 
 from ..errors import DataError
 
-# what a collective raises when another rank died: gloo and NCCL errors, connection resets
 # what gloo and NCCL say in the RuntimeError of a collective whose peer is gone
 _PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "gloo", "Gloo", "NCCL")
 
