@@ -195,6 +195,26 @@ def test_suggestions_differ_from_what_is_annotated():
     assert [i for i, _ in rank(scores, feats, 2, known=np.array([[10, 10, 0.98, 0]]))] == [1, 0]
 
 
+def test_suggestions_read_only_the_annotated_sections_of_an_annotated_stack(tmp_path, shared_data, monkeypatch):
+    from napari_seg_box.core import planes
+
+    project = Project.create(tmp_path / "v.zarr", classes=["background", "nucleus"])
+    q = nuclei_quadrants()
+    volume = np.stack([q[i][1] for i in (0, 1, 2, 0, 1)])
+    labels = np.zeros(volume.shape, np.uint8)
+    labels[1] = 1 + (q[1][2] > 0)
+    labels[3] = 1 + (q[0][2] > 0)
+    project.add_image("stack", volume, labels=labels, axes="zyx", split="train")
+    project.add_image("new", q[3][1])
+    version = save_tiny_model(project, model=fitted_nuclei_model())
+    assert project.image_record("stack").annotated_planes == (1, 3)
+    read = []
+    real = planes.with_context
+    monkeypatch.setattr(planes, "with_context", lambda a, z, k: read.append(z) or real(a, z, k))
+    assert [s.image for s in suggest(project, version, top=1)] == ["new"]
+    assert read == [1, 3, None]  # the annotated sections of the stack, then the candidate
+
+
 def test_cli_suggests_then_finetunes_from_latest(tmp_path, shared_data, capsys):
     import json
 

@@ -166,11 +166,9 @@ def iter_suggest(
     known, done = [], [n for n in annotated(project) if n not in names]  # what is annotated: suggestions should differ from it
     for i, name in enumerate(done):
         yield Progress(i, len(done), stage="suggest (annotated images)", message=name)
-        planes = project.image_record(name).annotated_planes
-        for z, pixels in _planes(project, name, predictors[0].context):
+        for _, pixels in _planes(project, name, predictors[0].context, only=project.image_record(name).annotated_planes):
             check_cancel(cancel)
-            if z is None or planes is None or z in planes:
-                known += [_features(predictors[0], pixels[y0:y1, x0:x1]) for y0, x0, y1, x1 in regions(pixels.shape[:2], tile)]
+            known += [_features(predictors[0], pixels[y0:y1, x0:x1]) for y0, x0, y1, x1 in regions(pixels.shape[:2], tile)]
     found, feats = [], []
     for i, name in enumerate(names):
         yield Progress(i, len(names), stage="suggest", message=name)
@@ -212,9 +210,10 @@ def _plane_uncertainty(pixels: np.ndarray, predictors: list, mode: str, **kwargs
     return np.maximum(u, disagreement(preds, **facts)) if len(preds) > 1 else u
 
 
-def _planes(project, name: str, context: int = 0) -> Iterator[tuple[int | None, np.ndarray]]:
-    """(z, pixels) of each plane of image ``name``: one plane (z None) for a 2D image; with a 2.5D
-    model's ``context``, its neighbours as channels."""
+def _planes(project, name: str, context: int = 0, only=None) -> Iterator[tuple[int | None, np.ndarray]]:
+    """(z, pixels) of each plane of image ``name`` (of a stack, only the planes in ``only`` when it is
+    given; the others are not read): one plane (z None) for a 2D image; with a 2.5D model's
+    ``context``, its neighbours as channels."""
     from .planes import check_context, with_context
 
     rec = project.image_record(name)
@@ -223,7 +222,7 @@ def _planes(project, name: str, context: int = 0) -> Iterator[tuple[int | None, 
         yield None, with_context(project.get_image(name), None, context)
         return
     array = project.image_array(name)
-    for z in range(rec.spatial_shape[0]):
+    for z in range(rec.spatial_shape[0]) if only is None else sorted(only):
         yield z, with_context(array, z, context)
 
 
