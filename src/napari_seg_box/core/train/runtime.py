@@ -106,9 +106,7 @@ class _Runtime:
     def optimise(self, model, loss_fn, opt, x, y, w, *, grad_clip: float | None, update: bool = True):
         """One training step (forward, loss, backward, then with ``update`` clipping and the optimiser
         step) in this run's precision; returns (logits, loss)."""
-        if self.compile == "off":
-            logits, loss = self._forward_backward(_Step(model, loss_fn), opt, x, y, w)
-        else:
+        if self.compile != "off":
             key = (id(model), id(loss_fn))
             first, t0 = key not in self._compiled, time.perf_counter()
             try:
@@ -124,7 +122,8 @@ class _Runtime:
                 what = f"torch.compile ({self.compile}) failed: {type(err).__name__}: {line}. Training continues without it."
                 self.notes.append((what, "warning", "device"))
                 self.compile = "off"
-                logits, loss = self._forward_backward(_Step(model, loss_fn), opt, x, y, w)
+        if self.compile == "off":  # plain PyTorch: as asked, or after a failed compilation (the step is redone)
+            logits, loss = self._forward_backward(_Step(model, loss_fn), opt, x, y, w)
         if update:
             self.update(model, opt, grad_clip=grad_clip)
         return logits, loss
