@@ -294,19 +294,25 @@ def _version(name: str) -> str | None:
         return None
 
 
-def _memory_child(args) -> None:
-    """Run in a child process: predict the zarr image block by block, print peak RSS."""
+def _cpu_predictor(args):
+    """The benchmark's network as a CPU predictor, and the prediction settings (in a child process)."""
     import torch
 
     from napari_seg_box.core.infer import PredictConfig, Predictor
-    from napari_seg_box.core.infer_large import predict_large
 
     torch.set_num_threads(args.threads or torch.get_num_threads())
     model, meta = build(args.encoder, args.depth, tuple(args.decoder))
-    predictor = Predictor(model, meta, torch.device("cpu"))
+    cfg = PredictConfig(tile_size=args.tile, overlap=args.overlap, batch_size=args.batch, device="cpu")
+    return Predictor(model, meta, torch.device("cpu")), cfg
+
+
+def _memory_child(args) -> None:
+    """Run in a child process: predict the zarr image block by block, print peak RSS."""
+    from napari_seg_box.core.infer_large import predict_large
+
+    predictor, cfg = _cpu_predictor(args)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t0 = time.perf_counter()
-    cfg = PredictConfig(tile_size=args.tile, overlap=args.overlap, batch_size=args.batch, device="cpu")
     predict_large(args.zarr, args.out, predictor, config=cfg, write_probabilities=not args.no_probabilities)
     seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -316,28 +322,20 @@ def _memory_child(args) -> None:
 def _stream_child(args) -> None:
     """Run in a child process: predict the zarr image in memory (``--mode memory``: read first, not
     timed) or streamed zarr to zarr (``--mode zarr``); print seconds and peak RSS."""
-    import torch
     import zarr
 
-    from napari_seg_box.core.infer import PredictConfig, Predictor, predict
+    from napari_seg_box.core.infer import predict
     from napari_seg_box.core.infer_large import predict_large
 
-    torch.set_num_threads(args.threads or torch.get_num_threads())
-    model, meta = build(args.encoder, args.depth, tuple(args.decoder))
-    predictor = Predictor(model, meta, torch.device("cpu"))
-    cfg = PredictConfig(tile_size=args.tile, overlap=args.overlap, batch_size=args.batch, device="cpu")
+    predictor, cfg = _cpu_predictor(args)
     image = zarr.open_array(args.zarr, mode="r")[:] if args.mode == "memory" else None
     t0 = time.perf_counter()
     if image is not None:
-        probabilities = predict(image, predictor, config=cfg)
-        labels = (probabilities.argmax(0) + 1).astype(np.uint8)
-        checksum = int(labels.sum(dtype=np.int64))
+        labels = (predict(image, predictor, config=cfg).argmax(0) + 1).astype(np.uint8)
     else:
-        group = predict_large(args.zarr, args.out, predictor, config=cfg)
-        checksum = None
+        labels = predict_large(args.zarr, args.out, predictor, config=cfg)["labels"]
     seconds = time.perf_counter() - t0
-    if checksum is None:
-        checksum = int(sum(int(group["labels"][y : y + 1024].sum(dtype=np.int64)) for y in range(0, group["labels"].shape[0], 1024)))
+    checksum = int(sum(int(np.asarray(labels[y : y + 1024]).sum(dtype=np.int64)) for y in range(0, labels.shape[0], 1024)))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"seconds": seconds, "peak_rss_mb": peak, "labels_checksum": checksum}))
 
@@ -456,14 +454,16 @@ def main(argv=None) -> int:
         elif name in ("memory", "stream"):
             s.add_argument("--size", type=int, default=16384 if name == "memory" else 8192)
             s.add_argument("--workdir")
-            s.add_argument("--repeats", type=int, default=2)
+            if name == "stream":
+                s.add_argument("--repeats", type=int, default=2)
             s.add_argument("--keep", action="store_true")
             s.add_argument("--no-probabilities", action="store_true")
         else:
             s.add_argument("--zarr", required=True)
             s.add_argument("--out", required=True)
             s.add_argument("--no-probabilities", action="store_true")
-            s.add_argument("--mode", choices=["memory", "zarr"], default="zarr")
+            if name == "_stream_child":
+                s.add_argument("--mode", choices=["memory", "zarr"], default="zarr")
     args = p.parse_args(argv)
     if args.cmd.startswith("_"):
         {"_memory_child": _memory_child, "_stream_child": _stream_child}[args.cmd](args)
